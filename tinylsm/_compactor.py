@@ -1,0 +1,198 @@
+"""Background merging of sstables, and the size bookkeeping it needs."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+from . import codec, sstable
+from ._fs import Files
+from .config import Config
+
+log = logging.getLogger("tinylsm")
+
+#: Seconds to wait before retrying a failed merge, doubling up to the last.
+RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class Table:
+    """One sstable as the compactor sees it."""
+
+    records: int  # records it holds: the one size unit of the merge policy
+    nbytes: int  # size of its file
+
+
+class Compactor:
+    """Owns the sstable directory listing and merges runs of sstables.
+
+    Sizes are counted in records, before and after a restart alike (tiny-lsm
+    mixes three units).  A merge reads, merges and writes with no lock held
+    but ``_merge_lock`` (one merge at a time), so writers and readers never
+    wait for it; with the compiled codec the heavy loops also release the
+    GIL.
+    """
+
+    def __init__(
+        self,
+        files: Files,
+        directory: str,
+        key_size: int,
+        value_size: int,
+        config: Config,
+        tables: Dict[int, Table],
+        live_keys: Callable[[], int],
+    ) -> None:
+        self.files = files
+        self.directory = directory
+        self.key_size = key_size
+        self.value_size = value_size
+        self.config = config
+        self.tables = tables
+        self.live_keys = live_keys
+        self.read_bytes = 0
+        self.written_bytes = 0
+        self.merges = 0
+        self.error: Optional[BaseException] = None
+        self._cv = threading.Condition()
+        self._merge_lock = threading.Lock()
+        self._wake = True
+        self._stopping = False
+        self._thread: Optional[threading.Thread] = None
+
+    # -- bookkeeping, called by the store ------------------------------------
+
+    def add(self, sst_id: int, records: int, nbytes: int) -> None:
+        """Register a new sstable and wake the thread to consider a merge."""
+        with self._cv:
+            self.tables[sst_id] = Table(records, nbytes)
+            self._wake = True
+            self._cv.notify()
+
+    def snapshot(self) -> Dict[int, Table]:
+        with self._cv:
+            return dict(self.tables)
+
+    # -- the thread ------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tinylsm-compactor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread, letting a merge in progress finish first."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self._thread = None
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._cv:
+                while not self._wake and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    return
+                self._wake = False
+            try:
+                merged = self.maintain()
+            except Exception as exc:  # reported by stats() and close(), retried
+                self.error = exc
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                log.error("tinylsm: background merge in %s failed (retry in %.1fs): %r",
+                          self.directory, delay, exc)
+                with self._cv:
+                    self._cv.wait_for(lambda: self._stopping, timeout=delay)
+                    self._wake = True
+                continue
+            failures = 0
+            self.error = None
+            if merged:
+                with self._cv:
+                    self._wake = True  # one run at a time; look again
+
+    # -- policy ----------------------------------------------------------------
+
+    def pick_run(self) -> List[int]:
+        """The ids to merge next by tiny-lsm's policy, or ``[]``."""
+        tables = sorted(self.snapshot().items())
+        if len(tables) > 1:
+            stored = sum(t.records for _, t in tables)
+            if stored > self.config.max_space_amp * (self.live_keys() + 1):
+                return [i for i, _ in tables]
+        window = self.config.merge_window
+        ratio = self.config.merge_ratio
+        for start in range(len(tables) - window + 1):
+            run = tables[start : start + window]
+            first = run[0][1].records
+            if all(t.records * ratio > first for _, t in run[1:]):
+                return [i for i, _ in run]
+        return []
+
+    def maintain(self) -> bool:
+        """Merge one run if the policy asks for it; True if one was merged."""
+        with self._merge_lock:
+            run = self.pick_run()
+            if not run or self._stopping:
+                return False
+            self._merge(run)
+            return True
+
+    def compact_all(self) -> None:
+        """Merge every sstable into one (a full compaction), durably."""
+        with self._merge_lock:
+            run = sorted(self.snapshot())
+            if len(run) > 1 or (run and self._has_tombstones_or_short(run[0])):
+                self._merge(run)
+
+    def _has_tombstones_or_short(self, sst_id: int) -> bool:
+        scan, _ = sstable.read(self.files, self._path(sst_id), self.key_size, self.value_size)
+        return scan.tombstones > 0 or scan.status != "complete"
+
+    # -- the merge ---------------------------------------------------------------
+
+    def _path(self, sst_id: int) -> str:
+        return os.path.join(self.directory, sstable.sstable_name(sst_id))
+
+    def _merge(self, run: List[int]) -> None:
+        """Merge sstables ``run`` (ascending ids, contiguous) into its first id.
+
+        Crash safety: the merged table replaces the *lowest* id of the run by
+        an atomic rename, then the others are deleted in ascending order with
+        a directory fsync after each.  Any crash state is then "merged table,
+        then a suffix of the run": every key's newest record is still the
+        last applied, and a tombstone dropped from the merged table cannot
+        let an older leftover value come back (placing it at the highest id,
+        as tiny-lsm does, would allow exactly that).
+        """
+        k, v = self.key_size, self.value_size
+        runs = []
+        oldest = min(self.snapshot())
+        for sst_id in run:
+            scan, nbytes = sstable.read(self.files, self._path(sst_id), k, v)
+            self.read_bytes += nbytes
+            runs.append(scan.records)
+        merged = codec.merge_runs(runs, k, v, run[0] == oldest)
+        del runs
+        target = run[0]
+        nbytes = sstable.write(
+            self.files, self.directory, target, merged, k, v,
+            self.config.zstd_sstable_compression_level,
+        )
+        self.written_bytes += nbytes
+        with self._cv:
+            self.tables[target] = Table(len(merged) // codec.record_size(k, v), nbytes)
+        for sst_id in run[1:]:
+            self.files.unlink(self._path(sst_id))
+            self.files.fsync_dir(self.directory)
+            with self._cv:
+                del self.tables[sst_id]
+        self.merges += 1
+        log.debug("tinylsm: merged sstables %s into %016x", [f"{i:x}" for i in run], target)

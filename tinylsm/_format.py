@@ -1,0 +1,81 @@
+"""Names shared by both codecs: result types, stop reasons and size checks.
+
+Both codecs return these exact objects and strings, so a parity test can
+compare results with ``==``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+#: Largest key or value size accepted, a guard against absurd allocations.
+MAX_ITEM_SIZE = 1 << 16
+
+# Why a log scan stopped.  STOP_END is the clean end of the data.
+STOP_END = "end of log"
+STOP_SHORT = "short frame"
+STOP_BAD_TAG = "unknown tag"
+STOP_NESTED_BATCH = "batch header inside a batch"
+STOP_CRC = "checksum mismatch"
+STOP_BAD_PADDING = "non-zero padding"
+STOP_TOMBSTONE_VALUE = "non-zero value in a tombstone"
+
+# How an sstable payload ended, and why a corrupt one is corrupt.
+SST_COMPLETE = "complete"
+SST_SHORT = "short"
+SST_CORRUPT = "corrupt"
+SST_BAD_TAG = "unknown tag"  # followed by the tag, e.g. "unknown tag 7"
+SST_CRC = "checksum mismatch"
+SST_TOMBSTONE_VALUE = "non-zero value in a tombstone"
+SST_BAD_KEY_ORDER = "key not greater than the previous key"
+SST_TRAILING = "bytes after the last counted record"
+
+
+class LogScan(NamedTuple):
+    """What a log scan found.
+
+    ``records`` packs the applied changes in log order (5 + K + V bytes each),
+    ``count`` of them, ``tombstones`` of which remove a key.  ``end`` is the
+    offset just past the last applied frame or complete batch, the length the
+    log is truncated to.  ``stop`` names why the scan ended and
+    ``stop_offset`` where: ``STOP_END`` at the length of the data for a clean
+    end.  ``end < stop_offset`` means a batch was cut short and dropped.
+    """
+
+    records: bytes
+    count: int
+    end: int
+    stop: str
+    stop_offset: int
+    tombstones: int
+
+
+class SSTableScan(NamedTuple):
+    """What decoding an sstable payload found.
+
+    ``records`` packs the valid records (all of them when ``status`` is
+    ``complete``, the ones before the damage otherwise), ``count`` of them,
+    ``tombstones`` of which are tombstones.  ``expected`` is the count stored
+    in the header (-1 when the payload is too short to hold it).  For a
+    ``corrupt`` payload ``error_index`` is the first bad record and
+    ``reason`` says what is wrong with it; for a ``short`` one
+    ``error_index`` is the first missing record.
+    """
+
+    records: bytes
+    count: int
+    expected: int
+    status: str
+    error_index: int
+    reason: str
+    tombstones: int
+
+
+def check_sizes(key_size: int, value_size: int) -> None:
+    """Raise unless ``key_size >= 1`` and ``value_size >= 0`` are usable."""
+    for name, value, low in (("key_size", key_size, 1), ("value_size", value_size, 0)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{name}: expected int, got {type(value).__name__}")
+        if not low <= value <= MAX_ITEM_SIZE:
+            raise ValueError(
+                f"{name}: expected {low} to {MAX_ITEM_SIZE}, got {value}"
+            )

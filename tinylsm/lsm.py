@@ -1,0 +1,632 @@
+"""The store: ``open()`` and ``Lsm``."""
+from __future__ import annotations
+
+import atexit
+import errno
+import logging
+import os
+import threading
+import weakref
+from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
+from typing import Iterable, Iterator, Optional, Tuple, Union
+
+from . import _meta, codec, sstable
+from ._compactor import Compactor, Table
+from ._fs import DEFAULT as DEFAULT_FILES
+from ._fs import Files
+from ._log import LogWriter
+from ._sortedmap_py import SortedMap
+from ._format import STOP_END, check_sizes
+from .config import Config, Stats
+from .errors import ClosedError, CorruptionError, Error
+
+log = logging.getLogger("tinylsm")
+
+PathLike = Union[str, "os.PathLike[str]"]
+LOG_NAME = "log"
+
+# id -> store; Lsm is a Mapping, hence unhashable, so no WeakSet
+_open_stores: "weakref.WeakValueDictionary[int, Lsm]" = weakref.WeakValueDictionary()
+
+
+class _Unusable:
+    """Stands in for the map of a closed or forked store, so that the read
+    paths need no check of their own: any use raises ``ClosedError``."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __getattr__(self, name: str):
+        raise ClosedError(self.message)
+
+    def __len__(self) -> int:
+        raise ClosedError(self.message)
+
+    def __contains__(self, key: object) -> bool:
+        raise ClosedError(self.message)
+
+
+def open(  # noqa: A001 - the module's entry point, as in dbm.open
+    path: PathLike,
+    *,
+    key_size: Optional[int] = None,
+    value_size: Optional[int] = None,
+    config: Optional[Config] = None,
+    readonly: bool = False,
+    _files: Optional[Files] = None,
+) -> "Lsm":
+    """Open the store in directory ``path``, creating or recovering it.
+
+    A new directory records ``key_size`` and ``value_size``; an existing one
+    must be opened with the sizes it records (a directory written by the Rust
+    crate records none, and opens with the sizes given).  Recovery deletes
+    unfinished ``-tmp`` sstables, reads the sstables in id order, replays the
+    log on top and cuts off a torn tail.  Everything is checked before
+    anything on disk is changed.
+
+    With ``readonly`` nothing on disk is changed (no truncation, no deletion,
+    no compaction, no metadata); sizes default to the recorded ones;
+    several read-only openers may share a directory while no writer holds it.
+
+    Raises ``LockedError`` if a writer holds the directory (or, for a writer,
+    anyone does), ``ValueError`` for sizes that do not match the recorded
+    ones, ``CorruptionError`` for damage recovery must not paper over.
+    """
+    return Lsm(path, key_size=key_size, value_size=value_size, config=config,
+               readonly=readonly, _files=_files)
+
+
+class Lsm(MutableMapping):
+    """A crash-safe sorted map of fixed-size ``bytes`` keys to ``bytes`` values.
+
+    All data lives in memory; reads never touch the disk.  Every change is
+    appended to a checksummed log behind a buffer of
+    ``config.log_bufwriter_size`` bytes.
+
+    Durability:
+
+    * a change survives a *process* crash once it is handed to the OS: when
+      the buffer fills, at ``flush()``, ``close()``, garbage collection or
+      interpreter exit;
+    * a change survives a *power cut* (or kernel crash) only once a
+      ``flush()`` after it has returned;
+    * a ``write_batch`` is recovered whole or not at all.
+
+    Threads: one store may be shared by many threads; writes are serialized.
+    Iterating (``iter``, ``keys``, ``items``, ``values``, ``range``) while
+    another thread changes the store raises ``RuntimeError``, as ``dict``
+    does; it never yields a torn item.  A store cannot be used in a child
+    process made by ``fork``: any use raises ``ClosedError``.
+    """
+
+    def __init__(
+        self,
+        path: PathLike,
+        *,
+        key_size: Optional[int] = None,
+        value_size: Optional[int] = None,
+        config: Optional[Config] = None,
+        readonly: bool = False,
+        _files: Optional[Files] = None,
+    ) -> None:
+        self._closed = True  # until fully opened, for __del__
+        if config is None:
+            config = Config()
+        elif not isinstance(config, Config):
+            raise TypeError(f"config: expected tinylsm.Config, got {type(config).__name__}")
+        self.path = os.fspath(path)
+        self.config = config
+        self.readonly = bool(readonly)
+        self._files = files = _files if _files is not None else DEFAULT_FILES
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._lock_fd = -1
+        self._log: Optional[LogWriter] = None
+        self._compactor: Optional[Compactor] = None
+        self._read_bytes = 0
+        self._written_sst_bytes = 0
+        self._logged_bytes = 0
+
+        created = self._prepare_directory(key_size, value_size)
+        try:
+            self._recover(created)
+        except BaseException:
+            self._release()
+            raise
+        self._closed = False
+        _open_stores[id(self)] = self
+
+    # -- opening -------------------------------------------------------------------
+
+    def _prepare_directory(self, key_size: Optional[int], value_size: Optional[int]) -> bool:
+        """Check the path, create a new store, take the lock, settle K and V."""
+        path = self.path
+        files = self._files
+        created = False
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "store path exists and is not a directory", path)
+        if not os.path.exists(path):
+            if self.readonly:
+                raise FileNotFoundError(errno.ENOENT, "no store to open read-only", path)
+            self._check_given_sizes(key_size, value_size)
+            os.makedirs(path, exist_ok=True)
+            created = True
+        self._lock_fd = _meta.lock(path, shared=self.readonly)
+        try:
+            recorded = _meta.read_sizes(files, path)
+            if recorded is None:
+                self._check_given_sizes(key_size, value_size)
+            else:
+                if key_size is None and value_size is None:
+                    key_size, value_size = recorded
+                else:
+                    self._check_given_sizes(key_size, value_size)
+                if (key_size, value_size) != recorded:
+                    raise ValueError(
+                        f"store {path!r} was created with key_size={recorded[0]}, "
+                        f"value_size={recorded[1]}; opened with key_size={key_size}, "
+                        f"value_size={value_size}"
+                    )
+            assert key_size is not None and value_size is not None
+            self.key_size = key_size
+            self.value_size = value_size
+            self._frame_size = codec.frame_size(key_size, value_size)
+            self._record_size = codec.record_size(key_size, value_size)
+            self._has_meta = recorded is not None
+            if created:
+                self._make_layout(fsync_parents=True)
+        except BaseException:
+            self._release()
+            raise
+        return created
+
+    @staticmethod
+    def _check_given_sizes(key_size: Optional[int], value_size: Optional[int]) -> None:
+        if key_size is None or value_size is None:
+            raise TypeError("key_size and value_size are required for a store "
+                            "that does not record them")
+        check_sizes(key_size, value_size)
+
+    def _make_layout(self, fsync_parents: bool) -> None:
+        """Create ``sstables/`` and the metadata, durably."""
+        files = self._files
+        ssdir = os.path.join(self.path, sstable.SSTABLE_DIR)
+        if not os.path.isdir(ssdir):
+            files.mkdir(ssdir)
+            files.fsync_dir(self.path)
+        if not self._has_meta:
+            _meta.write_sizes(files, self.path, self.key_size, self.value_size)
+            self._has_meta = True
+        if fsync_parents:
+            # os.makedirs may have made several levels; make each entry durable
+            parent = os.path.dirname(os.path.abspath(self.path))
+            while parent and parent != os.path.dirname(parent):
+                try:
+                    files.fsync_dir(parent)
+                except OSError:
+                    break  # not ours to sync (permissions); the store itself is
+                parent = os.path.dirname(parent)
+
+    def _recover(self, created: bool) -> None:
+        files = self._files
+        k, v = self.key_size, self.value_size
+        ssdir = os.path.join(self.path, sstable.SSTABLE_DIR)
+        self._map = SortedMap(k, v)
+
+        # 1. read and check everything, changing nothing
+        if os.path.isdir(ssdir):
+            ids, tmps = sstable.list_dir(files, ssdir)
+        else:
+            ids, tmps = {}, []
+        tables = {}
+        for sst_id in sorted(ids):
+            path = os.path.join(ssdir, ids[sst_id])
+            scan, nbytes = sstable.read(files, path, k, v)
+            if scan.status != "complete":
+                log.warning(
+                    "tinylsm: sstable %s is cut short (%d of %s records): an "
+                    "interrupted flush of tiny-lsm, whose data is still in the log",
+                    path, scan.count, scan.expected if scan.expected >= 0 else "?",
+                )
+            self._read_bytes += nbytes
+            self._map.apply_records(scan.records, k, v)
+            tables[sst_id] = Table(scan.count, nbytes)
+        log_path = os.path.join(self.path, LOG_NAME)
+        log_fd = -1
+        if os.path.exists(log_path) or not self.readonly:
+            log_fd = files.open_ro(log_path) if self.readonly else files.open_rw(log_path)
+        try:
+            data = files.pread_all(log_fd, files.size(log_fd)) if log_fd >= 0 else b""
+            self._read_bytes += len(data)
+            scan = codec.scan_log(data, k, v)
+            if (scan.count == 0 and scan.stop != STOP_END and len(data) >= self._frame_size
+                    and not self._has_meta):
+                raise ValueError(
+                    f"log {log_path!r} does not start with a valid frame for "
+                    f"key_size={k}, value_size={v} ({scan.stop} at offset 0): "
+                    "are these the sizes the store was written with?"
+                )
+            self._map.apply_records(scan.records, k, v)
+            if scan.end != len(data):
+                log.warning("tinylsm: log %s: %s at offset %d; %d bytes after offset %d "
+                            "are a torn tail and are %s", log_path, scan.stop,
+                            scan.stop_offset, len(data) - scan.end, scan.end,
+                            "ignored (read-only)" if self.readonly else "cut off")
+
+            # 2. repair: only now is anything on disk changed
+            if not self.readonly:
+                if scan.end != len(data):
+                    files.truncate(log_fd, scan.end)
+                    files.fsync(log_fd)
+                for name in tmps:
+                    log.warning("tinylsm: removing unfinished sstable write %s", name)
+                    files.unlink(os.path.join(ssdir, name))
+                if tmps:
+                    files.fsync_dir(ssdir)
+                if not created:
+                    self._make_layout(fsync_parents=False)
+        except BaseException:
+            if log_fd >= 0:
+                files.close(log_fd)
+            raise
+        self._log = LogWriter(files, log_path, log_fd, scan.end, self.config.log_bufwriter_size)
+        self._next_id = max(tables, default=0) + 1
+        self._compactor = Compactor(files, ssdir, k, v, self.config, tables, self._map.__len__)
+        if not self.readonly:
+            self._compactor.start()
+
+    # -- reading -------------------------------------------------------------------
+
+    def _key(self, key: object) -> bytes:
+        """``key`` as ``bytes`` of size K, or raise TypeError/ValueError."""
+        if type(key) is not bytes:
+            if not isinstance(key, (bytes, bytearray, memoryview)):
+                raise TypeError(
+                    f"key: expected bytes, bytearray or memoryview, got {type(key).__name__}"
+                )
+            key = bytes(key)
+        if len(key) != self.key_size:
+            raise ValueError(f"key: expected {self.key_size} bytes, got {len(key)}")
+        return key
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._map.get(key) if type(key) is bytes else None
+        if value is None:
+            value = self._map.get(self._key(key))
+            if value is None:
+                raise KeyError(key)
+        return value
+
+    def get(self, key: bytes, default=None):  # type: ignore[override]
+        """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
+        value = self._map.get(key) if type(key) is bytes else None
+        if value is None:
+            value = self._map.get(self._key(key))
+            if value is None:
+                return default
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        if type(key) is bytes and key in self._map:
+            return True
+        return self._key(key) in self._map
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for key, _ in self.range():
+            yield key
+
+    def keys(self) -> KeysView:
+        """The keys, in key order."""
+        return _Keys(self)
+
+    def items(self) -> ItemsView:
+        """``(key, value)`` pairs, in key order."""
+        return _Items(self)
+
+    def values(self) -> ValuesView:
+        """The values, in key order."""
+        return _Values(self)
+
+    def range(
+        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, *, reverse: bool = False
+    ) -> Iterator[Tuple[bytes, bytes]]:
+        """Yield ``(key, value)`` for ``start <= key < stop`` in key order.
+
+        Either end may be ``None`` (open).  With ``reverse`` the same pairs
+        come in descending order.  Raises ``RuntimeError`` on the next step
+        if the store changes while the iterator is in use.
+        """
+        if start is not None:
+            start = self._key(start)
+        if stop is not None:
+            stop = self._key(stop)
+        with self._lock:
+            return self._map.items(start, stop, reverse)
+
+    # -- writing -------------------------------------------------------------------
+
+    def _writable(self) -> LogWriter:
+        if self._closed:
+            raise ClosedError(getattr(self._map, "message", "store is closed"))
+        if self.readonly:
+            raise Error(f"store {self.path!r} is open read-only")
+        assert self._log is not None
+        if self._log.length > self.config.max_log_length:
+            self._flush_to_sstable()
+        return self._log
+
+    def insert(self, key: bytes, value: bytes) -> Optional[bytes]:
+        """Set ``key`` to ``value``; return the previous value or ``None``.
+
+        The change is in memory and in the log buffer when this returns; see
+        the class docstring for when it is durable.  Raises ``TypeError`` or
+        ``ValueError`` for a key or value that is not bytes of the store's
+        size, and ``OSError`` if the log cannot take the change, in which
+        case nothing changed.
+        """
+        frame = codec.encode_frame(key, value, self.key_size, self.value_size)
+        with self._lock:
+            self._writable().append(frame)
+            self._logged_bytes += len(frame)
+            return self._map.set(
+                key if type(key) is bytes else bytes(key),  # type: ignore[arg-type]
+                value if type(value) is bytes else bytes(value),  # type: ignore[arg-type]
+            )
+
+    def remove(self, key: bytes) -> Optional[bytes]:
+        """Delete ``key``; return its value, or ``None`` if it was absent.
+
+        Removing an absent key changes nothing and logs nothing.
+        """
+        key = self._key(key)
+        with self._lock:
+            if key not in self._map:
+                self._writable()
+                return None
+            frame = codec.encode_frame(key, None, self.key_size, self.value_size)
+            self._writable().append(frame)
+            self._logged_bytes += len(frame)
+            return self._map.delete(key)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.insert(key, value)
+
+    def __delitem__(self, key: bytes) -> None:
+        if self.remove(key) is None:
+            raise KeyError(key)
+
+    def write_batch(self, items: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
+        """Apply ``(key, value_or_None)`` changes atomically, in order.
+
+        ``None`` removes the key; a later item for the same key wins.  Every
+        item is checked first: one bad item raises ``TypeError`` or
+        ``ValueError`` naming it and nothing is applied.  Recovery applies
+        the whole batch or none of it.
+        """
+        if not isinstance(items, (list, tuple)):
+            items = list(items)
+        frames = codec.encode_log(items, self.key_size, self.value_size, batch=True)
+        with self._lock:
+            self._writable().append(frames)
+            self._logged_bytes += len(frames)
+            m = self._map
+            for key, value in items:
+                key = key if type(key) is bytes else bytes(key)
+                if value is None:
+                    m.delete(key)
+                else:
+                    m.set(key, value if type(value) is bytes else bytes(value))
+
+    def flush(self) -> None:
+        """Write the log buffer out and fsync it: every change made before
+        the call survives a power cut once this returns.
+
+        When the log has grown past ``config.max_log_length`` its changes
+        also become a new sstable (written, fsynced, renamed, directory
+        fsynced) and the log is truncated.
+        """
+        with self._lock:
+            self._writable().sync()
+
+    def _flush_to_sstable(self) -> None:
+        """Turn the log's changes into the next sstable, then empty the log.
+
+        Called with the lock held.  Crash safety: the sstable is complete and
+        durable (see ``sstable.write``) before the log is truncated, so a
+        crash in between recovers the same map from both.
+        """
+        log_writer = self._log
+        assert log_writer is not None and self._compactor is not None
+        log_writer.sync()
+        if log_writer.size == 0:
+            return
+        files = self._files
+        k, v = self.key_size, self.value_size
+        data = files.pread_all(log_writer.fd, log_writer.size)
+        self._read_bytes += len(data)
+        scan = codec.scan_log(data, k, v)
+        if scan.end != log_writer.size or scan.stop != STOP_END:
+            raise CorruptionError(
+                f"log {log_writer.path}: re-reading it to write an sstable, "
+                f"{scan.stop} at offset {scan.stop_offset} of {log_writer.size}"
+            )
+        records = codec.sort_records(scan.records, k, v)
+        if not self._compactor.tables:
+            # nothing older for tombstones to hide
+            records = codec.merge_runs([records], k, v, True)
+        sst_id = self._next_id
+        ssdir = os.path.join(self.path, sstable.SSTABLE_DIR)
+        try:
+            nbytes = sstable.write(files, ssdir, sst_id, records, k, v,
+                                   self.config.zstd_sstable_compression_level)
+        except BaseException:
+            self._discard_tmp(ssdir, sst_id)
+            raise
+        self._next_id = sst_id + 1
+        self._written_sst_bytes += nbytes
+        self._compactor.add(sst_id, len(records) // self._record_size, nbytes)
+        log_writer.reset()
+
+    def _discard_tmp(self, ssdir: str, sst_id: int) -> None:
+        tmp = os.path.join(ssdir, sstable.tmp_name(sst_id))
+        try:
+            self._files.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("tinylsm: could not remove %s (recovery will): %r", tmp, exc)
+
+    def compact(self) -> None:
+        """Merge the log and every sstable into one sstable, durably.
+
+        Tombstones are dropped, since nothing older is left for them to hide.
+        Readers and other writers are not blocked while the merge runs.
+        """
+        with self._lock:
+            self._writable()
+            if self._log is not None and self._log.length:
+                self._flush_to_sstable()
+        assert self._compactor is not None
+        self._compactor.compact_all()
+
+    # -- state -------------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        """Sizes and traffic counters; see ``Stats``."""
+        with self._lock:
+            if self._closed:
+                raise ClosedError(getattr(self._map, "message", "store is closed"))
+            assert self._log is not None and self._compactor is not None
+            tables = self._compactor.snapshot()
+            comp = self._compactor
+            resident = len(self._map) * (self.key_size + self.value_size)
+            on_disk = self._log.size + sum(t.nbytes for t in tables.values())
+            written = self._log.written + self._written_sst_bytes + comp.written_bytes
+            error = comp.error
+            return Stats(
+                resident_bytes=resident,
+                on_disk_bytes=on_disk,
+                logged_bytes=self._logged_bytes,
+                written_bytes=written,
+                read_bytes=self._read_bytes + comp.read_bytes,
+                space_amp=on_disk / max(resident, 1),
+                write_amp=written / max(self._logged_bytes, 1),
+                keys=len(self._map),
+                sstables=len(tables),
+                log_bytes=self._log.length,
+                merges=comp.merges,
+                compaction_error=None if error is None else repr(error),
+            )
+
+    def close(self) -> None:
+        """Flush and fsync the log, stop the compaction thread, release the lock.
+
+        Idempotent.  Any other use afterwards raises ``ClosedError``.  If the
+        background merge failed and has not succeeded since, the store is
+        still closed cleanly and the error is raised as ``tinylsm.Error``
+        (the data is safe: a failed merge changes nothing).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._map = _Unusable(f"store {self.path!r} is closed")
+            error: Optional[BaseException] = None
+            try:
+                if not self.readonly and self._log is not None and self._log.broken is None:
+                    self._log.sync()
+            finally:
+                if self._compactor is not None:
+                    self._compactor.stop()
+                    error = self._compactor.error
+                self._release()
+        if error is not None:
+            raise Error(f"background compaction of {self.path!r} failed: {error!r}") from error
+
+    def _release(self) -> None:
+        if self._log is not None:
+            try:
+                self._log.close()
+            finally:
+                self._log = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # closing the descriptor drops the flock
+            self._lock_fd = -1
+
+    def __enter__(self) -> "Lsm":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._map)} keys"
+        return (f"<tinylsm.Lsm {self.path!r} key_size={self.key_size} "
+                f"value_size={self.value_size} {state}>")
+
+    def __del__(self) -> None:
+        # Garbage collection writes the buffer out (no fsync) so that what
+        # was acknowledged survives a process crash, as documented.
+        if getattr(self, "_closed", True) or os.getpid() != self._pid:
+            return
+        try:
+            if self._log is not None and not self.readonly and self._log.broken is None:
+                self._log.write_out()
+        except OSError as exc:
+            log.error("tinylsm: could not write the log of %s at collection: %r", self.path, exc)
+        finally:
+            self._closed = True
+            if self._compactor is not None:
+                self._compactor.stop()
+            self._release()
+
+    def _forked(self) -> None:
+        """In a forked child: make every use fail, and never touch the files
+        (the parent still owns them, its lock and its buffered data)."""
+        self._closed = True
+        self._map = _Unusable(
+            f"store {self.path!r} was opened in process {self._pid} and cannot "
+            f"be used in its forked child {os.getpid()}; open it in the child instead"
+        )
+        self._log = None
+        self._compactor = None
+        self._lock_fd = -1
+
+
+class _Keys(KeysView):
+    def __iter__(self) -> Iterator[bytes]:
+        for key, _ in self._mapping.range():  # type: ignore[attr-defined]
+            yield key
+
+
+class _Items(ItemsView):
+    def __iter__(self) -> Iterator[Tuple[bytes, bytes]]:
+        return self._mapping.range()  # type: ignore[attr-defined,no-any-return]
+
+
+class _Values(ValuesView):
+    def __iter__(self) -> Iterator[bytes]:
+        for _, value in self._mapping.range():  # type: ignore[attr-defined]
+            yield value
+
+
+def _close_all_at_exit() -> None:
+    for store in list(_open_stores.values()):
+        try:
+            store.close()
+        except Exception as exc:  # reported, and the other stores still close
+            log.error("tinylsm: closing %s at exit: %r", store.path, exc)
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_open_stores.values()):
+        store._forked()
+    _open_stores.clear()
+
+
+atexit.register(_close_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,105 @@
+"""SSTable files: names, zstd framing, and crash-safe writing.
+
+An sstable is one zstd stream of an sstable payload (see ``codec``).  The
+Rust crate never finishes its zstd frames, so reading always goes through a
+streaming decompressor, which returns what the complete blocks hold.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, List, Tuple
+
+import zstandard
+
+from . import codec
+from ._format import SSTableScan
+from ._fs import Files
+from .errors import CorruptionError
+
+SSTABLE_DIR = "sstables"
+_ID_NAME = re.compile(r"[0-9a-f]{16}\Z")
+_HEX = re.compile(r"\+?[0-9a-fA-F]+\Z")
+
+
+def sstable_name(sst_id: int) -> str:
+    """The file name of sstable ``sst_id``: 16 lower-case hex digits."""
+    return f"{sst_id:016x}"
+
+
+def tmp_name(sst_id: int) -> str:
+    """The name an sstable is written under before its rename (as in tiny-lsm)."""
+    return f"{sst_id:x}-tmp"
+
+
+def list_dir(files: Files, directory: str) -> Tuple[Dict[int, str], List[str]]:
+    """Sort the names in ``directory`` into sstables and unfinished writes.
+
+    Returns ``({id: name}, [tmp names])``; other names are ignored, as the
+    Rust crate ignores them.  A name the Rust crate would parse as an id but
+    could not open (hex, but not 16 lower-case digits) raises
+    ``CorruptionError`` naming the file, instead of a bare "not found".
+    """
+    tables: Dict[int, str] = {}
+    tmps: List[str] = []
+    for name in sorted(files.listdir(directory)):
+        if _ID_NAME.match(name):
+            tables[int(name, 16)] = name
+        elif _HEX.match(name):
+            raise CorruptionError(
+                f"sstable name {os.path.join(directory, name)!r} is hex but not "
+                f"16 lower-case hex digits: rename it to "
+                f"{sstable_name(int(name, 16))!r} if it is an sstable, or move it away"
+            )
+        elif name.endswith("-tmp"):
+            tmps.append(name)
+    return tables, tmps
+
+
+def decompress(data: bytes, path: str) -> bytes:
+    """Decompress an sstable file's bytes, finished zstd frames or not."""
+    try:
+        return zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(data)
+    except zstandard.ZstdError as exc:
+        raise CorruptionError(f"sstable {path}: zstd stream is damaged: {exc}") from None
+
+
+def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTableScan, int]:
+    """Read and check sstable ``path``; return its scan and the file's size.
+
+    A corrupt record raises ``CorruptionError`` naming the file, the record
+    and the reason.  A short file (a torn write of the Rust crate's in-place
+    flush, whose data is still in the log) is returned with status
+    ``short`` and the records before the tear.
+    """
+    data = files.read_file(path)
+    scan = codec.decode_sstable(decompress(data, path), key_size, value_size)
+    if scan.status == "corrupt":
+        raise CorruptionError(
+            f"sstable {path}: record {scan.error_index} of {scan.expected}: {scan.reason}"
+        )
+    return scan, len(data)
+
+
+def write(
+    files: Files,
+    directory: str,
+    sst_id: int,
+    records: bytes,
+    key_size: int,
+    value_size: int,
+    level: int,
+) -> int:
+    """Write sorted ``records`` as sstable ``sst_id``; return the file's size.
+
+    The data goes to ``<id>-tmp``, is fsynced, renamed to its final name and
+    the directory fsynced, so a crash leaves either no sstable (the ``-tmp``
+    file is deleted at recovery) or a complete one; never a torn one.
+    """
+    payload = codec.encode_sstable(records, key_size, value_size)
+    data = zstandard.ZstdCompressor(level=level).compress(payload)
+    tmp = os.path.join(directory, tmp_name(sst_id))
+    files.write_new_file(tmp, data)
+    files.rename(tmp, os.path.join(directory, sstable_name(sst_id)))
+    files.fsync_dir(directory)
+    return len(data)
