@@ -51,14 +51,12 @@ class LogWriter:
         """
         if self.broken is not None:
             self.check()
-        buf = self.buf
-        if len(buf) + len(data) <= self.bufsize:
-            buf += data
+        if len(self.buf) + len(data) <= self.bufsize:
+            self.buf += data
             return
-        if buf:
-            self.write_out()
+        self.write_out()  # replaces self.buf
         if len(data) <= self.bufsize:
-            buf += data
+            self.buf += data
         else:
             self._write(data)
 
