@@ -14,14 +14,21 @@ def extensions():
         return []
     from Cython.Build import cythonize
 
-    ext = Extension(
-        "tinylsm._codec",
-        ["tinylsm/_codec.pyx"],
-        libraries=["z"],
-        extra_compile_args=["-O3"],
-    )
+    exts = [
+        Extension(
+            "tinylsm._codec",
+            ["tinylsm/_codec.pyx"],
+            libraries=["z"],
+            extra_compile_args=["-O3"],
+        ),
+        Extension(
+            "tinylsm._map",
+            ["tinylsm/_map.pyx"],
+            extra_compile_args=["-O3"],
+        ),
+    ]
     return cythonize(
-        [ext],
+        exts,
         compiler_directives={"language_level": "3", "embedsignature": True},
     )
 
