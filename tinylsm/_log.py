@@ -1,6 +1,7 @@
 """The write-ahead log file behind its in-memory buffer."""
 from __future__ import annotations
 
+import threading
 from typing import Optional
 
 from ._fs import Files
@@ -29,6 +30,11 @@ class LogWriter:
         self.broken: Optional[BaseException] = None
         #: Bytes handed to the OS since opening.
         self.written = 0
+        #: Bumped each time ``reset`` empties the log.
+        self.epoch = 0
+        #: Bytes of the current epoch known to be fsynced.
+        self.synced = 0
+        self._sync_lock = threading.Lock()
 
     @property
     def length(self) -> int:
@@ -80,25 +86,53 @@ class LogWriter:
         self.written += len(data)
 
     def sync(self) -> None:
-        """Write out the buffer and fsync the log."""
+        """Write out the buffer and fsync the log (store lock held)."""
         self.write_out()
+        with self._sync_lock:
+            self._fsync()
+
+    def sync_to(self, epoch: int, target: int) -> None:
+        """Make the log durable up to ``target`` bytes of ``epoch``.
+
+        Called *without* the store lock, so writers go on while the disk
+        works, and concurrent callers share fsyncs (group commit): one fsync
+        covers every byte written before it started, and a caller whose
+        bytes are already covered returns at once.  A caller whose epoch
+        has passed returns too: ``reset`` only empties a log whose changes
+        are durable in an sstable.
+        """
+        with self._sync_lock:
+            if self.epoch != epoch or self.synced >= target or self.fd < 0:
+                return
+            self._fsync()
+
+    def _fsync(self) -> None:
+        self.check()
+        covered = self.size  # every byte below this was written before the fsync
         try:
             self.files.fsync(self.fd)
         except BaseException as exc:
             self.broken = exc
             raise
+        self.synced = max(self.synced, covered)
 
     def reset(self) -> None:
         """Empty the log (its changes are safe in an sstable) durably."""
         if self.buf:
             raise AssertionError("reset with buffered data")
-        try:
-            self.files.truncate(self.fd, 0)
-            self.size = 0
-            self.files.fsync(self.fd)
-        except BaseException as exc:
-            self.broken = exc
-            raise
+        with self._sync_lock:
+            try:
+                self.files.truncate(self.fd, 0)
+                self.size = 0
+                self.epoch += 1
+                self.synced = 0
+                self.files.fsync(self.fd)
+            except BaseException as exc:
+                self.broken = exc
+                raise
 
     def close(self) -> None:
-        self.files.close(self.fd)
+        with self._sync_lock:  # not while another thread fsyncs it
+            fd, self.fd = self.fd, -1
+            if fd >= 0:  # -1: a read-only store opened without a log file
+                self.files.close(fd)

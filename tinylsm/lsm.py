@@ -424,12 +424,18 @@ class Lsm(MutableMapping):
         """Write the log buffer out and fsync it: every change made before
         the call survives a power cut once this returns.
 
+        Threads flushing at the same time share fsyncs (group commit), and
+        other threads keep writing while the disk works.
+
         When the log has grown past ``config.max_log_length`` its changes
         also become a new sstable (written, fsynced, renamed, directory
         fsynced) and the log is truncated.
         """
         with self._lock:
-            self._writable().sync()
+            log_writer = self._writable()
+            log_writer.write_out()
+            epoch, target = log_writer.epoch, log_writer.size
+        log_writer.sync_to(epoch, target)  # outside the lock: group commit
 
     def _flush_to_sstable(self) -> None:
         """Turn the log's changes into the next sstable, then empty the log.
