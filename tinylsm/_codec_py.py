@@ -63,8 +63,8 @@ def record_size(key_size: int, value_size: int) -> int:
 def crc(tag: int, key: bytes, value: Optional[bytes]) -> int:
     """The record checksum of FORMAT.md: ``crc32(tag + key + value) ^ 0xFF``.
 
-    ``value`` of ``None`` stands for a tombstone's V zero bytes only when
-    ``tag`` is 0; pass the zeros yourself otherwise.
+    ``value`` of ``None`` adds no bytes: for a tombstone pass
+    ``bytes(value_size)``, the zeros its checksum covers.
     """
     return zlib.crc32(bytes((tag,)) + bytes(key) + (value or b"")) ^ 0xFF
 
@@ -109,14 +109,19 @@ def _split_item(item: object, index: int) -> Tuple[object, object]:
     )
 
 
-def _check_records(records: bytes, key_size: int, value_size: int) -> int:
-    rsize = record_size(key_size, value_size)
-    if len(records) % rsize:
+def _records_data(records: bytes, rsize: int) -> bytes:
+    """``records`` as ``bytes``, checked to hold whole records of ``rsize``.
+
+    Any buffer is read as raw bytes (``memoryview.cast("B")``), so the size
+    checked is the size in bytes, whatever the buffer's item type.
+    """
+    data = records if type(records) is bytes else memoryview(records).cast("B").tobytes()
+    if len(data) % rsize:
         raise ValueError(
             f"packed records: expected a multiple of {rsize} bytes, "
-            f"got {len(records)}"
+            f"got {len(data)}"
         )
-    return rsize
+    return data
 
 
 # -- log ----------------------------------------------------------------------
@@ -274,8 +279,8 @@ def pack_records(items: Iterable[object], key_size: int, value_size: int) -> byt
 
 def unpack_records(records: bytes, key_size: int, value_size: int) -> List[Change]:
     """Split packed records into ``(key, value_or_None)`` pairs, unchecked."""
-    rsize = _check_records(records, key_size, value_size)
-    data = bytes(records)
+    rsize = record_size(key_size, value_size)
+    data = _records_data(records, rsize)
     kstart = 5
     vstart = 5 + key_size
     return [
@@ -293,8 +298,8 @@ def encode_sstable(records: bytes, key_size: int, value_size: int) -> bytes:
     Raises ``ValueError`` unless the keys are strictly increasing, since a
     file with unsorted keys would be refused when read back.
     """
-    rsize = _check_records(records, key_size, value_size)
-    data = bytes(records)
+    rsize = record_size(key_size, value_size)
+    data = _records_data(records, rsize)
     count = len(data) // rsize
     keys = [data[off + 5 : off + 5 + key_size] for off in range(0, len(data), rsize)]
     for i in range(1, count):
@@ -344,15 +349,14 @@ def decode_sstable(payload: bytes, key_size: int, value_size: int) -> SSTableSca
         if (actual ^ 0xFF) != unpack_u32(mv, off)[0]:
             reason = SST_CRC
             break
-        if tag == 0:
-            if mv[vstart : off + rsize] != zero_value:
-                reason = SST_TOMBSTONE_VALUE
-                break
-            tombstones += 1
+        if tag == 0 and mv[vstart : off + rsize] != zero_value:
+            reason = SST_TOMBSTONE_VALUE
+            break
         key = mv[off + 5 : vstart].tobytes()
         if prev_key is not None and key <= prev_key:
             reason = SST_BAD_KEY_ORDER
             break
+        tombstones += tag == 0
         prev_key = key
         i += 1
         off += rsize
@@ -371,8 +375,8 @@ def sort_records(records: bytes, key_size: int, value_size: int) -> bytes:
 
     This turns the changes of a log (in log order) into an sstable's records.
     """
-    rsize = _check_records(records, key_size, value_size)
-    data = bytes(records)
+    rsize = record_size(key_size, value_size)
+    data = _records_data(records, rsize)
     latest = {
         data[off + 5 : off + 5 + key_size]: data[off : off + rsize]
         for off in range(0, len(data), rsize)
@@ -389,10 +393,10 @@ def merge_runs(
     ``drop_tombstones`` (the merge includes the oldest sstable, so nothing
     older is left to hide) tombstones are left out of the result.
     """
+    rsize = record_size(key_size, value_size)
     latest = {}
     for run in runs:
-        rsize = _check_records(run, key_size, value_size)
-        data = bytes(run)
+        data = _records_data(run, rsize)
         for off in range(0, len(data), rsize):
             latest[data[off + 5 : off + 5 + key_size]] = data[off : off + rsize]
     keys = sorted(latest)
