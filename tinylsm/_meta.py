@@ -32,12 +32,11 @@ def lock(directory: str, shared: bool) -> int:
         try:
             fd = os.open(path, os.O_RDONLY | cloexec)
         except FileNotFoundError:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CREAT | cloexec, 0o644)
-            except OSError as exc:
-                if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-                    return -1  # read-only directory: no writer can hold it either
-                raise
+            # No tinylsm writer has ever opened the directory (a writer
+            # creates the file before it changes anything), so none holds it
+            # now.  A reader must not create it: read-only opening changes
+            # nothing on disk.  Returns no lock (-1).
+            return -1
     else:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o644)
     try:

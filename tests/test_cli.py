@@ -1,0 +1,581 @@
+"""The ``tinylsm`` command, run as ``python -m tinylsm`` in a subprocess.
+
+The subprocess inherits the environment (``TINYLSM_PUREPYTHON`` included)
+and imports tinylsm from this checkout.  Every run is checked for its exit
+status and for the absence of a traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import zstandard
+
+import tinylsm
+from tinylsm import _meta, cli, codec, sstable
+
+import golden
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def env() -> Dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH")) if p)
+    return e
+
+
+def run(*args, cwd=None, status=None) -> subprocess.CompletedProcess:
+    """Run ``python -m tinylsm ARGS``; check ``status`` when given."""
+    out = subprocess.run([sys.executable, "-m", "tinylsm", *map(str, args)],
+                         capture_output=True, text=True, env=env(), cwd=cwd, timeout=600)
+    assert "Traceback" not in out.stderr, out.stderr
+    if status is not None:
+        assert out.returncode == status, (out.returncode, out.stdout, out.stderr)
+    return out
+
+
+def one_error_line(out: subprocess.CompletedProcess) -> str:
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert re.match(r"tinylsm( bench| \w+)?: error: ", lines[0]), lines[0]
+    return lines[0]
+
+
+def snapshot(root: Path) -> dict:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def key(i: int) -> bytes:
+    return i.to_bytes(8, "big")
+
+
+def val(i: int) -> bytes:
+    return (i * 1000003).to_bytes(8, "little")
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    """A closed tinylsm store (K=8, V=8) of keys 0..99 with value val(i),
+    spread over sstables and the log, key 50 removed."""
+    path = tmp_path / "db"
+    with tinylsm.open(path, key_size=8, value_size=8,
+                      config=tinylsm.Config(max_log_length=600)) as db:
+        for i in range(100):
+            db[key(i)] = val(i)
+            db.flush()
+        del db[key(50)]
+    return path
+
+
+def expected_store() -> Dict[bytes, bytes]:
+    return {key(i): val(i) for i in range(100) if i != 50}
+
+
+# -- help ------------------------------------------------------------------------------
+
+
+def test_help_shows_an_example_per_command():
+    out = run("--help", status=0)
+    assert "examples:" in out.stdout and "exit status:" in out.stdout
+    for command in ("stats", "get", "dump", "verify", "compact", "bench"):
+        assert re.search(rf"^  tinylsm {command} \S", out.stdout, re.M), command
+    for command in ("stats", "get", "dump", "verify", "compact"):
+        sub = run(command, "--help", status=0)
+        assert re.search(rf"^  tinylsm {command} \S", sub.stdout, re.M), command
+        assert "--key-size" in sub.stdout
+    bench = run("bench", "--help", status=0)
+    assert "usage: tinylsm bench" in bench.stdout
+    assert "tinylsm bench -n 20000" in bench.stdout
+
+
+def test_bench_module_runs_alone():
+    out = subprocess.run([sys.executable, "-m", "tinylsm.bench", "--help"],
+                         capture_output=True, text=True, env=env(), timeout=120)
+    assert out.returncode == 0 and "python -m tinylsm.bench -n 20000" in out.stdout
+
+
+def test_version():
+    out = run("--version", status=0)
+    assert out.stdout.strip() == f"tinylsm {tinylsm.__version__} (codec: {tinylsm.BACKEND})"
+
+
+def test_main_in_process(tmp_path, capsys):
+    assert cli.main(["stats", str(tmp_path / "nope")]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    assert cli.main([]) == 2
+    assert cli.main(["--help"]) == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_console_script_is_declared():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["tinylsm"] == "tinylsm.cli:main"
+    assert any(d.startswith("tqdm") for d in project["dependencies"])
+    assert set(project["optional-dependencies"]["bench"]) >= {"lmdb", "tqdm"}
+
+
+# -- usage errors: one line, status 2 ----------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "required: COMMAND"),
+    (("frobnicate",), "invalid choice"),
+    (("dump",), "required: DIR"),
+    (("get", "{db}", "zz"), "not hexadecimal"),
+    (("get", "{db}", "0102"), "16 hex digits"),
+    (("get", "{db}", "12", "--int", "middle"), "invalid choice"),
+    (("get", "{db}", str(1 << 64), "--int", "big"), "does not fit in 8"),
+    (("get", "{db}", "seven", "--int", "big"), "not an integer"),
+    (("dump", "{db}", "--start", "xyz"), "--start 'xyz' is not hexadecimal"),
+    (("dump", "{db}", "--limit", "-1"), "expected 0 or more"),
+    (("stats", "{db}", "--key-size", "4", "--value-size", "4"), "records key size 8"),
+    (("stats", "{db}", "--key-size", "8"), "give both --key-size and --value-size"),
+    (("stats", "{missing}"), "no such directory"),
+    (("stats", "{file}"), "not a directory"),
+    (("verify", "{empty}"), "not a tinylsm or tiny-lsm store"),
+    (("compact", "{empty}"), "not a tinylsm or tiny-lsm store"),
+    (("bench", "-n", "0"), "expected at least 1"),
+    (("bench", "--workloads", "insert,fly"), "unknown workload fly"),
+    (("bench", "--key-size", "1", "-n", "300"), "only 256 distinct keys"),
+])
+def test_usage_errors(tmp_path, store, args, message):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    paths = dict(db=store, missing=tmp_path / "missing", file=tmp_path / "file",
+                 empty=tmp_path / "empty")
+    before = snapshot(tmp_path)
+    out = run(*(a.format(**paths) for a in args), status=2)
+    assert message in one_error_line(out), out.stderr
+    assert out.stdout == ""
+    assert snapshot(tmp_path) == before  # not even compact created anything
+
+
+def test_one_line_for_usage_errors_of_commands(tmp_path, store):
+    line = one_error_line(run("get", store, "zz", status=2))
+    assert "KEY 'zz'" in line
+    line = one_error_line(run("stats", tmp_path / "missing", status=2))
+    assert str(tmp_path / "missing") in line
+
+
+def test_rust_directory_needs_sizes(tmp_path):
+    db = golden.copy_db("basic_k8_v8", tmp_path)
+    for command in ("stats", "verify", "dump", "compact"):
+        line = one_error_line(run(command, db, status=2))
+        assert "--key-size K --value-size V" in line
+    line = one_error_line(run("get", db, "00" * 8, status=2))
+    assert "records no key and value sizes" in line
+    # the wrong sizes are caught too, by the first log frame
+    line = one_error_line(run("stats", db, "--key-size", 4, "--value-size", 4, status=2))
+    assert "are these the sizes" in line
+    assert sorted(p.name for p in db.iterdir()) == ["log", "sstables"]
+
+
+# -- locked --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [("stats",), ("get", "00" * 8), ("dump",), ("verify",),
+                                  ("compact",)])
+def test_locked_directory(store, args):
+    before = snapshot(store)
+    with tinylsm.open(store) as writer:
+        out = run(args[0], store, *args[1:], status=3)
+        line = one_error_line(out)
+        assert "already open" in line and str(store) in line
+        assert out.stdout == ""
+        writer.stats()  # the writer is undisturbed
+    assert snapshot(store) == before
+
+
+def test_compact_is_locked_out_by_a_reader(store):
+    with tinylsm.open(store, readonly=True):
+        line = one_error_line(run("compact", store, status=3))
+    assert "already open" in line
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+def test_stats(store):
+    before = snapshot(store)
+    out = run("stats", store, status=0)
+    assert out.stderr == ""  # and no progress bar: stderr is not a terminal
+    files = sorted((store / "sstables").iterdir())
+    assert files
+    assert re.search(r"^keys\s+99$", out.stdout, re.M), out.stdout
+    assert re.search(r"^key size\s+8 bytes$", out.stdout, re.M)
+    assert re.search(rf"^sstables\s+{len(files)} files?, ", out.stdout, re.M)
+    for f in files:
+        assert re.search(rf"^  {f.name}\s+{f.stat().st_size:,} bytes$", out.stdout, re.M)
+    on_disk = sum(f.stat().st_size for f in files) + (store / "log").stat().st_size
+    assert re.search(rf"^on disk\s+{on_disk:,} bytes", out.stdout, re.M)
+    assert re.search(rf"^space amp\s+{on_disk / (99 * 16):.2f} ", out.stdout, re.M)
+    assert snapshot(store) == before
+
+
+def test_stats_json(store):
+    data = json.loads(run("stats", store, "--json", status=0).stdout)
+    files = sorted((store / "sstables").iterdir())
+    assert data["keys"] == 99 and data["key_size"] == 8 and data["value_size"] == 8
+    assert [s["name"] for s in data["sstables"]] == [f.name for f in files]
+    assert [s["bytes"] for s in data["sstables"]] == [f.stat().st_size for f in files]
+    assert data["log_bytes"] == (store / "log").stat().st_size
+    assert data["on_disk_bytes"] == data["log_bytes"] + sum(f.stat().st_size for f in files)
+    assert data["space_amp"] == pytest.approx(data["on_disk_bytes"] / (99 * 16))
+
+
+def test_stats_of_rust_golden_sstables(tmp_path):
+    sc = golden.load("sstables_k8_v8")
+    db = golden.copy_db(sc, tmp_path)
+    before = snapshot(db)
+    out = run("stats", db, "--key-size", 8, "--value-size", 8, status=0)
+    assert re.search(rf"^keys\s+{len(sc.data):,}$", out.stdout, re.M)
+    for name, size in sc.sstables.items():
+        assert re.search(rf"^  {name}\s+{size:,} bytes$", out.stdout, re.M)
+    assert re.search(rf"^log\s+{sc.log_bytes:,} bytes", out.stdout, re.M)
+    assert snapshot(db) == before
+
+
+def test_stats_shows_torn_tail(tmp_path):
+    sc = golden.load("torn_log_k8_v8")
+    db = golden.copy_db(sc, tmp_path)
+    out = run("stats", db, "--key-size", 8, "--value-size", 8, status=0)
+    torn = sc.log_bytes - sc.log_bytes_after_recover
+    assert f"torn tail of {torn} bytes" in out.stdout
+    data = json.loads(run("stats", db, "--key-size", 8, "--value-size", 8, "--json",
+                          status=0).stdout)
+    assert data["log_torn_bytes"] == torn and data["log_bytes"] == sc.log_bytes
+    assert (db / "log").stat().st_size == sc.log_bytes  # not cut
+
+
+# -- get and dump -------------------------------------------------------------------------------
+
+
+def test_get(store):
+    assert run("get", store, key(7).hex(), status=0).stdout == val(7).hex() + "\n"
+    assert run("get", store, "0x" + key(7).hex().upper(), status=0).stdout == val(7).hex() + "\n"
+    for seven in ("7", "007", "0x7"):
+        out = run("get", store, seven, "--int", "big", status=0)
+        assert out.stdout == f"{int.from_bytes(val(7), 'big')}\n"
+    out = run("get", store, str(int.from_bytes(key(7), "little")), "--int", "little", status=0)
+    assert out.stdout == f"{int.from_bytes(val(7), 'little')}\n"
+
+
+def test_get_absent_key(store):
+    out = run("get", store, key(50).hex(), status=1)
+    assert out.stdout == "" and "not found" in out.stderr
+    run("get", store, "50", "--int", "big", status=1)
+
+
+def test_get_from_rust_golden(tmp_path):
+    sc = golden.load("basic_k16_v4")
+    db = golden.copy_db(sc, tmp_path)
+    for k, v in list(sc.data.items())[::97]:
+        out = run("get", db, k.hex(), "--key-size", 16, "--value-size", 4, status=0)
+        assert out.stdout == v.hex() + "\n"
+
+
+def test_dump_hex(store):
+    out = run("dump", store, status=0)
+    assert out.stdout.splitlines() == [f"{k.hex()} {v.hex()}"
+                                       for k, v in sorted(expected_store().items())]
+    assert out.stderr == ""
+
+
+def test_dump_range_limit_json_int(store):
+    out = run("dump", store, "--start", key(45).hex(), "--stop", key(55).hex(), status=0)
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [
+        key(i).hex() for i in range(45, 55) if i != 50]
+    out = run("dump", store, "--start", 45, "--stop", 55, "--int", "big", "--limit", 3,
+              "--format", "json", status=0)
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        {"key": i, "value": int.from_bytes(val(i), "big")} for i in (45, 46, 47)]
+    out = run("dump", store, "--format", "json", "--limit", 2, status=0)
+    assert [json.loads(line) for line in out.stdout.splitlines()] == [
+        {"key": key(i).hex(), "value": val(i).hex()} for i in (0, 1)]
+    assert run("dump", store, "--limit", 0, status=0).stdout == ""
+
+
+def test_dump_of_every_golden_matches_expected(tmp_path):
+    for name in golden.scenario_names():
+        sc = golden.load(name)
+        db = golden.copy_db(sc, tmp_path)
+        before = snapshot(db)
+        out = run("dump", db, "--key-size", sc.key_size, "--value-size", sc.value_size,
+                  status=0)
+        assert out.stdout.splitlines() == [f"{k.hex()} {v.hex()}"
+                                           for k, v in sorted(sc.data.items())], name
+        assert snapshot(db) == before, name
+
+
+def test_dump_into_a_closed_pipe(tmp_path):
+    path = tmp_path / "big"
+    with tinylsm.open(path, key_size=8, value_size=8) as db:
+        db.write_batch([(key(i), val(i)) for i in range(20000)])  # ~680 kB of output
+    proc = subprocess.Popen([sys.executable, "-m", "tinylsm", "dump", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) != 0  # it could not write everything
+    assert first.decode().split() == [key(0).hex(), val(0).hex()]
+    assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+
+
+# -- verify ----------------------------------------------------------------------------------
+
+
+def verify(db: Path, *args, status: int) -> list:
+    before = snapshot(db)
+    out = run("verify", db, *args, status=status)
+    assert snapshot(db) == before  # verify changes nothing
+    assert out.stderr == ""  # no progress bar off a terminal, no warnings
+    lines = out.stdout.splitlines()
+    assert lines[-1].startswith("clean: " if status == 0 else "NOT CLEAN: "), lines[-1]
+    return lines
+
+
+@pytest.mark.parametrize("name", golden.scenario_names())
+def test_verify_golden(tmp_path, name):
+    sc = golden.load(name)
+    db = golden.copy_db(sc, tmp_path)
+    lines = verify(db, "--key-size", sc.key_size, "--value-size", sc.value_size,
+                   status=1 if sc.damaged else 0)
+    assert f"recovery: ok: a read-only open recovers {len(sc.data):,} keys" in lines
+    for name in sc.sstables:
+        assert any(line.startswith(f"sstables/{name}: ok: ") for line in lines), lines
+
+
+def test_verify_torn_log(tmp_path):
+    sc = golden.load("torn_log_k8_v8")
+    db = golden.copy_db(sc, tmp_path)
+    lines = verify(db, "--key-size", 8, "--value-size", 8, status=1)
+    log_line = next(line for line in lines if line.startswith("log: "))
+    assert log_line.startswith("log: TORN TAIL: 10 bytes of a cut-off frame at offset 22,050")
+    assert "cuts the log to 22,050 bytes" in log_line
+    assert lines[-1] == "NOT CLEAN: torn log tail (10 bytes after offset 22,050)"
+
+
+def test_verify_torn_batch(tmp_path):
+    db = golden.copy_db("torn_batch_k8_v8", tmp_path)
+    lines = verify(db, "--key-size", 8, "--value-size", 8, status=1)
+    log_line = next(line for line in lines if line.startswith("log: "))
+    assert "TORN TAIL" in log_line
+    assert "the write_batch of 45 items starting at offset 5,271" in log_line
+    assert lines[-1] == "NOT CLEAN: torn log tail (383 bytes after offset 5,271)"
+
+
+@pytest.mark.parametrize("name, index, offset, reason", [
+    ("corrupt_log_k8_v8", 120, 2520, "checksum mismatch"),
+    ("corrupt_pad_k2_v3", 77, 1001, "non-zero padding"),
+    ("corrupt_tombstone_k8_v8", 100, 2100, "non-zero value in a tombstone"),
+])
+def test_verify_corrupt_log(tmp_path, name, index, offset, reason):
+    sc = golden.load(name)
+    db = golden.copy_db(sc, tmp_path)
+    lines = verify(db, "--key-size", sc.key_size, "--value-size", sc.value_size, status=1)
+    log_line = next(line for line in lines if line.startswith("log: "))
+    assert log_line.startswith(f"log: CORRUPT: frame #{index} at offset {offset:,}: {reason}")
+    assert lines[-1] == f"NOT CLEAN: corrupt log frame #{index} at offset {offset} ({reason})"
+
+
+def test_verify_zero_filled_tail(store):
+    with open(store / "log", "ab") as f:
+        f.write(bytes(50))
+    lines = verify(store, status=1)
+    assert any(line.startswith("log: TORN TAIL: 50 zero bytes") for line in lines), lines
+
+
+def test_verify_tinylsm_store_is_clean(store):
+    lines = verify(store, status=0)
+    assert lines[0] == f"{store}: key size 8, value size 8 (from {_meta.META_NAME})"
+    assert lines[-1].endswith(", 99 keys")
+    n = len(list((store / "sstables").iterdir()))
+    assert sum(line.startswith("sstables/") for line in lines) == n
+
+
+def _last_sstable(db: Path) -> Path:
+    return sorted((db / "sstables").glob("0" * 8 + "*"))[-1]
+
+
+def test_verify_flipped_byte_in_golden_sstable(tmp_path):
+    """Flip one byte of a copy of a Rust-written sstable: verify names the
+    file and the first bad record, as the decoder sees it."""
+    sc = golden.load("sstables_k8_v8")
+    db = golden.copy_db(sc, tmp_path)
+    target = _last_sstable(db)
+    data = bytearray(target.read_bytes())
+    offset = len(data) // 2
+    data[offset] ^= 0xFF
+    target.write_bytes(bytes(data))
+    scan = codec.decode_sstable(sstable.decompress(bytes(data), "x"), 8, 8)
+    assert scan.status == "corrupt"  # this byte lands inside a record
+    lines = verify(db, "--key-size", 8, "--value-size", 8, status=1)
+    rel = f"sstables/{target.name}"
+    assert (f"{rel}: CORRUPT: record {scan.error_index} of {scan.expected}: {scan.reason}"
+            in "\n".join(lines))
+    assert f"corrupt {rel} record {scan.error_index} ({scan.reason})" in lines[-1]
+    assert any(line.startswith("recovery: FAILS: CorruptionError") for line in lines)
+
+
+def test_verify_damaged_record_names_it(tmp_path):
+    """Change the checksum of record 17 and compress again (a finished frame,
+    which the Rust crate reads too): the report names record 17."""
+    db = golden.copy_db("sstables_k8_v8", tmp_path)
+    target = _last_sstable(db)
+    payload = bytearray(sstable.decompress(target.read_bytes(), str(target)))
+    rsize = codec.record_size(8, 8)
+    payload[8 + 17 * rsize] ^= 0x01  # first checksum byte of record 17
+    target.write_bytes(zstandard.ZstdCompressor().compress(bytes(payload)))
+    lines = verify(db, "--key-size", 8, "--value-size", 8, status=1)
+    count = int.from_bytes(payload[:8], "little")
+    assert f"sstables/{target.name}: CORRUPT: record 17 of {count}: checksum mismatch" in (
+        "\n".join(lines))
+
+
+def test_verify_garbage_sstable(store):
+    target = _last_sstable(store)
+    target.write_bytes(b"this is not zstd at all" * 10)
+    lines = verify(store, status=1)
+    line = next(x for x in lines if x.startswith(f"sstables/{target.name}: "))
+    assert line.startswith(f"sstables/{target.name}: CORRUPT: zstd stream is damaged")
+
+
+def test_verify_empty_sstable(store):
+    """tiny-lsm's in-place flush can leave an empty sstable after a crash."""
+    target = store / "sstables" / sstable.sstable_name(0xFFFF)
+    target.write_bytes(b"")
+    lines = verify(store, status=1)
+    assert any(x.startswith(f"sstables/{target.name}: CUT SHORT: 0 of ?") for x in lines)
+
+
+def test_verify_bad_sstable_name_and_tmp(store):
+    (store / "sstables" / "abc").write_bytes(b"")
+    lines = verify(store, status=1)
+    assert any(x.startswith("sstables/abc: BAD NAME") for x in lines)
+    assert "bad sstable name sstables/abc" in lines[-1]
+    (store / "sstables" / "abc").unlink()
+    (store / "sstables" / "7-tmp").write_bytes(b"half")
+    lines = verify(store, status=0)  # an unfinished write loses nothing
+    assert any(x.startswith("sstables/7-tmp: note: ") for x in lines)
+
+
+def test_verify_wrong_sizes_hint(tmp_path):
+    db = golden.copy_db("basic_k8_v8", tmp_path)
+    lines = verify(db, "--key-size", 4, "--value-size", 4, status=1)
+    assert "is the store's key size 4 and value size 4?" in "\n".join(lines)
+
+
+def test_verify_unreadable_metadata(store):
+    (store / _meta.META_NAME).write_text("{not json")
+    out = run("verify", store, status=1)
+    assert out.stdout.splitlines()[-1] == f"NOT CLEAN: {_meta.META_NAME} is unreadable"
+
+
+# -- compact -------------------------------------------------------------------------------
+
+
+def test_compact(store):
+    n_before = len(list((store / "sstables").iterdir()))
+    assert n_before > 1
+    out = run("compact", store, status=0)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("before: ") and f"{n_before} sstables" in lines[0]
+    assert lines[1].startswith("after:  ") and "(1 sstable, log of 0 bytes) for 99 keys" \
+        in lines[1]
+    assert len(list((store / "sstables").iterdir())) == 1
+    with tinylsm.open(store, readonly=True) as db:
+        assert dict(db.items()) == expected_store()
+    verify(store, status=0)
+
+
+def test_compact_rust_golden(tmp_path):
+    sc = golden.load("sstables_k8_v8")
+    db = golden.copy_db(sc, tmp_path)
+    out = run("compact", db, "--key-size", 8, "--value-size", 8, status=0)
+    assert f"note: recorded the sizes in {_meta.META_NAME}" in out.stdout
+    with tinylsm.open(db, readonly=True) as store:
+        assert dict(store.items()) == sc.data
+    # merged into one (tinylsm merges into the lowest id of the run)
+    assert [p.name for p in (db / "sstables").iterdir() if p.name != ".gitkeep"] == [
+        min(sc.sstables)]
+
+
+# -- bench ---------------------------------------------------------------------------------
+
+
+def test_bench_small_run():
+    out = run("bench", "-n", 300, "--range-queries", 20, "--sync-count", 20, status=0)
+    lines = out.stdout.splitlines()
+    from tinylsm.bench import WORKLOADS
+
+    header = next(i for i, line in enumerate(lines) if line.startswith("workload "))
+    assert re.split(r"\s{2,}", lines[header])[:4] == ["workload", "unit", "tinylsm", "dict"]
+    for name, (label, unit, _) in WORKLOADS.items():
+        label = {"batch": "write_batch of 300"}.get(name, label)
+        row = next((line for line in lines if line.startswith(label)), None)
+        assert row is not None, (label, out.stdout)
+        cells = re.split(r"\s{2,}", row)
+        assert cells[1] == unit and cells[2] != "-", row  # tinylsm measured every one
+    assert "disk = os.write + os.fsync" in out.stdout
+    assert out.stderr == ""
+
+
+def test_bench_selected_workloads_and_engines():
+    out = run("bench", "-n", 50, "--workloads", "get,scan", "--engines", "dict",
+              "--key-size", 3, "--value-size", 0, status=0)
+    table = [line for line in out.stdout.splitlines() if line.startswith(("get", "full"))]
+    assert len(table) == 2
+    assert "sqlite3" not in out.stdout.split("\n\n")[1]
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """With stderr on a terminal (a pseudo-terminal here) tqdm draws a bar."""
+    pytest.importorskip("tqdm")
+    if not hasattr(os, "openpty"):
+        pytest.skip("no pseudo-terminals here")
+    import fcntl
+    import struct
+    import termios
+    import threading
+
+    db = golden.copy_db("sstables_k8_v8", tmp_path)
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    chunks = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the terminal is gone
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tinylsm", "verify", str(db),
+                               "--key-size", "8", "--value-size", "8"],
+                              stdout=subprocess.PIPE, stderr=slave, env=env(), timeout=300)
+    finally:
+        os.close(slave)
+        reader.join(timeout=10)
+        os.close(master)
+    assert proc.returncode == 0
+    assert proc.stdout.decode().splitlines()[-1].startswith("clean: ")
+    assert b"verify:" in b"".join(chunks) and b"file" in b"".join(chunks)

@@ -1,0 +1,56 @@
+"""Progress bars for the command-line tools: tqdm on a terminal, else nothing."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterable, Optional
+
+
+class _Quiet:
+    """Stands in for a tqdm bar when none is shown."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_description_str(self, desc: str, refresh: bool = True) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "_Quiet":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def enabled() -> bool:
+    """Bars are drawn only when stderr is a terminal and tqdm is installed."""
+    try:
+        if not sys.stderr.isatty():
+            return False
+        import tqdm  # noqa: F401
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return True
+
+
+def bar(total: Optional[int] = None, desc: str = "", unit: str = "it") -> Any:
+    """A tqdm bar on stderr, or a silent stand-in with the same methods."""
+    if not enabled():
+        return _Quiet()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
+                dynamic_ncols=True)
+
+
+def wrap(iterable: Iterable, total: Optional[int] = None, desc: str = "",
+         unit: str = "it") -> Iterable:
+    """``iterable``, with a bar on a terminal."""
+    if not enabled():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
+                leave=False, dynamic_ncols=True)

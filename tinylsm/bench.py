@@ -1,0 +1,1001 @@
+"""Compare tinylsm with its peers on the same generated data, in one run.
+
+``python -m tinylsm.bench`` (or ``tinylsm bench``) generates N random
+distinct keys and values, runs every workload on tinylsm, a plain ``dict``,
+``sqlite3`` and ``lmdb`` (when installed), and prints one table of rates with
+tinylsm's ratio to each peer.  Files go to a temporary directory, removed
+afterwards (``--dir`` chooses where it is made, hence the file system).
+
+Rules that keep the comparison fair:
+
+* every write workload ends with one durable commit: tinylsm ``flush()``,
+  sqlite3 ``COMMIT`` (WAL journal, ``synchronous=FULL``), lmdb's write
+  transaction commit (``sync=True``); ``dict`` has none;
+* ``sync`` makes every single insert durable (insert + flush, autocommit,
+  one transaction per put) and compares with the disk's own rate: append one
+  log-frame-sized record to a file and fsync it;
+* ``reopen`` is the time until the store answers: tinylsm recovers every key
+  into memory, sqlite3 and lmdb open their file and read one key;
+* ``memory`` is the Python heap per key measured with ``tracemalloc`` while
+  the store holds all keys and values (sqlite3 and lmdb keep their data in
+  files and the page cache: not comparable, not shown).
+"""
+from __future__ import annotations
+
+import argparse
+import bisect
+import gc
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import tracemalloc
+from itertools import islice
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import tinylsm
+
+from . import _progress, codec
+
+try:  # optional peer
+    import lmdb  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - depends on the environment
+    lmdb = None
+
+#: workload -> (label, unit, higher is better)
+WORKLOADS: Dict[str, Tuple[str, str, bool]] = {
+    "insert": ("insert one by one", "ops/s", True),
+    "batch": ("write_batch of N items", "items/s", True),
+    "get": ("get, random order", "ops/s", True),
+    "scan": ("full ordered scan", "items/s", True),
+    "range": ("range queries", "queries/s", True),
+    "reopen-log": ("reopen, data in log", "s", False),
+    "reopen-sst": ("reopen, data in sstables", "s", False),
+    "sync": ("insert + flush (fsync)", "ops/s", True),
+    "memory": ("memory per key", "B/key", False),
+    "disk": ("disk per key", "B/key", False),
+}
+
+ENGINES = ("tinylsm", "dict", "sqlite3", "lmdb", "disk")
+
+#: Seconds the ``sync`` workload may run per engine, whatever --sync-count says.
+SYNC_SECONDS = 0.5
+
+EPILOG = """\
+examples:
+  %(prog)s                        1,000,000 keys of 8 bytes, values of 8 bytes
+  %(prog)s -n 20000               a quick run (a few seconds)
+  %(prog)s -n 100000 --key-size 16 --value-size 100 --workloads insert,get,scan
+  %(prog)s --dir /mnt/ssd         put the files on another file system
+
+workloads: """ + ", ".join(WORKLOADS) + """
+ratios: (2.50x) after a peer's figure means tinylsm does 2.5 times better
+(faster, or fewer bytes); below 1, the peer does better.
+"""
+
+
+class Data:
+    """The generated keys and values, shared by every engine."""
+
+    def __init__(self, n: int, key_size: int, value_size: int, seed: int,
+                 range_queries: int, range_length: int, sync_count: int) -> None:
+        rng = random.Random(seed)
+        self.n, self.key_size, self.value_size = n, key_size, value_size
+        self.keys = _distinct_keys(rng, n, key_size)
+        blob = rng.randbytes(value_size * n)
+        self.values = [blob[i * value_size:(i + 1) * value_size] for i in range(n)]
+        self.items = list(zip(self.keys, self.values))
+        self.get_order = self.keys[:]
+        rng.shuffle(self.get_order)
+        self.range_starts = [rng.choice(self.keys) for _ in range(range_queries)]
+        self.range_length = range_length
+        self.sorted_keys = sorted(self.keys)
+        self.range_items = sum(
+            len(self.sorted_keys[i:i + range_length])
+            for i in (bisect.bisect_left(self.sorted_keys, s) for s in self.range_starts)
+        )
+        self.sync_items = self.items[:sync_count]
+        self.frame_size = codec.frame_size(key_size, value_size)
+
+
+def _distinct_keys(rng: random.Random, n: int, k: int) -> List[bytes]:
+    space = 256 ** k
+    if n > space:
+        raise ValueError(f"-n {n}: only {space} distinct keys of {k} bytes exist")
+    if space <= 4 * n:
+        return [i.to_bytes(k, "big") for i in rng.sample(range(space), n)]
+    seen: Dict[bytes, None] = {}
+    while len(seen) < n:
+        need = n - len(seen)
+        blob = rng.randbytes(k * need)
+        for i in range(need):
+            seen[blob[i * k:(i + 1) * k]] = None
+    return list(seen)
+
+
+def _timed(fn: Callable[[], object]) -> Tuple[float, object]:
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t0, out
+
+
+def _expect(what: str, got: object, want: object) -> None:
+    """A benchmark of a store that returns wrong answers measures nothing."""
+    if got != want:
+        raise RuntimeError(f"{what}: expected {want!r}, got {got!r}")
+
+
+def _dir_bytes(path: str) -> int:
+    total = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            total += os.path.getsize(os.path.join(root, name))
+    return total
+
+
+#: What an engine's ``sync_open`` returns: a durable insert, and a close.
+SyncPair = Tuple[Callable[[bytes, bytes], None], Callable[[], None]]
+
+
+def sync_interleaved(openers: Dict[str, Callable[[], SyncPair]],
+                     items: Sequence[Tuple[bytes, bytes]]) -> Dict[str, float]:
+    """ops/s of each engine's durable insert over ``items``.
+
+    The engines take turns, a slice of the items each, so that they share
+    the same moments of a disk whose speed drifts (other processes, the
+    file system's own flushing): their ratios stay fair.  Stops after
+    SYNC_SECONDS per engine in total.
+    """
+    pairs = {name: opener() for name, opener in openers.items()}
+    spent = dict.fromkeys(pairs, 0.0)
+    done = dict.fromkeys(pairs, 0)
+    chunk = max(1, len(items) // 20)
+    budget = SYNC_SECONDS * len(pairs)
+    gc.collect()
+    try:
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            for name, (one, _) in pairs.items():
+                t0 = time.perf_counter()
+                for k, v in part:
+                    one(k, v)
+                spent[name] += time.perf_counter() - t0
+                done[name] += len(part)
+            if sum(spent.values()) > budget:
+                break
+    finally:
+        for _, close in pairs.values():
+            close()
+    return {name: done[name] / spent[name] for name in pairs if spent[name] > 0}
+
+
+# -- engines -----------------------------------------------------------------------
+#
+# Each engine has one method per workload it supports, returning the figure
+# in the workload's unit; a missing method shows as "-".
+
+
+class TinyLsmEngine:
+    name = "tinylsm"
+
+    def __init__(self, data: Data, root: str) -> None:
+        self.d = data
+        self.root = root
+        self.loaded: Optional[tinylsm.Lsm] = None
+        self.big_log = tinylsm.Config(max_log_length=(1 << 63) - 1)
+
+    def _path(self, sub: str) -> str:
+        return os.path.join(self.root, "tinylsm-" + sub)
+
+    def _open(self, sub: str, config: Optional[tinylsm.Config] = None, **kw) -> tinylsm.Lsm:
+        return tinylsm.open(self._path(sub), key_size=self.d.key_size,
+                            value_size=self.d.value_size, config=config, **kw)
+
+    def _store(self) -> tinylsm.Lsm:
+        if self.loaded is None:
+            db = self._open("loaded")
+            db.write_batch(self.d.items)
+            db.flush()
+            self.loaded = db
+        return self.loaded
+
+    def _log_dir(self) -> str:
+        """A closed store of all items, every one of them in the log."""
+        path = self._path("log")
+        if not os.path.exists(path):
+            with self._open("log", self.big_log) as db:
+                db.write_batch(self.d.items)
+        return path
+
+    def insert(self) -> float:
+        db = self._open("insert")
+
+        def run() -> None:
+            for k, v in self.d.items:
+                db[k] = v
+            db.flush()
+
+        t, _ = _timed(run)
+        _expect("tinylsm keys after insert", len(db), self.d.n)
+        if self.loaded is None:
+            self.loaded = db
+        else:
+            db.close()
+        return self.d.n / t
+
+    def batch(self) -> float:
+        if os.path.exists(self._path("log")):
+            shutil.rmtree(self._path("log"))
+        db = self._open("log", self.big_log)
+
+        def run() -> None:
+            db.write_batch(self.d.items)
+            db.flush()
+
+        t, _ = _timed(run)
+        _expect("tinylsm keys after write_batch", len(db), self.d.n)
+        db.close()
+        return self.d.n / t
+
+    def get(self) -> float:
+        db = self._store()
+
+        def run() -> int:
+            found = 0
+            for k in self.d.get_order:
+                found += db[k] is not None
+            return found
+
+        t, found = _timed(run)
+        _expect("tinylsm gets found", found, self.d.n)
+        return self.d.n / t
+
+    def scan(self) -> float:
+        db = self._store()
+        t, count = _timed(lambda: sum(1 for _ in db.items()))
+        _expect("tinylsm scan items", count, self.d.n)
+        return self.d.n / t
+
+    def range(self) -> float:
+        db = self._store()
+        length = self.d.range_length
+
+        def run() -> int:
+            got = 0
+            for start in self.d.range_starts:
+                for _ in islice(db.range(start), length):
+                    got += 1
+            return got
+
+        t, got = _timed(run)
+        _expect("tinylsm range items", got, self.d.range_items)
+        return len(self.d.range_starts) / t
+
+    def reopen_log(self) -> float:
+        path = self._log_dir()
+        t, db = _timed(lambda: tinylsm.open(path, config=self.big_log))
+        _expect("tinylsm keys after reopen", len(db), self.d.n)  # type: ignore[arg-type]
+        db.close()  # type: ignore[union-attr]
+        return t
+
+    def _sst_dir(self) -> str:
+        path = self._path("sst")
+        if not os.path.exists(path):
+            with self._open("sst") as db:
+                db.write_batch(self.d.items)
+                db.compact()  # the log becomes an sstable, merged into one
+                _expect("tinylsm log after compact", db.stats().log_bytes, 0)
+        return path
+
+    def reopen_sst(self) -> float:
+        path = self._sst_dir()
+        t, db = _timed(lambda: tinylsm.open(path))
+        _expect("tinylsm keys after reopen", len(db), self.d.n)  # type: ignore[arg-type]
+        db.close()  # type: ignore[union-attr]
+        return t
+
+    def sync_open(self) -> SyncPair:
+        db = self._open("sync")
+
+        def one(k: bytes, v: bytes) -> None:
+            db[k] = v
+            db.flush()
+
+        return one, db.close
+
+    def memory(self) -> float:
+        path = self._log_dir()
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            db = tinylsm.open(path, readonly=True)
+            gc.collect()
+            used = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        _expect("tinylsm keys after reopen", len(db), self.d.n)
+        db.close()
+        return used / self.d.n
+
+    def disk(self) -> float:
+        return _dir_bytes(self._sst_dir()) / self.d.n
+
+    def close(self) -> None:
+        if self.loaded is not None:
+            self.loaded.close()
+            self.loaded = None
+
+
+class DictEngine:
+    name = "dict"
+
+    def __init__(self, data: Data, root: str) -> None:
+        self.d = data
+        self.loaded: Optional[dict] = None
+
+    def _store(self) -> dict:
+        if self.loaded is None:
+            self.loaded = dict(self.d.items)
+        return self.loaded
+
+    def insert(self) -> float:
+        store: dict = {}
+
+        def run() -> None:
+            for k, v in self.d.items:
+                store[k] = v
+
+        t, _ = _timed(run)
+        self.loaded = store
+        return self.d.n / t
+
+    def batch(self) -> float:
+        store: dict = {}
+        t, _ = _timed(lambda: store.update(self.d.items))
+        _expect("dict keys", len(store), self.d.n)
+        return self.d.n / t
+
+    def get(self) -> float:
+        store = self._store()
+
+        def run() -> int:
+            found = 0
+            for k in self.d.get_order:
+                found += store[k] is not None
+            return found
+
+        t, found = _timed(run)
+        _expect("dict gets found", found, self.d.n)
+        return self.d.n / t
+
+    def scan(self) -> float:
+        store = self._store()
+        t, count = _timed(lambda: sum(1 for k in sorted(store) if store[k] is not None))
+        _expect("dict scan items", count, self.d.n)
+        return self.d.n / t
+
+    def range(self) -> float:
+        store = self._store()
+        keys = sorted(store)  # built beforehand, not timed
+        length = self.d.range_length
+
+        def run() -> int:
+            got = 0
+            for start in self.d.range_starts:
+                i = bisect.bisect_left(keys, start)
+                for k in keys[i:i + length]:
+                    got += store[k] is not None
+            return got
+
+        t, got = _timed(run)
+        _expect("dict range items", got, self.d.range_items)
+        return len(self.d.range_starts) / t
+
+    def memory(self) -> float:
+        k, v, n = self.d.key_size, self.d.value_size, self.d.n
+        kblob = b"".join(self.d.keys)
+        vblob = b"".join(self.d.values)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            # fresh key and value objects, as a store that owns its data has
+            store = {kblob[i * k:(i + 1) * k]: vblob[i * v:(i + 1) * v] for i in range(n)}
+            used = tracemalloc.get_traced_memory()[0] - base
+        finally:
+            tracemalloc.stop()
+        _expect("dict keys", len(store), n)
+        return used / n
+
+    def close(self) -> None:
+        self.loaded = None
+
+
+class SqliteEngine:
+    name = "sqlite3"
+    SELECT = "SELECT v FROM kv WHERE k = ?"
+
+    def __init__(self, data: Data, root: str) -> None:
+        self.d = data
+        self.root = root
+        self.loaded: Optional[sqlite3.Connection] = None
+
+    def _path(self, sub: str) -> str:
+        return os.path.join(self.root, f"sqlite-{sub}.db")
+
+    def _connect(self, sub: str) -> sqlite3.Connection:
+        con = sqlite3.connect(self._path(sub), isolation_level=None)  # explicit BEGIN
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL)"
+                    " WITHOUT ROWID")
+        return con
+
+    def _fill(self, con: sqlite3.Connection) -> None:
+        con.execute("BEGIN")
+        con.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", self.d.items)
+        con.execute("COMMIT")
+
+    def _store(self) -> sqlite3.Connection:
+        if self.loaded is None:
+            self.loaded = self._connect("loaded")
+            self._fill(self.loaded)
+        return self.loaded
+
+    def _full_file(self) -> str:
+        path = self._path("batch")
+        if not os.path.exists(path):
+            con = self._connect("batch")
+            self._fill(con)
+            con.close()
+        return path
+
+    def insert(self) -> float:
+        con = self._connect("insert")
+
+        def run() -> None:
+            execute = con.execute
+            execute("BEGIN")
+            for item in self.d.items:
+                execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", item)
+            execute("COMMIT")
+
+        t, _ = _timed(run)
+        if self.loaded is None:
+            self.loaded = con
+        else:
+            con.close()
+        return self.d.n / t
+
+    def batch(self) -> float:
+        path = self._path("batch")
+        if os.path.exists(path):
+            os.unlink(path)
+        con = self._connect("batch")
+        t, _ = _timed(lambda: self._fill(con))
+        _expect("sqlite3 rows", con.execute("SELECT count(*) FROM kv").fetchone()[0], self.d.n)
+        con.close()
+        return self.d.n / t
+
+    def get(self) -> float:
+        con = self._store()
+
+        def run() -> int:
+            execute = con.execute
+            found = 0
+            for k in self.d.get_order:
+                found += execute(self.SELECT, (k,)).fetchone() is not None
+            return found
+
+        t, found = _timed(run)
+        _expect("sqlite3 gets found", found, self.d.n)
+        return self.d.n / t
+
+    def scan(self) -> float:
+        con = self._store()
+        t, count = _timed(
+            lambda: sum(1 for _ in con.execute("SELECT k, v FROM kv ORDER BY k")))
+        _expect("sqlite3 scan rows", count, self.d.n)
+        return self.d.n / t
+
+    def range(self) -> float:
+        con = self._store()
+        sql = "SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT ?"
+        length = self.d.range_length
+
+        def run() -> int:
+            execute = con.execute
+            return sum(len(execute(sql, (s, length)).fetchall()) for s in self.d.range_starts)
+
+        t, got = _timed(run)
+        _expect("sqlite3 range rows", got, self.d.range_items)
+        return len(self.d.range_starts) / t
+
+    def _reopen(self) -> float:
+        path = self._full_file()
+        key = self.d.keys[0]
+
+        def run() -> sqlite3.Connection:
+            con = sqlite3.connect(path, isolation_level=None)
+            _expect("sqlite3 get after reopen", con.execute(self.SELECT, (key,)).fetchone(),
+                    (self.d.values[0],))
+            return con
+
+        t, con = _timed(run)
+        con.close()  # type: ignore[union-attr]
+        return t
+
+    reopen_log = reopen_sst = _reopen
+
+    def sync_open(self) -> SyncPair:
+        con = self._connect("sync")  # autocommit: every INSERT commits and fsyncs
+
+        def one(k: bytes, v: bytes) -> None:
+            con.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", (k, v))
+
+        return one, con.close
+
+    def disk(self) -> float:
+        path = self._full_file()
+        size = sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+        return size / self.d.n
+
+    def close(self) -> None:
+        if self.loaded is not None:
+            self.loaded.close()
+            self.loaded = None
+
+
+class LmdbEngine:
+    name = "lmdb"
+
+    def __init__(self, data: Data, root: str) -> None:
+        self.d = data
+        self.root = root
+        self.loaded = None
+        self.map_size = max(1 << 30, 8 * data.n * (data.key_size + data.value_size + 64))
+
+    def _open(self, sub: str):
+        return lmdb.open(os.path.join(self.root, "lmdb-" + sub), map_size=self.map_size,
+                         sync=True, metasync=True)
+
+    def _fill(self, env) -> None:
+        with env.begin(write=True) as txn:
+            txn.cursor().putmulti(self.d.items)
+
+    def _store(self):
+        if self.loaded is None:
+            self.loaded = self._open("loaded")
+            self._fill(self.loaded)
+        return self.loaded
+
+    def _full_dir(self) -> str:
+        path = os.path.join(self.root, "lmdb-batch")
+        if not os.path.exists(path):
+            env = self._open("batch")
+            self._fill(env)
+            env.close()
+        return path
+
+    def insert(self) -> float:
+        env = self._open("insert")
+
+        def run() -> None:
+            with env.begin(write=True) as txn:
+                put = txn.put
+                for k, v in self.d.items:
+                    put(k, v)
+
+        t, _ = _timed(run)
+        if self.loaded is None:
+            self.loaded = env
+        else:
+            env.close()
+        return self.d.n / t
+
+    def batch(self) -> float:
+        shutil.rmtree(os.path.join(self.root, "lmdb-batch"), ignore_errors=True)
+        env = self._open("batch")
+        t, _ = _timed(lambda: self._fill(env))
+        _expect("lmdb entries", env.stat()["entries"], self.d.n)
+        env.close()
+        return self.d.n / t
+
+    def get(self) -> float:
+        env = self._store()
+
+        def run() -> int:
+            found = 0
+            with env.begin() as txn:
+                get = txn.get
+                for k in self.d.get_order:
+                    found += get(k) is not None
+            return found
+
+        t, found = _timed(run)
+        _expect("lmdb gets found", found, self.d.n)
+        return self.d.n / t
+
+    def scan(self) -> float:
+        env = self._store()
+
+        def run() -> int:
+            with env.begin() as txn:
+                return sum(1 for _ in txn.cursor())
+
+        t, count = _timed(run)
+        _expect("lmdb scan items", count, self.d.n)
+        return self.d.n / t
+
+    def range(self) -> float:
+        env = self._store()
+        length = self.d.range_length
+
+        def run() -> int:
+            got = 0
+            with env.begin() as txn:
+                cur = txn.cursor()
+                for s in self.d.range_starts:
+                    if cur.set_range(s):
+                        got += sum(1 for _ in islice(cur.iternext(), length))
+            return got
+
+        t, got = _timed(run)
+        _expect("lmdb range items", got, self.d.range_items)
+        return len(self.d.range_starts) / t
+
+    def _reopen(self) -> float:
+        path = self._full_dir()
+        key = self.d.keys[0]
+
+        def run():
+            env = lmdb.open(path, map_size=self.map_size)
+            with env.begin() as txn:
+                _expect("lmdb get after reopen", txn.get(key), self.d.values[0])
+            return env
+
+        t, env = _timed(run)
+        env.close()
+        return t
+
+    reopen_log = reopen_sst = _reopen
+
+    def sync_open(self) -> SyncPair:
+        env = self._open("sync")
+
+        def one(k: bytes, v: bytes) -> None:
+            with env.begin(write=True) as txn:  # the commit fsyncs (sync=True)
+                txn.put(k, v)
+
+        return one, env.close
+
+    def disk(self) -> float:
+        path = self._full_dir()
+        env = lmdb.open(path, map_size=self.map_size, readonly=True)
+        try:
+            info, stat = env.info(), env.stat()
+            used = (info["last_pgno"] + 1) * stat["psize"]
+        finally:
+            env.close()
+        return used / self.d.n
+
+    def close(self) -> None:
+        if self.loaded is not None:
+            self.loaded.close()
+            self.loaded = None
+
+
+class DiskEngine:
+    """The file system itself: append one log frame and fsync, nothing else."""
+
+    name = "disk"
+
+    def __init__(self, data: Data, root: str) -> None:
+        self.d = data
+        self.root = root
+
+    def sync_open(self) -> SyncPair:
+        path = os.path.join(self.root, "disk-append")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        record = bytes(self.d.frame_size)
+
+        def one(k: bytes, v: bytes) -> None:
+            os.write(fd, record)
+            os.fsync(fd)
+
+        return one, lambda: os.close(fd)
+
+    def close(self) -> None:
+        pass
+
+
+ENGINE_CLASSES = {"tinylsm": TinyLsmEngine, "dict": DictEngine, "sqlite3": SqliteEngine,
+                  "lmdb": LmdbEngine, "disk": DiskEngine}
+
+
+# -- the table ---------------------------------------------------------------------------
+
+
+def _fmt(value: Optional[float], unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "s":
+        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if unit == "B/key":
+        return f"{value:.1f} B"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+def _fmt_ratio(r: float) -> str:
+    if r >= 100:
+        return f"{r:.0f}x"
+    return f"{r:.2f}x" if r >= 1 else f"{r:#.2g}x"
+
+
+def ratio(tiny: float, peer: float, higher_is_better: bool) -> float:
+    """How many times better tinylsm does than ``peer`` (above 1: better)."""
+    if higher_is_better:
+        return tiny / peer if peer else float("inf")
+    return peer / tiny if tiny else float("inf")
+
+
+def render(results: Dict[str, Dict[str, Optional[float]]], engines: Sequence[str],
+           labels: Dict[str, str]) -> List[str]:
+    """The table: one row per workload, tinylsm first, then each peer with
+    tinylsm's ratio to it."""
+    head = ["workload", "unit", *engines]
+    rows = [head]
+    for name, per_engine in results.items():
+        label, unit, higher = WORKLOADS[name]
+        row = [labels.get(name, label), unit]
+        tiny = per_engine.get("tinylsm")
+        for engine in engines:
+            value = per_engine.get(engine)
+            cell = _fmt(value, unit)
+            if engine != "tinylsm" and value is not None and tiny is not None:
+                cell += f" ({_fmt_ratio(ratio(tiny, value, higher))})"
+            row.append(cell)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = []
+    for j, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+        cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
+def _file_system(path: str) -> str:
+    """The type of the file system holding ``path`` (Linux), or ''."""
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1:3] for line in f]
+    except OSError:
+        return ""
+    path = os.path.realpath(path)
+    best = ("", "")
+    for point, fstype in mounts:
+        point = point.replace("\\040", " ")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best[0]):
+            best = (point, fstype)
+    return best[1]
+
+
+# -- command line ------------------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def _size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def _names(choices: Sequence[str], what: str) -> Callable[[str], List[str]]:
+    def parse(text: str) -> List[str]:
+        names = [w.strip() for w in text.split(",") if w.strip()]
+        if names == ["all"]:
+            return list(choices)
+        bad = [w for w in names if w not in choices]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(bad) or repr(text)}; choose from {', '.join(choices)}")
+        return names
+    return parse
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    from .cli import ArgumentParser  # one-line usage errors, as the tinylsm command
+
+    p = ArgumentParser(
+        prog=prog,
+        description="Run tinylsm and its peers (dict, sqlite3, and lmdb when installed) "
+                    "on the same generated data and print rates and ratios.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-n", "--count", type=_positive, default=1_000_000, metavar="N",
+                   help="number of keys (default 1,000,000)")
+    p.add_argument("--key-size", type=_positive, default=8, metavar="K",
+                   help="key size in bytes (default 8)")
+    p.add_argument("--value-size", type=_size, default=8, metavar="V",
+                   help="value size in bytes (default 8)")
+    p.add_argument("--workloads", type=_names(list(WORKLOADS), "workload"),
+                   default=list(WORKLOADS), metavar="LIST",
+                   help="comma-separated workloads to run (default all)")
+    p.add_argument("--engines", type=_names(ENGINES, "engine"), default=list(ENGINES),
+                   metavar="LIST",
+                   help="comma-separated stores to run: " + ", ".join(ENGINES)
+                   + " (default all; tinylsm always runs)")
+    p.add_argument("--dir", metavar="DIR",
+                   help="make the temporary directory inside DIR (default: the system's)")
+    p.add_argument("--range-queries", type=_positive, default=10_000, metavar="Q",
+                   help="range queries to run (default 10,000)")
+    p.add_argument("--range-length", type=_positive, default=100, metavar="L",
+                   help="items per range query (default 100)")
+    p.add_argument("--sync-count", type=_positive, default=2000, metavar="S",
+                   help="inserts in the insert+flush workload (default 2000; it stops "
+                        f"after {SYNC_SECONDS:g} s per store anyway)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the generated data")
+    return p
+
+
+def run(args: argparse.Namespace, out=None) -> int:
+    out = out or sys.stdout
+    engines = ["tinylsm"] + [e for e in args.engines if e != "tinylsm"]
+    notes: List[str] = []
+    if "lmdb" in engines and lmdb is None:
+        engines.remove("lmdb")
+        notes.append("lmdb: not installed (pip install lmdb), skipped")
+    workloads = list(args.workloads)
+    if "disk" in engines and "sync" not in workloads:
+        engines.remove("disk")
+
+    root = tempfile.mkdtemp(prefix="tinylsm-bench-", dir=args.dir)
+    try:
+        bar = _progress.bar(desc="generating data", unit="step")
+        data = Data(args.count, args.key_size, args.value_size, args.seed,
+                    args.range_queries, args.range_length, min(args.sync_count, args.count))
+        if "lmdb" in engines:
+            probe = lmdb.open(os.path.join(root, "lmdb-probe"))
+            lmdb_max = probe.max_key_size()
+            probe.close()
+            if args.key_size > lmdb_max:
+                engines.remove("lmdb")
+                notes.append(f"lmdb: keys of {args.key_size} bytes exceed its limit "
+                             f"of {lmdb_max}, skipped")
+        fs = _file_system(root)
+        print(f"tinylsm {tinylsm.__version__} (codec: {tinylsm.BACKEND}) on Python "
+              f"{platform.python_version()}, {platform.system()} {platform.machine()}",
+              file=out)
+        print(f"{args.count:,} keys of {args.key_size} B, values of {args.value_size} B, "
+              f"in {root}" + (f" ({fs})" if fs else ""), file=out)
+        print(file=out)
+
+        instances = {e: ENGINE_CLASSES[e](data, root) for e in engines}
+        steps: List[Tuple[str, str]] = []
+        for w in workloads:
+            if w == "sync":  # all engines together, see sync_interleaved
+                steps.append((w, "all"))
+            else:
+                steps += [(w, e) for e in engines if hasattr(instances[e], w.replace("-", "_"))]
+        bar.close()
+        bar = _progress.bar(total=len(steps), desc="bench", unit="step")
+        results: Dict[str, Dict[str, Optional[float]]] = {w: {} for w in workloads}
+        try:
+            for workload, engine in steps:
+                bar.set_description_str(f"{workload} {engine}")
+                if workload == "sync":
+                    openers = {e: inst.sync_open for e, inst in instances.items()
+                               if hasattr(inst, "sync_open")}
+                    results["sync"] = dict(sync_interleaved(openers, data.sync_items))
+                    bar.update()
+                    continue
+                method = getattr(instances[engine], workload.replace("-", "_"))
+                if engine == "tinylsm":
+                    results[workload][engine] = method()
+                else:
+                    try:
+                        results[workload][engine] = method()
+                    except Exception as exc:  # a peer's failure must not hide the rest
+                        notes.append(f"{engine} {workload}: failed: {exc!r}")
+                bar.update()
+        finally:
+            bar.close()
+            for inst in instances.values():
+                inst.close()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    labels = {
+        "batch": f"write_batch of {args.count:,}",
+        "range": f"range queries ({args.range_length} items)",
+    }
+    shown = [e for e in engines if any(e in r for r in results.values())]
+    for line in render(results, shown, labels):
+        print(line, file=out)
+    print(file=out)
+    present = set(results)
+    print("(N.NNx) after a peer's figure: tinylsm's ratio to it, above 1 when tinylsm "
+          "is faster or smaller.", file=out)
+    commits = {"tinylsm": "tinylsm flush()", "sqlite3": "sqlite3 COMMIT (WAL, "
+               "synchronous=FULL)", "lmdb": "lmdb commit (sync=True)"}
+    if present & {"insert", "batch"}:
+        print("writes end with one fsynced commit: "
+              + ", ".join(commits[e] for e in shown if e in commits) + ".", file=out)
+    if "dict" in shown and present & {"scan", "range"}:
+        print("dict: scan sorts the keys; range bisects a key list sorted beforehand "
+              "(not timed).", file=out)
+    if present & {"reopen-log", "reopen-sst"}:
+        peers = [e for e in shown if e in ("sqlite3", "lmdb")]
+        print("reopen: tinylsm recovers every key into memory"
+              + (f"; {' and '.join(peers)} open the file and read one key." if peers
+                 else "."), file=out)
+    if "sync" in present:
+        print(f"sync: the stores take turns over {len(data.sync_items):,} inserts at most "
+              f"({SYNC_SECONDS:g} s per store at most); disk = os.write + os.fsync of one "
+              f"{data.frame_size}-byte frame.", file=out)
+    if "memory" in present:
+        print("memory: Python heap per key measured with tracemalloc, keys and values "
+              "included.", file=out)
+    if "disk" in present:
+        print("disk: file bytes per key after loading (tinylsm: after compact()).",
+              file=out)
+    for note in notes:
+        print(note, file=out)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> int:
+    """Run the comparison; returns the exit status (2 for bad arguments)."""
+    parser = build_parser(prog)
+    try:
+        args = parser.parse_args(argv)
+        if args.count > 256 ** args.key_size:
+            parser.error(f"-n {args.count}: only {256 ** args.key_size:,} distinct keys of "
+                         f"{args.key_size} bytes exist")
+        if args.dir is not None and not os.path.isdir(args.dir):
+            parser.error(f"--dir {args.dir}: no such directory")
+        codec.frame_size(args.key_size, args.value_size)
+    except ValueError as exc:  # sizes tinylsm refuses
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help, or a usage error (status 2)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return run(args)
+    except (ValueError, OSError, tinylsm.Error) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m tinylsm.bench"))

@@ -1,0 +1,578 @@
+"""The ``tinylsm`` command: look into stores, check them, compact them, and
+compare tinylsm with its peers.
+
+Every command that takes a store directory reads the key and value sizes
+from its ``tinylsm.meta``; a directory written by the Rust crate records
+none, and needs ``--key-size K --value-size V``.  Only ``compact`` changes
+anything on disk: the others open the store read-only.
+
+Exit status: 0 success; 1 damage found (``verify``, or a corrupt store) or
+key not found (``get``); 2 bad arguments (including a missing directory or
+unknown sizes); 3 the store could not be read (locked by a writer, or an
+operating-system error).  ``verify`` counts a torn log tail as damage: after
+a crash it means changes that were not flushed are lost.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import struct
+import sys
+from itertools import islice
+from typing import List, Optional, Sequence, Tuple
+
+import tinylsm
+
+from . import _meta, _progress, codec, sstable
+from ._format import STOP_END, STOP_SHORT, check_sizes
+from ._fs import DEFAULT as FILES
+from .errors import CorruptionError, Error, LockedError
+
+EXIT_OK = 0
+EXIT_DAMAGED = 1
+EXIT_USAGE = 2
+EXIT_FAILED = 3
+
+PROG = "tinylsm"
+
+EXIT_HELP = """\
+exit status: 0 success; 1 damage found (verify, or a corrupt store) or key not
+found (get); 2 bad arguments, missing directory or unknown sizes; 3 the store
+could not be read (locked by a writer, or an operating-system error)."""
+
+EXAMPLES = """\
+examples:
+  tinylsm stats mydb                    sizes, keys, sstables, space amplification
+  tinylsm get mydb 0000000000000007     one value, key in hex (K bytes = 2K digits)
+  tinylsm get mydb 7 --int big          the same key given as a big-endian integer
+  tinylsm dump mydb --limit 3           the first items, "key value" in hex
+  tinylsm dump mydb --format json --int big --start 10 --stop 20
+  tinylsm verify mydb                   check every file; exit 0 only when clean
+  tinylsm compact mydb                  merge everything into one sstable
+  tinylsm bench -n 20000                compare with dict, sqlite3 and lmdb
+  tinylsm stats rustdb --key-size 8 --value-size 8   a store written by tiny-lsm
+
+""" + EXIT_HELP
+
+_U64 = struct.Struct("<Q")
+
+
+class UsageError(Exception):
+    """A bad argument: reported on one line, exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Reports a usage error on one line (not argparse's usage block)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# -- arguments -------------------------------------------------------------------
+
+
+def _size_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def parse_key(text: str, size: int, byte_order: Optional[str], what: str = "KEY") -> bytes:
+    """A key argument: ``2*size`` hex digits (``0x`` allowed), or with
+    ``byte_order`` an unsigned integer (decimal, or ``0x`` hex) written in
+    ``size`` bytes of that order."""
+    if byte_order is None:
+        digits = text[2:] if text[:2].lower() == "0x" else text
+        if not re.fullmatch(r"[0-9a-fA-F]*", digits):
+            raise UsageError(f"{what} {text!r} is not hexadecimal (use --int big|little "
+                             "for integers)")
+        if len(digits) != 2 * size:
+            raise UsageError(f"{what} {text!r} has {len(digits)} hex digits; keys of this "
+                             f"store are {size} bytes = {2 * size} hex digits")
+        return bytes.fromhex(digits)
+    try:
+        number = int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
+    except ValueError:
+        raise UsageError(f"{what} {text!r} is not an integer") from None
+    if number < 0 or number >= 1 << (8 * size):
+        raise UsageError(f"{what} {text!r} does not fit in {size} unsigned bytes")
+    return number.to_bytes(size, byte_order)  # type: ignore[arg-type]
+
+
+def show(data: bytes, byte_order: Optional[str]):
+    """Bytes as shown: hex, or an unsigned integer of ``byte_order``."""
+    if byte_order is None:
+        return data.hex()
+    return int.from_bytes(data, byte_order)  # type: ignore[arg-type]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
+    """Check ``args.dir`` is a store and return ``(K, V, where they came from)``."""
+    directory = args.dir
+    if not os.path.exists(directory):
+        raise UsageError(f"{directory}: no such directory")
+    if not os.path.isdir(directory):
+        raise UsageError(f"{directory}: not a directory")
+    names = set(os.listdir(directory))
+    if not names & {"log", sstable.SSTABLE_DIR, _meta.META_NAME}:
+        raise UsageError(f"{directory}: not a tinylsm or tiny-lsm store "
+                         f"(no log, {sstable.SSTABLE_DIR}/ or {_meta.META_NAME})")
+    given = (args.key_size, args.value_size)
+    if (given[0] is None) != (given[1] is None):
+        raise UsageError("give both --key-size and --value-size, or neither")
+    recorded = _meta.read_sizes(FILES, directory)
+    if recorded is not None:
+        if given[0] is not None and given != recorded:
+            raise UsageError(
+                f"{directory} records key size {recorded[0]} and value size {recorded[1]}, "
+                f"not {given[0]} and {given[1]}: leave --key-size and --value-size out")
+        return recorded[0], recorded[1], _meta.META_NAME
+    if given[0] is None:
+        raise UsageError(
+            f"{directory} records no key and value sizes (a store written by the Rust "
+            "tiny-lsm?): give them with --key-size K --value-size V")
+    try:
+        check_sizes(given[0], given[1])
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return given[0], given[1], "the command line"
+
+
+def open_readonly(args: argparse.Namespace) -> tinylsm.Lsm:
+    k, v, _ = store_sizes(args)
+    return tinylsm.open(args.dir, key_size=k, value_size=v, readonly=True)
+
+
+# -- stats ---------------------------------------------------------------------------
+
+
+def _sstable_files(directory: str) -> Tuple[List[Tuple[str, int]], List[Tuple[str, int]]]:
+    """``([(name, bytes)] of sstables in id order, [(name, bytes)] of -tmp files)``."""
+    ssdir = os.path.join(directory, sstable.SSTABLE_DIR)
+    if not os.path.isdir(ssdir):
+        return [], []
+    ids, tmps = sstable.list_dir(FILES, ssdir)
+    tables = [(ids[i], os.path.getsize(os.path.join(ssdir, ids[i]))) for i in sorted(ids)]
+    return tables, [(t, os.path.getsize(os.path.join(ssdir, t))) for t in tmps]
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with open_readonly(args) as db:
+        st = db.stats()
+        k, v = db.key_size, db.value_size
+        frame = codec.frame_size(k, v)
+        log_path = os.path.join(args.dir, "log")
+        log_file = os.path.getsize(log_path) if os.path.exists(log_path) else 0
+        tables, tmps = _sstable_files(args.dir)
+    torn = log_file - st.log_bytes
+    sst_bytes = sum(n for _, n in tables)
+    on_disk = log_file + sst_bytes
+    live = st.keys * (k + v)
+    amp = on_disk / live if live else None
+    if args.json:
+        print(json.dumps({
+            "path": args.dir, "key_size": k, "value_size": v, "keys": st.keys,
+            "live_bytes": live, "log_bytes": log_file, "log_torn_bytes": torn,
+            "sstables": [{"name": n, "bytes": b} for n, b in tables],
+            "unfinished_sstables": [{"name": n, "bytes": b} for n, b in tmps],
+            "sstable_bytes": sst_bytes, "on_disk_bytes": on_disk, "space_amp": amp,
+        }, indent=2))
+        return EXIT_OK
+    rows = [
+        ("store", args.dir),
+        ("key size", f"{k} bytes"),
+        ("value size", f"{v} bytes"),
+        ("keys", f"{st.keys:,}"),
+        ("live data", f"{live:,} bytes (keys x (key size + value size))"),
+        ("log", f"{log_file:,} bytes, {st.log_bytes // frame:,} frames of {frame} bytes"
+         + (f" + a torn tail of {torn:,} bytes (see tinylsm verify)" if torn else "")),
+        ("sstables", f"{_plural(len(tables), 'file')}, {sst_bytes:,} bytes"),
+    ]
+    width = max(len(name) for name, _ in rows + [("space amp", "")])
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    for name, size in tables:
+        print(f"  {name}  {size:>12,} bytes")
+    for name, size in tmps:
+        print(f"  {name}  {size:>12,} bytes  unfinished write, removed by the next "
+              "writable open")
+    print(f"{'on disk':<{width}}  {on_disk:,} bytes (log + sstables)")
+    print(f"{'space amp':<{width}}  "
+          + (f"{amp:.2f} (on disk / live data)" if amp is not None else "- (no keys)"))
+    return EXIT_OK
+
+
+# -- get and dump -----------------------------------------------------------------------
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    with open_readonly(args) as db:
+        key = parse_key(args.key, db.key_size, args.int)
+        value = db.get(key)
+    if value is None:
+        print(f"{PROG}: key {args.key} not found", file=sys.stderr)
+        return EXIT_DAMAGED
+    print(show(value, args.int))
+    return EXIT_OK
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    with open_readonly(args) as db:
+        start = None if args.start is None else parse_key(args.start, db.key_size, args.int,
+                                                          "--start")
+        stop = None if args.stop is None else parse_key(args.stop, db.key_size, args.int,
+                                                        "--stop")
+        items = db.range(start, stop)
+        if args.limit is not None:
+            items = islice(items, args.limit)
+        if not sys.stdout.isatty():  # a bar would garble a terminal's output
+            total = len(db) if args.limit is None else min(args.limit, len(db))
+            items = _progress.wrap(items, total=total, desc="dump", unit="item")
+        write = sys.stdout.write
+        order = args.int
+        if args.format == "json":
+            for k, v in items:
+                write(json.dumps({"key": show(k, order), "value": show(v, order)}) + "\n")
+        else:
+            for k, v in items:
+                write(f"{show(k, order)} {show(v, order)}\n")
+    return EXIT_OK
+
+
+# -- verify ------------------------------------------------------------------------------
+
+
+class Report:
+    """Lines of ``verify``; problems also go into the summary."""
+
+    def __init__(self) -> None:
+        self.problems: List[str] = []
+
+    def ok(self, where: str, text: str) -> None:
+        print(f"{where}: ok: {text}")
+
+    def note(self, where: str, text: str) -> None:
+        print(f"{where}: note: {text}")
+
+    def problem(self, where: str, kind: str, text: str, summary: str) -> None:
+        print(f"{where}: {kind}: {text}")
+        self.problems.append(summary)
+
+
+def _verify_sstable(path: str, rel: str, k: int, v: int, report: Report) -> None:
+    data = FILES.read_file(path)
+    try:
+        payload = sstable.decompress(data, path)
+    except CorruptionError as exc:
+        reason = str(exc).split(": ", 1)[-1]
+        report.problem(rel, "CORRUPT", f"{reason} ({len(data):,} bytes)",
+                       f"corrupt {rel} ({reason})")
+        return
+    scan = codec.decode_sstable(payload, k, v)
+    if scan.status == "complete":
+        report.ok(rel, f"{scan.count:,} records ({scan.tombstones:,} tombstones), "
+                       f"{len(data):,} bytes")
+    elif scan.status == "short":
+        of = f"{scan.expected:,}" if scan.expected >= 0 else "? (not even the count)"
+        report.problem(
+            rel, "CUT SHORT",
+            f"{scan.count:,} of {of} records; a flush of the Rust tiny-lsm was "
+            "interrupted, or the file is damaged",
+            f"{rel} cut short ({scan.count} of {scan.expected} records)")
+    else:
+        report.problem(
+            rel, "CORRUPT",
+            f"record {scan.error_index} of {scan.expected}: {scan.reason} "
+            f"(the {scan.count:,} records before it are intact)",
+            f"corrupt {rel} record {scan.error_index} ({scan.reason})")
+
+
+def _verify_log(path: str, k: int, v: int, sizes_from_meta: bool, report: Report) -> None:
+    data = FILES.read_file(path)
+    frame = codec.frame_size(k, v)
+    scan = codec.scan_log(data, k, v)
+    total = len(data)
+    applied = (f"{scan.count:,} records ({scan.tombstones:,} tombstones) in "
+               f"{scan.end:,} bytes")
+    if scan.stop == STOP_END and scan.end == total:
+        report.ok("log", applied)
+        return
+    lost = total - scan.end
+    batch = ""
+    if scan.end < scan.stop_offset and data[scan.end + 4] == 2:
+        n = _U64.unpack_from(data, scan.end + 5)[0]
+        batch = (f"; the write_batch of {n:,} items starting at offset {scan.end:,} is "
+                 "incomplete and is dropped whole")
+    tail = data[scan.stop_offset:]
+    if scan.stop in (STOP_END, STOP_SHORT) or not tail.strip(b"\0"):
+        if scan.stop in (STOP_END, STOP_SHORT):
+            what = (f"{total - scan.stop_offset} bytes of a cut-off frame at offset "
+                    f"{scan.stop_offset:,}" if scan.stop == STOP_SHORT else
+                    "the file ends inside a write_batch")
+        else:
+            what = (f"{len(tail):,} zero bytes from offset {scan.stop_offset:,} "
+                    "(space allocated but never written)")
+        report.problem(
+            "log", "TORN TAIL",
+            f"{what}{batch}; recovery cuts the log to {scan.end:,} bytes, losing "
+            f"{lost:,} bytes of changes that were not flushed. Before it: {applied}",
+            f"torn log tail ({lost:,} bytes after offset {scan.end:,})")
+        return
+    index = scan.stop_offset // frame
+    after = total - scan.stop_offset - frame
+    hint = ""
+    if scan.count == 0 and scan.stop_offset == 0 and not sizes_from_meta:
+        hint = (f" (the very first frame is bad: is the store's key size {k} and value "
+                f"size {v}?)")
+    report.problem(
+        "log", "CORRUPT",
+        f"frame #{index:,} at offset {scan.stop_offset:,}: {scan.stop}{batch}; recovery "
+        f"stops there and cuts the log to {scan.end:,} bytes, dropping {lost:,} bytes"
+        + (f" ({after // frame:,} more frames after the bad one)" if after >= frame else "")
+        + f"{hint}. Before it: {applied}",
+        f"corrupt log frame #{index} at offset {scan.stop_offset} ({scan.stop})")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    report = Report()
+    directory = args.dir
+    try:
+        k, v, source = store_sizes(args)
+    except CorruptionError as exc:  # tinylsm.meta unreadable
+        print(f"{_meta.META_NAME}: CORRUPT: {exc}")
+        print(f"NOT CLEAN: {_meta.META_NAME} is unreadable")
+        return EXIT_DAMAGED
+    lock_fd = _meta.lock(directory, shared=True)  # no writer may change files meanwhile
+    try:
+        print(f"{directory}: key size {k}, value size {v} (from {source})")
+        ssdir = os.path.join(directory, sstable.SSTABLE_DIR)
+        names = sorted(os.listdir(ssdir)) if os.path.isdir(ssdir) else None
+        if names is None:
+            report.note(sstable.SSTABLE_DIR + "/", "missing; a writable open creates it")
+        tables = []
+        for name in names or []:
+            rel = f"{sstable.SSTABLE_DIR}/{name}"
+            if re.fullmatch(r"[0-9a-f]{16}", name):
+                tables.append((name, rel))
+            elif re.fullmatch(r"\+?[0-9a-fA-F]+", name):
+                report.problem(rel, "BAD NAME", "hex but not 16 lower-case hex digits; "
+                               "recovery refuses to open the store",
+                               f"bad sstable name {rel}")
+            elif name.endswith("-tmp"):
+                report.note(rel, "an unfinished sstable write; the next writable open "
+                                 "deletes it (nothing is lost)")
+        steps = [("sst", n, r) for n, r in tables] + [("log", "log", "log")]
+        for kind, name, rel in _progress.wrap(steps, desc="verify", unit="file"):
+            path = os.path.join(directory, sstable.SSTABLE_DIR, name) if kind == "sst" \
+                else os.path.join(directory, "log")
+            if kind == "sst":
+                _verify_sstable(path, rel, k, v, report)
+            elif os.path.exists(path):
+                _verify_log(path, k, v, source == _meta.META_NAME, report)
+            else:
+                report.note("log", "missing; a writable open creates it")
+        # what recovery makes of it all: the real thing, read-only
+        quiet = logging.getLogger("tinylsm")
+        was_disabled, quiet.disabled = quiet.disabled, True  # reported above already
+        try:
+            with tinylsm.open(directory, key_size=k, value_size=v, readonly=True) as db:
+                keys = len(db)
+            recovery = f"{keys:,} keys"
+            report.ok("recovery", f"a read-only open recovers {keys:,} keys")
+        except (Error, ValueError, OSError) as exc:
+            recovery = "recovery fails"
+            report.problem("recovery", "FAILS", f"{type(exc).__name__}: {exc}",
+                           "recovery fails")
+        finally:
+            quiet.disabled = was_disabled
+    finally:
+        if lock_fd >= 0:
+            os.close(lock_fd)
+    if report.problems:
+        print(f"NOT CLEAN: {'; '.join(report.problems)}")
+        return EXIT_DAMAGED
+    print(f"clean: {_plural(len(tables), 'sstable')} and the log checked, {recovery}")
+    return EXIT_OK
+
+
+# -- compact -------------------------------------------------------------------------------
+
+
+def _space(st: tinylsm.Stats) -> str:
+    amp = f"{st.space_amp:.2f}" if st.resident_bytes else "-"
+    return (f"{st.on_disk_bytes:,} bytes on disk ({_plural(st.sstables, 'sstable')}, log of "
+            f"{st.log_bytes:,} bytes) for {st.keys:,} keys, space amp {amp}")
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    k, v, source = store_sizes(args)
+    had_meta = source == _meta.META_NAME
+    with tinylsm.open(args.dir, key_size=k, value_size=v) as db:
+        print(f"before: {_space(db.stats())}")
+        if _progress.enabled():
+            print("compacting...", file=sys.stderr, flush=True)
+        db.compact()
+        after = db.stats()
+    print(f"after:  {_space(after)}")
+    if not had_meta:
+        print(f"note: recorded the sizes in {_meta.META_NAME} (the Rust tiny-lsm ignores "
+              "that file)")
+    return EXIT_OK
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _directory_parent() -> argparse.ArgumentParser:
+    p = ArgumentParser(add_help=False)
+    p.add_argument("dir", metavar="DIR", help="the store's directory")
+    g = p.add_argument_group("sizes (only for a store written by the Rust tiny-lsm, which "
+                             "does not record them)")
+    g.add_argument("--key-size", type=_size_arg, metavar="K", help="key size in bytes")
+    g.add_argument("--value-size", type=_size_arg, metavar="V", help="value size in bytes")
+    return p
+
+
+def _int_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int", choices=("big", "little"), metavar="ORDER",
+                   help="show keys and values as unsigned integers of this byte order "
+                        "(big or little), and take KEY arguments as integers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Look into, check and compact tinylsm stores (and stores written by "
+                    "the Rust crate tiny-lsm); compare tinylsm with its peers.",
+        epilog=EXAMPLES, formatter_class=fmt)
+    parser.add_argument("--version", action="version",
+                        version=f"tinylsm {tinylsm.__version__} (codec: {tinylsm.BACKEND})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parent = _directory_parent()
+
+    p = sub.add_parser("stats", parents=[parent], formatter_class=fmt,
+                       help="sizes, key count, sstables, log length, space amplification",
+                       description="Show a store's sizes (opened read-only).",
+                       epilog="example:\n  tinylsm stats mydb\n  tinylsm stats mydb --json")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_stats)
+
+    p = sub.add_parser("get", parents=[parent], formatter_class=fmt,
+                       help="print the value of one key",
+                       description="Print the value of KEY (opened read-only); exit 1 "
+                                   "if it is absent.",
+                       epilog="examples:\n  tinylsm get mydb 0000000000000007\n"
+                              "  tinylsm get mydb 7 --int big")
+    p.add_argument("key", metavar="KEY", help="the key: hex, or an integer with --int")
+    _int_option(p)
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("dump", parents=[parent], formatter_class=fmt,
+                       help="print keys and values in key order",
+                       description="Print the items with START <= key < STOP in key "
+                                   "order (opened read-only): one \"key value\" line each "
+                                   "in hex, or one JSON object per line.",
+                       epilog="examples:\n  tinylsm dump mydb --limit 3\n"
+                              "  tinylsm dump mydb --format json --int big --start 10 "
+                              "--stop 20")
+    p.add_argument("--start", metavar="KEY", help="first key (included)")
+    p.add_argument("--stop", metavar="KEY", help="last key (excluded)")
+    p.add_argument("--limit", type=_size_arg, metavar="N", help="print at most N items")
+    p.add_argument("--format", choices=("hex", "json"), default="hex",
+                   help="hex: \"key value\" lines (default); json: JSON lines "
+                        "{\"key\": ..., \"value\": ...}")
+    _int_option(p)
+    p.set_defaults(func=cmd_dump)
+
+    p = sub.add_parser(
+        "verify", parents=[parent], formatter_class=fmt,
+        help="check every sstable and the log; exit 0 only when clean",
+        description="Read every sstable and the log and report, per file, its records "
+                    "and tombstones, a torn log tail (where, how many bytes) and any "
+                    "corruption (file, record, reason); then open the store read-only "
+                    "to see what recovery makes of it.  Nothing is changed.  The last "
+                    "line is a one-line summary.",
+        epilog="example:\n  tinylsm verify mydb\n\nexit status: 0 clean; 1 damage found: "
+               "corruption, a cut-short sstable, or a torn log tail (changes that were "
+               "not flushed before a crash; a writable open cuts them off); 2 bad "
+               "arguments; 3 locked by a writer or unreadable.")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("compact", parents=[parent], formatter_class=fmt,
+                       help="merge the log and all sstables into one sstable",
+                       description="Open the store for writing (which recovers it: a torn "
+                                   "log tail is cut off) and run a full compaction, "
+                                   "printing the space before and after.",
+                       epilog="example:\n  tinylsm compact mydb")
+    p.set_defaults(func=cmd_compact)
+
+    # listed for --help; main() hands "bench ..." to tinylsm.bench before parsing
+    sub.add_parser("bench", add_help=False,
+                   help="compare tinylsm with dict, sqlite3 and lmdb (see tinylsm bench "
+                        "--help)")
+    return parser
+
+
+def _error(message: object) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _os_error(exc: OSError) -> str:
+    if exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``tinylsm`` command with ``argv`` (default ``sys.argv[1:]``);
+    return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from . import bench
+
+        return bench.main(argv[1:], prog=f"{PROG} bench")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error (status 2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        _error(exc)
+        return EXIT_USAGE
+    except LockedError as exc:
+        _error(f"{exc}; try again once it is closed")
+        return EXIT_FAILED
+    except Error as exc:  # CorruptionError and the rest
+        _error(exc)
+        return EXIT_DAMAGED
+    except ValueError as exc:  # e.g. sizes that do not fit the files
+        _error(exc)
+        return EXIT_USAGE
+    except BrokenPipeError:  # e.g. "tinylsm dump mydb | head": stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as exc:
+        _error(_os_error(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
