@@ -18,7 +18,7 @@ def extensions():
         Extension(
             "tinylsm._codec",
             ["tinylsm/_codec.pyx"],
-            libraries=["z"],
+            include_dirs=["tinylsm"],
             extra_compile_args=["-O3"],
         ),
         Extension(
