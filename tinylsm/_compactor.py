@@ -191,8 +191,8 @@ class Compactor:
             self.tables[target] = Table(len(merged) // codec.record_size(k, v), nbytes)
         for sst_id in run[1:]:
             self.files.unlink(self._path(sst_id))
-            self.files.fsync_dir(self.directory)
-            with self._cv:
+            with self._cv:  # gone, even if the fsync below fails: never read it again
                 del self.tables[sst_id]
+            self.files.fsync_dir(self.directory)
         self.merges += 1
         log.debug("tinylsm: merged sstables %s into %016x", [f"{i:x}" for i in run], target)

@@ -219,9 +219,16 @@ class Lsm(MutableMapping):
         else:
             ids, tmps = {}, []
         tables = {}
+        empty = None  # an empty newest sstable: tiny-lsm's flush torn at once
         for sst_id in sorted(ids):
             path = os.path.join(ssdir, ids[sst_id])
             scan, nbytes = sstable.read(files, path, k, v)
+            if nbytes == 0:
+                if sst_id != max(ids):
+                    raise CorruptionError(f"sstable {path} is empty, and is not the newest: "
+                                          "it is not an interrupted flush of tiny-lsm")
+                empty = path
+                continue
             if scan.status != "complete":
                 log.warning(
                     "tinylsm: sstable %s is cut short (%d of %s records): an "
@@ -233,7 +240,8 @@ class Lsm(MutableMapping):
             tables[sst_id] = Table(scan.count, nbytes)
         log_path = os.path.join(self.path, LOG_NAME)
         log_fd = -1
-        if os.path.exists(log_path) or not self.readonly:
+        log_existed = os.path.exists(log_path)
+        if log_existed or not self.readonly:
             log_fd = files.open_ro(log_path) if self.readonly else files.open_rw(log_path)
         try:
             data = files.pread_all(log_fd, files.size(log_fd)) if log_fd >= 0 else b""
@@ -246,6 +254,9 @@ class Lsm(MutableMapping):
                     f"key_size={k}, value_size={v} ({scan.stop} at offset 0): "
                     "are these the sizes the store was written with?"
                 )
+            if empty is not None and scan.end == 0:
+                raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
+                                      "changes: it is not an interrupted flush of tiny-lsm")
             self._map.apply_records(scan.records, k, v)
             if scan.end != len(data):
                 log.warning("tinylsm: log %s: %s at offset %d; %d bytes after offset %d "
@@ -261,8 +272,17 @@ class Lsm(MutableMapping):
                 for name in tmps:
                     log.warning("tinylsm: removing unfinished sstable write %s", name)
                     files.unlink(os.path.join(ssdir, name))
-                if tmps:
+                if empty is not None:  # it holds nothing; its changes are in the log
+                    log.warning("tinylsm: removing empty sstable %s (a torn flush of "
+                                "tiny-lsm, whose changes are in the log)", empty)
+                    files.unlink(empty)
+                if tmps or empty is not None:
                     files.fsync_dir(ssdir)
+                if not log_existed:
+                    # the new log's entry must be durable before a flush()
+                    # acknowledges anything in it (fsync of the file alone
+                    # does not make its name survive a power cut)
+                    files.fsync_dir(self.path)
                 if not created:
                     self._make_layout(fsync_parents=False)
         except BaseException:
@@ -367,6 +387,9 @@ class Lsm(MutableMapping):
         size, and ``OSError`` if the log cannot take the change, in which
         case nothing changed.
         """
+        if value is None:  # encode_frame would make it a tombstone
+            raise TypeError("value: expected bytes, bytearray or memoryview, got "
+                            "NoneType (use remove() to delete a key)")
         frame = codec.encode_frame(key, value, self.key_size, self.value_size)
         with self._lock:
             self._writable().append(frame)
