@@ -1,14 +1,68 @@
 """The in-memory sorted map, pure Python: a dict plus a lazily sorted key list.
 
-This is the narrow interface the engine keeps its data behind, so that a
-compact compiled map can take its place.  Every method is called with the
-store's lock held except ``get``, ``contains``, ``len`` and iteration, which
-rely on the GIL making single dict operations atomic.
+This is the narrow interface the engine keeps its data behind; the compiled
+twin ``tinylsm._map`` (a compact C map) has the same behaviour, and
+``tests/test_map_parity.py`` holds the two to it.  Every method is called with
+the store's lock held except ``get``, ``in``, ``[]``, ``len`` and iteration,
+which rely on the GIL making single dict operations atomic.
+
+Keys for lookups (``get``, ``in``, ``[]``, ``delete``) may be any bytes-like
+object; one that is not bytes-like or not ``key_size`` bytes long is simply
+absent.  ``set`` raises ``TypeError``/``ValueError`` for such keys or values.
 """
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left
 from typing import Iterator, List, Optional, Tuple
+
+from ._format import check_sizes
+
+_CHANGED = "tinylsm store changed during iteration"
+
+
+def _as_bytes(obj: object) -> Optional[bytes]:
+    """``obj`` as ``bytes`` if it is bytes-like, else None."""
+    if isinstance(obj, bytes):
+        return bytes(obj) if type(obj) is not bytes else obj
+    try:
+        return memoryview(obj).tobytes()  # type: ignore[arg-type]
+    except (TypeError, ValueError, BufferError):
+        return None
+
+
+def _coerce(obj: object, size: int, what: str) -> bytes:
+    """``obj`` as ``bytes`` of ``size``, or TypeError/ValueError naming it."""
+    data = _as_bytes(obj)
+    if data is None:
+        raise TypeError(f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+    if len(data) != size:
+        raise ValueError(f"{what}: expected {size} bytes, got {len(data)}")
+    return data
+
+
+def _bound(obj: object, what: str) -> bytes:
+    data = _as_bytes(obj)
+    if data is None:
+        raise TypeError(f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+    return data
+
+
+def _rounded(size: int) -> int:
+    return (size + 15) & ~15
+
+
+class _Dead:
+    """Stands in for the dict of an invalidated map: any use raises."""
+
+    def __init__(self, exc_type: type, message: str) -> None:
+        self.exc_type = exc_type
+        self.message = message
+
+    def _raise(self, *args: object) -> None:
+        raise self.exc_type(self.message)
+
+    get = pop = items = __getitem__ = __setitem__ = __contains__ = __len__ = __iter__ = _raise
 
 
 class SortedMap:
@@ -16,12 +70,15 @@ class SortedMap:
 
     Point operations are O(1).  The sorted key list is rebuilt on the first
     ordered read after a change: O(m log m + n) for m new keys when nothing
-    was removed since the last ordered read, O(n) otherwise.
+    was removed since the last ordered read, O(n) otherwise.  ``m[key]``
+    raises ``KeyError`` for an absent key, or returns
+    ``type(m).__missing__(m, key)`` when a subclass defines it.
     """
 
     def __init__(self, key_size: int, value_size: int) -> None:
-        self.key_size = key_size
-        self.value_size = value_size
+        check_sizes(key_size, value_size)
+        self._k = key_size
+        self._v = value_size
         self._d: dict = {}
         self._keys: Optional[List[bytes]] = None  # sorted, may hold removed keys
         self._new: List[bytes] = []  # added since _keys was built
@@ -29,17 +86,90 @@ class SortedMap:
         #: Bumped by every change; iterators compare it to detect writes.
         self.version = 0
 
+    # -- sizes ---------------------------------------------------------------------
+
+    @property
+    def key_size(self) -> int:
+        """K; settable only while the map is empty (which resets it)."""
+        return self._k
+
+    @key_size.setter
+    def key_size(self, value: int) -> None:
+        self._set_sizes(value, self._v)
+
+    @property
+    def value_size(self) -> int:
+        """V; settable only while the map is empty (which resets it)."""
+        return self._v
+
+    @value_size.setter
+    def value_size(self, value: int) -> None:
+        self._set_sizes(self._k, value)
+
+    def _set_sizes(self, key_size: int, value_size: int) -> None:
+        len(self._d)  # raises once invalidated
+        check_sizes(key_size, value_size)
+        if (key_size, value_size) == (self._k, self._v):
+            return
+        if self._d:
+            raise ValueError("cannot change the key or value size of a map that holds keys")
+        version = self.version
+        SortedMap.__init__(self, key_size, value_size)
+        self.version = version + 1
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory held by the dict, its keys and values and the key
+        lists: an estimate (objects rounded up to 16 bytes, as pymalloc does)."""
+        d = self._d
+        header = sys.getsizeof(b"")
+        per_item = _rounded(header + self._k) + (_rounded(header + self._v) if self._v else 0)
+        keys = sys.getsizeof(self._keys) if self._keys is not None else 0
+        return sys.getsizeof(d) + len(d) * per_item + keys + sys.getsizeof(self._new)
+
+    def _invalidate(self, exc_type: type, message: str) -> None:
+        """Drop everything; from now on every use raises ``exc_type(message)``."""
+        self._d = _Dead(exc_type, str(message))  # type: ignore[assignment]
+        self._keys = None
+        self._new = []
+        self.version += 1
+
+    # -- point operations ----------------------------------------------------------
+
     def __len__(self) -> int:
         return len(self._d)
 
-    def __contains__(self, key: bytes) -> bool:
+    def __contains__(self, key: object) -> bool:
+        if type(key) is not bytes:
+            key = _as_bytes(key)
         return key in self._d
 
     def get(self, key: bytes) -> Optional[bytes]:
+        if type(key) is not bytes:
+            key = _as_bytes(key)  # type: ignore[assignment]
         return self._d.get(key)
 
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self._d.get(key if type(key) is bytes else _as_bytes(key))
+        if value is None:
+            missing = getattr(type(self), "__missing__", None)
+            if missing is not None:
+                return missing(self, key)  # type: ignore[no-any-return]
+            raise KeyError(key)
+        return value  # type: ignore[no-any-return]
+
     def set(self, key: bytes, value: bytes) -> Optional[bytes]:
+        """Set ``key`` to ``value``; return the previous value or None.
+
+        Raises TypeError for a key or value that is not bytes-like and
+        ValueError for one of the wrong size; nothing changes then.
+        """
         d = self._d
+        len(d)  # raises once invalidated
+        if type(key) is not bytes or len(key) != self._k:
+            key = _coerce(key, self._k, "key")
+        if type(value) is not bytes or len(value) != self._v:
+            value = _coerce(value, self._v, "value")
         old = d.get(key)
         d[key] = value
         if old is None and self._keys is not None:
@@ -48,6 +178,10 @@ class SortedMap:
         return old
 
     def delete(self, key: bytes) -> Optional[bytes]:
+        """Remove ``key``; return its value, or None if it was absent."""
+        len(self._d)  # raises once invalidated
+        if type(key) is not bytes:
+            key = _as_bytes(key)  # type: ignore[assignment]
         old = self._d.pop(key, None)
         if old is not None:
             self._removed = True
@@ -55,16 +189,40 @@ class SortedMap:
         return old
 
     def apply_records(self, records: bytes, key_size: int, value_size: int) -> None:
-        """Apply packed records (see ``codec``) in order; tag 0 deletes."""
+        """Apply packed records (see ``codec``) in order; tag 0 deletes.
+
+        Raises ValueError (changing nothing) for sizes other than the map's
+        or a length that is not a multiple of the record size.
+        """
+        len(self._d)  # raises once invalidated
+        if key_size != self._k or value_size != self._v:
+            raise ValueError(
+                f"records of key_size={key_size}, value_size={value_size} for a map of "
+                f"key_size={self._k}, value_size={self._v}")
         rsize = 5 + key_size + value_size
         vstart = 5 + key_size
-        data = bytes(records)
+        data = records if type(records) is bytes else memoryview(records).tobytes()
+        if len(data) % rsize:
+            raise ValueError(
+                f"packed records: expected a multiple of {rsize} bytes, got {len(data)}")
+        d = self._d
+        new = self._new if self._keys is not None else None
+        changes = 0
+        removed = False
         for off in range(0, len(data), rsize):
             key = data[off + 5 : off + vstart]
             if data[off + 4]:
-                self.set(key, data[off + vstart : off + rsize])
-            else:
-                self.delete(key)
+                if new is not None and key not in d:
+                    new.append(key)
+                d[key] = data[off + vstart : off + rsize]
+                changes += 1
+            elif d.pop(key, None) is not None:
+                removed = True
+                changes += 1
+        self._removed = self._removed or removed
+        self.version += changes
+
+    # -- ordered reads -------------------------------------------------------------
 
     def sorted_keys(self) -> List[bytes]:
         """The live keys in order; the list must not be modified by callers."""
@@ -90,20 +248,29 @@ class SortedMap:
     def items(
         self, start: Optional[bytes] = None, stop: Optional[bytes] = None, reverse: bool = False
     ) -> Iterator[Tuple[bytes, bytes]]:
-        """Yield ``(key, value)`` with ``start <= key < stop`` in key order.
+        """An iterator of ``(key, value)`` with ``start <= key < stop`` in key
+        order (descending with ``reverse``); either bound may be None.
 
-        Raises ``RuntimeError`` if the map changes while the iterator is in
-        use, as ``dict`` does.
+        The range is fixed now; the pairs are read as the iterator advances.
+        Its next step after any change raises RuntimeError, as ``dict`` does.
         """
+        len(self._d)  # raises once invalidated
+        if start is not None and type(start) is not bytes:
+            start = _bound(start, "start")
+        if stop is not None and type(stop) is not bytes:
+            stop = _bound(stop, "stop")
         keys = self.sorted_keys()
-        version = self.version
         lo = 0 if start is None else bisect_left(keys, start)
         hi = len(keys) if stop is None else bisect_left(keys, stop)
-        d = self._d
         indexes = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
+        return self._iterate(keys, indexes, self.version)
+
+    def _iterate(self, keys: List[bytes], indexes: range, version: int
+                 ) -> Iterator[Tuple[bytes, bytes]]:
+        d = self._d
         for i in indexes:
             if self.version != version:
-                raise RuntimeError("tinylsm store changed during iteration")
+                raise RuntimeError(_CHANGED)
             key = keys[i]
             yield key, d[key]
 
@@ -113,5 +280,7 @@ class SortedMap:
         if keys != sorted(self._d):
             raise AssertionError("sorted key list does not match the map")
         for k, v in self._d.items():
-            if len(k) != self.key_size or len(v) != self.value_size:
+            if type(k) is not bytes or type(v) is not bytes:
+                raise AssertionError(f"not bytes: {k!r}")
+            if len(k) != self._k or len(v) != self._v:
                 raise AssertionError(f"bad sizes for {k!r}")

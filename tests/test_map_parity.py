@@ -1,0 +1,507 @@
+"""Parity of the compiled map (tinylsm._map) and its pure-Python twin.
+
+Both maps get the same sequences of changes and reads and must return equal
+results, equal to a ``dict`` model's, and pass their own ``_check()``.  Small
+key spaces make overwrites, deletes and re-inserts after deletes common; the
+larger seeded workloads reach the compiled map's radix sort, its merge paths,
+its eager merge under churn and its table growth.
+"""
+from __future__ import annotations
+
+import array
+import importlib
+import os
+import random
+from typing import Dict, List, Optional
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+MAP_MODULES = {
+    "cython-map": "tinylsm._map",
+    "python-map": "tinylsm._sortedmap_py",
+}
+
+#: (K, V) pairs the Hypothesis tests run with; (8, 0) has no value at all.
+SIZES = [(1, 1), (2, 3), (8, 8), (16, 4), (32, 32), (8, 0)]
+SIZE_IDS = [f"k{k}v{v}" for k, v in SIZES]
+
+
+def load_map(name: str):
+    """One map class by its fixture id; the compiled one may be skipped
+    only when TINYLSM_PUREPYTHON asks for pure Python."""
+    try:
+        return importlib.import_module(MAP_MODULES[name]).SortedMap
+    except ImportError:
+        if name != "python-map" and os.environ.get("TINYLSM_PUREPYTHON", "") not in ("", "0"):
+            pytest.skip(f"{name}: compiled map not built (TINYLSM_PUREPYTHON set)")
+        raise
+
+
+@pytest.fixture(params=sorted(MAP_MODULES), scope="module")
+def Map(request):
+    """Each map implementation in turn."""
+    return load_map(request.param)
+
+
+@pytest.fixture(scope="module")
+def both():
+    """The compiled and the pure-Python map classes, for parity runs."""
+    return load_map("cython-map"), load_map("python-map")
+
+
+def outcome(fn, *args):
+    """What a call did: its result, or the type and message it raised."""
+    try:
+        result = fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the exception is the result
+        return ("raised", type(exc), str(exc))
+    if hasattr(result, "__next__"):
+        result = list(result)
+    return ("returned", result)
+
+
+def pack(changes, k: int, v: int) -> bytes:
+    """Packed records for ``(key, value_or_None)`` changes (crc left zero:
+    maps do not check it)."""
+    return b"".join(
+        b"\0\0\0\0" + (b"\x01" + key + value if value is not None else b"\x00" + key + bytes(v))
+        for key, value in changes
+    )
+
+
+class Twins:
+    """Both maps and a dict model, driven in lockstep."""
+
+    def __init__(self, both, k: int, v: int) -> None:
+        self.k, self.v = k, v
+        self.maps = [cls(k, v) for cls in both]
+        self.model: Dict[bytes, bytes] = {}
+
+    def same(self, name: str, *args):
+        results = [outcome(getattr(m, name), *args) for m in self.maps]
+        assert results[0] == results[1], f"{name}{args!r:.200}: {results[0]!r:.300} != {results[1]!r:.300}"
+        return results[0]
+
+    def set(self, key: bytes, value: bytes) -> None:
+        got = self.same("set", key, value)
+        assert got == ("returned", self.model.get(key))
+        self.model[key] = value
+
+    def delete(self, key: bytes) -> None:
+        got = self.same("delete", key)
+        assert got == ("returned", self.model.pop(key, None))
+
+    def apply(self, changes) -> None:
+        self.same("apply_records", pack(changes, self.k, self.v), self.k, self.v)
+        for key, value in changes:
+            if value is None:
+                self.model.pop(key, None)
+            else:
+                self.model[key] = value
+
+    def items(self, start: Optional[bytes], stop: Optional[bytes], reverse: bool) -> None:
+        got = self.same("items", start, stop, reverse)
+        want = sorted(
+            (kv for kv in self.model.items()
+             if (start is None or kv[0] >= start) and (stop is None or kv[0] < stop)),
+            reverse=reverse,
+        )
+        assert got == ("returned", want)
+
+    def verify(self) -> None:
+        for m in self.maps:
+            m._check()
+            assert len(m) == len(self.model)
+        assert self.maps[0].version == self.maps[1].version
+        assert list(self.maps[0].items()) == list(self.maps[1].items()) == sorted(self.model.items())
+        for key, value in self.model.items():
+            for m in self.maps:
+                assert m.get(key) == value and m[key] == value and key in m
+
+
+@st.composite
+def scripts(draw, k: int, v: int):
+    """A small key space and a list of operations on it."""
+    keys = draw(st.lists(st.binary(min_size=k, max_size=k), min_size=1, max_size=10, unique=True))
+    key = st.sampled_from(keys)
+    value = st.binary(min_size=v, max_size=v)
+    bound = st.none() | key | st.binary(max_size=k + 1)
+    op = st.one_of(
+        st.tuples(st.just("set"), key, value),
+        st.tuples(st.just("set"), key, value),
+        st.tuples(st.just("delete"), key),
+        st.tuples(st.just("apply"), st.lists(st.tuples(key, st.none() | value), max_size=8)),
+        st.tuples(st.just("items"), bound, bound, st.booleans()),
+        st.tuples(st.just("get"), key | st.binary(max_size=k + 1)),
+        st.tuples(st.just("check")),
+    )
+    return draw(st.lists(op, max_size=40))
+
+
+@pytest.mark.parametrize("k,v", SIZES, ids=SIZE_IDS)
+@given(data=st.data())
+def test_random_scripts(both, k, v, data):
+    twins = Twins(both, k, v)
+    for op in data.draw(scripts(k, v)):
+        name = op[0]
+        if name == "set":
+            twins.set(op[1], op[2])
+        elif name == "delete":
+            twins.delete(op[1])
+        elif name == "apply":
+            twins.apply(op[1])
+        elif name == "items":
+            twins.items(op[1], op[2], op[3])
+        elif name == "get":
+            got = twins.same("get", op[1])
+            assert got == ("returned", twins.model.get(op[1]))
+            assert twins.same("__contains__", op[1]) == ("returned", op[1] in twins.model)
+        else:
+            twins.verify()
+    twins.verify()
+
+
+def _workload(both, k: int, v: int, seed: int, nkeys: int, nops: int, prefix: bytes) -> None:
+    """A seeded random workload on ``nkeys`` keys sharing ``prefix``."""
+    rnd = random.Random(seed)
+    tail = k - len(prefix)
+    keys = list(dict.fromkeys(prefix + rnd.randbytes(tail) for _ in range(nkeys)))
+    twins = Twins(both, k, v)
+    for _ in range(nops):
+        r = rnd.random()
+        key = rnd.choice(keys)
+        if r < 0.45:
+            twins.set(key, rnd.randbytes(v))
+        elif r < 0.7:
+            twins.delete(key)
+        elif r < 0.75:
+            changes = [(rnd.choice(keys), None if rnd.random() < 0.3 else rnd.randbytes(v))
+                       for _ in range(rnd.randrange(200))]
+            twins.apply(changes)
+        elif r < 0.78:
+            bounds = sorted(rnd.sample(keys, 2))
+            twins.items(bounds[0], bounds[1], rnd.random() < 0.5)
+        elif r < 0.79:
+            twins.verify()
+    twins.verify()
+
+
+@pytest.mark.parametrize("k,v,prefix", [
+    (8, 8, b""), (16, 4, b"user:"), (32, 32, b"common-prefix-of-20b"), (2, 3, b""), (8, 0, b"\0\0\0"),
+], ids=["k8v8", "k16v4-shared5", "k32v32-shared20", "k2v3", "k8v0-shared3"])
+@given(seed=st.integers(0, 2**32))
+def test_seeded_workloads(both, k, v, prefix, seed):
+    _workload(both, k, v, seed, nkeys=300, nops=600, prefix=prefix)
+
+
+@pytest.mark.parametrize("prefix", [b"", b"same8byt", b"same-first-ten-b"], ids=["random", "shared8", "shared16"])
+def test_bulk_sort_matches_sorted(Map, prefix):
+    """A large unsorted bulk load (radix sort with equal-prefix runs), then
+    removals found by binary search, then by a full pass."""
+    k, v = 32, 4
+    rnd = random.Random(len(prefix))
+    model = {prefix + rnd.randbytes(k - len(prefix)): rnd.randbytes(v) for _ in range(20000)}
+    # duplicates in the prefix's next bytes make deeper tie runs
+    for key in list(model)[:2000]:
+        model[key[:-1] + b"\xff"] = b"dupe"
+    m = Map(k, v)
+    m.apply_records(pack(model.items(), k, v), k, v)
+    m._check()
+    assert list(m.items()) == sorted(model.items())
+    for key in rnd.sample(sorted(model), 50):  # few: binary search
+        assert m.delete(key) == model.pop(key)
+    assert list(m.items()) == sorted(model.items())
+    for key in rnd.sample(sorted(model), 5000):  # many: full pass
+        assert m.delete(key) == model.pop(key)
+    for i in range(3000):  # re-inserts reuse the freed slots
+        key = prefix + rnd.randbytes(k - len(prefix))
+        m.set(key, b"new!")
+        model[key] = b"new!"
+    m._check()
+    assert list(m.items(reverse=True)) == sorted(model.items(), reverse=True)
+
+
+def test_long_shared_prefixes(both):
+    """Keys that differ only far in (the radix sort's tie runs go deep)."""
+    k = 1024
+    rnd = random.Random(11)
+    keys = [bytes(k - 16) + rnd.randbytes(16) for _ in range(300)]
+    keys += [bytes(rnd.randrange(k)) + b"\1" + bytes(0) for _ in range(300)]
+    keys = [key.ljust(k, b"\0")[:k] for key in keys]
+    for Map in both:
+        m = Map(k, 1)
+        m.apply_records(pack([(key, b"x") for key in keys], k, 1), k, 1)
+        assert [key for key, _ in m.items()] == sorted(set(keys))
+        m._check()
+
+
+def test_growth_past_many_resizes(Map):
+    n = 100_000
+    m = Map(8, 8)
+    rnd = random.Random(5)
+    keys = [rnd.randbytes(8) for _ in range(n)]
+    model = {}
+    for i, key in enumerate(keys):
+        m.set(key, i.to_bytes(8, "little"))
+        model[key] = i.to_bytes(8, "little")
+    assert len(m) == len(model)
+    m._check()
+    for key in keys[::2]:
+        assert m.delete(key) == model.pop(key)
+    for key in keys[::4]:
+        m.set(key, b"again!!!")
+        model[key] = b"again!!!"
+    m._check()
+    assert len(m) == len(model)
+    assert list(m.items()) == sorted(model.items())
+    for key in keys[:1000]:
+        assert m.get(key) == model.get(key)
+    # increasing keys take the merge's append path
+    m2 = Map(4, 0)
+    for i in range(n):
+        m2.set(i.to_bytes(4, "big"), b"")
+        if i % 10_000 == 0:
+            assert len(list(m2.items())) == i + 1
+    m2._check()
+    assert [key for key, _ in m2.items()] == [i.to_bytes(4, "big") for i in range(n)]
+
+
+def test_churn_without_ordered_reads_stays_bounded():
+    """Deleted keys' slots are reused even if nothing ever reads in order."""
+    Map = load_map("cython-map")
+    m = Map(8, 8)
+    for i in range(1000):
+        m.set(i.to_bytes(8, "big"), bytes(8))
+    before = None
+    for i in range(1000, 300_000):
+        m.set(i.to_bytes(8, "big"), bytes(8))
+        m.delete((i - 1000).to_bytes(8, "big"))
+        if i == 20_000:
+            before = m.nbytes
+    assert len(m) == 1000
+    assert m.nbytes <= before
+    m._check()
+
+
+# -- iteration -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change", ["set", "overwrite", "delete", "apply"])
+def test_iteration_raises_after_a_change(Map, change):
+    m = Map(2, 1)
+    for i in range(10):
+        m.set(bytes((0, i)), b"x")
+    it = m.items()
+    assert next(it) == (b"\0\0", b"x")
+    if change == "set":
+        m.set(b"\1\1", b"y")
+    elif change == "overwrite":
+        m.set(b"\0\5", b"x")
+    elif change == "delete":
+        m.delete(b"\x00\x09")
+    else:
+        m.apply_records(pack([(b"\0\3", None)], 2, 1), 2, 1)
+    with pytest.raises(RuntimeError, match="tinylsm store changed during iteration"):
+        next(it)
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def test_iteration_range_is_fixed_at_the_call(Map):
+    m = Map(1, 0)
+    m.set(b"a", b"")
+    it = m.items(b"a", b"z")
+    m.set(b"b", b"")
+    with pytest.raises(RuntimeError):
+        next(it)
+    # no change, no error; an absent delete is no change
+    it = m.items()
+    m.delete(b"q")
+    m.apply_records(b"", 1, 0)
+    assert list(it) == [(b"a", b""), (b"b", b"")]
+    # an exhausted iterator ends quietly even after a change
+    it = m.items()
+    assert len(list(it)) == 2
+    m.set(b"c", b"")
+    assert list(it) == []
+
+
+def test_iteration_tuples_are_independent(Map):
+    m = Map(1, 1)
+    for i in range(20):
+        m.set(bytes((i,)), bytes((i * 2,)))
+    kept = []
+    for pair in m.items():
+        kept.append(pair)
+    assert kept == [(bytes((i,)), bytes((i * 2,))) for i in range(20)]
+    unpacked = [(key, value) for key, value in m.items(reverse=True)]
+    assert unpacked == kept[::-1]
+    it = m.items()
+    first, second = next(it), next(it)
+    assert first == (b"\0", b"\0") and second == (b"\1", b"\2")
+
+
+def test_bounds(Map):
+    m = Map(2, 0)
+    for key in (b"aa", b"ab", b"b\0", b"ba", b"zz"):
+        m.set(key, b"")
+    keys = lambda *a, **kw: [key for key, _ in m.items(*a, **kw)]  # noqa: E731
+    assert keys(b"a", b"b") == [b"aa", b"ab"]
+    assert keys(b"ab\0", b"ba") == [b"b\0"]
+    assert keys(b"b", None) == [b"b\0", b"ba", b"zz"]
+    assert keys(b"", b"") == []
+    assert keys(b"zz", b"aa") == []
+    assert keys(bytearray(b"ab"), memoryview(b"ba")) == [b"ab", b"b\0"]
+    assert keys(None, b"ba", reverse=True) == [b"b\0", b"ab", b"aa"]
+    with pytest.raises(TypeError, match="start: expected bytes, bytearray or memoryview, got str"):
+        m.items("aa")
+    with pytest.raises(TypeError, match="stop: expected bytes, bytearray or memoryview, got int"):
+        m.items(None, 5)
+
+
+# -- point operations ------------------------------------------------------------
+
+
+def test_lookups_accept_bytes_like_and_ignore_the_rest(Map):
+    m = Map(8, 4)
+    key = (1).to_bytes(8, "little")
+    m.set(key, b"vvvv")
+    for same in (key, bytearray(key), memoryview(key), array.array("I", [1, 0]),
+                 memoryview(b"xx" + key)[2:]):
+        assert m.get(same) == b"vvvv"
+        assert same in m
+        assert m[same] == b"vvvv"
+    for other in (key[:7], key + b"\0", "12345678", 12345678, None, 1.5, [1] * 8):
+        assert m.get(other) is None
+        assert other not in m
+        assert m.delete(other) is None
+        with pytest.raises(KeyError) as info:
+            m[other]
+        assert info.value.args == (other,)
+    assert m.delete(bytearray(key)) == b"vvvv"
+    assert len(m) == 0
+    m.set(memoryview(key), bytearray(b"wwww"))
+    value = m.get(key)
+    assert type(value) is bytes and value == b"wwww"
+
+
+def test_set_rejects_bad_keys_and_values(both):
+    for Map in both:
+        m = Map(4, 2)
+        for args, exc, message in [
+            (("abcd", b"vv"), TypeError, "key: expected bytes, bytearray or memoryview, got str"),
+            ((b"abc", b"vv"), ValueError, "key: expected 4 bytes, got 3"),
+            ((b"abcd", None), TypeError, "value: expected bytes, bytearray or memoryview, got NoneType"),
+            ((b"abcd", b"vvv"), ValueError, "value: expected 2 bytes, got 3"),
+            ((b"abc", b"vvv"), ValueError, "key: expected 4 bytes, got 3"),
+        ]:
+            with pytest.raises(exc) as info:
+                m.set(*args)
+            assert str(info.value) == message
+        assert len(m) == 0 and m.version == 0
+        m._check()
+
+
+def test_constructor_and_apply_records_errors(both):
+    c, p = both
+    for args in [(0, 1), (1, -1), (65537, 0), ("8", 8), (True, 8), (8, 1.0)]:
+        assert outcome(c, *args) == outcome(p, *args)
+        assert outcome(c, *args)[0] == "raised"
+    for Map in both:
+        m = Map(2, 2)
+        with pytest.raises(ValueError, match="multiple of 9 bytes, got 10"):
+            m.apply_records(bytes(10), 2, 2)
+        with pytest.raises(ValueError, match="key_size=3"):
+            m.apply_records(bytes(10), 3, 2)
+        with pytest.raises(TypeError):
+            m.apply_records(None, 2, 2)
+        m.apply_records(bytearray(pack([(b"ab", b"cd")], 2, 2)), 2, 2)
+        m.apply_records(memoryview(pack([(b"ab", b"ef"), (b"xy", b"zz"), (b"xy", None)], 2, 2)), 2, 2)
+        assert list(m.items()) == [(b"ab", b"ef")]
+        assert m.version == 4
+
+
+def test_sizes_change_only_while_empty(Map):
+    m = Map(4, 4)
+    assert (m.key_size, m.value_size) == (4, 4)
+    m.key_size = 2
+    m.value_size = 0
+    m.set(b"ab", b"")
+    assert (m.key_size, m.value_size) == (2, 0)
+    m.key_size = 2  # unchanged: fine
+    with pytest.raises(ValueError, match="holds keys"):
+        m.key_size = 3
+    with pytest.raises(ValueError):
+        m.value_size = -1
+    m.delete(b"ab")
+    m.value_size = 5
+    assert m.get(b"ab") is None
+    m.set(b"cd", b"12345")
+    m._check()
+
+
+def test_subclass_gets_lookups_and_missing(Map):
+    class Store(Map):
+        def __init__(self, path, *, key_size, value_size):
+            super().__init__(key_size, value_size)
+            self.path = path
+
+    class Defaulting(Store):
+        def __missing__(self, key):
+            if not isinstance(key, bytes):
+                raise TypeError("bad key")
+            return b"?"
+
+    s = Store("here", key_size=1, value_size=1)
+    s.set(b"a", b"b")
+    assert s[b"a"] == b"b" and s.path == "here" and b"a" in s and len(s) == 1
+    with pytest.raises(KeyError):
+        s[b"z"]
+    d = Defaulting("there", key_size=1, value_size=1)
+    d.set(b"a", b"b")
+    assert d[b"a"] == b"b" and d[b"z"] == b"?"
+    with pytest.raises(TypeError, match="bad key"):
+        d[5]
+
+
+def test_invalidate(Map):
+    class Closed(Exception):
+        pass
+
+    m = Map(1, 1)
+    m.set(b"a", b"b")
+    it = m.items()
+    m._invalidate(Closed, "store is closed")
+    for call in (lambda: m.get(b"a"), lambda: m[b"a"], lambda: b"a" in m, lambda: len(m),
+                 lambda: m.set(b"a", b"b"), lambda: m.delete(b"a"), lambda: m.items(),
+                 lambda: m.apply_records(b"", 1, 1)):
+        with pytest.raises(Closed, match="store is closed"):
+            call()
+    with pytest.raises((RuntimeError, Closed)):
+        next(it)
+
+
+def test_nbytes(Map):
+    m = Map(8, 8)
+    empty = m.nbytes
+    for i in range(10_000):
+        m.set(i.to_bytes(8, "big"), bytes(8))
+    list(m.items())
+    assert m.nbytes > empty + 10_000 * 16
+
+
+def test_compiled_map_is_compact():
+    """Per-key memory of the compiled map's arrays at 8/8 and 32/32."""
+    Map = load_map("cython-map")
+    for k, v, limit in [(8, 8, 48), (32, 32, 110)]:
+        m = Map(k, v)
+        n = 200_000
+        rnd = random.Random(k)
+        blob = rnd.randbytes(n * k)
+        m.apply_records(b"".join(b"\0\0\0\0\1" + blob[i * k:(i + 1) * k] + bytes(v)
+                                 for i in range(n)), k, v)
+        list(m.items(None, b""))
+        # allocated (not merely touched) bytes, so growth slack counts too
+        assert m.nbytes / len(m) < limit

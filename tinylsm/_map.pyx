@@ -1,0 +1,1212 @@
+# cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
+# cython: cdivision=True, initializedcheck=False, annotation_typing=False
+"""The in-memory sorted map, compiled: the twin of ``tinylsm._sortedmap_py``.
+
+Fixed-size keys (K bytes) map to fixed-size values (V bytes, V may be 0).
+No Python object is kept per key; all data sits in a few C arrays:
+
+* the *arena*: slots of K + V bytes (key then value), grown by doubling;
+  slot ids are ``uint32``;
+* a *live bitmap*, one bit per slot;
+* a *hash table* of ``slot + 1`` (``uint32``, 0 is empty): open addressing,
+  power-of-two size, linear probing, load factor at most 0.7, deletion by
+  backward shift (no tombstones);
+* the *sorted index*: slot ids in key order (``memcmp`` order), maintained
+  lazily.  A new key's slot goes to the *pending* list; a deleted key's slot
+  goes to the *zombie* list.  The first ordered read after changes (or a
+  delete that finds the zombies outnumbering half the keys) *merges*: it
+  drops dead ids from the pending list, sorts it (an in-place MSD radix sort
+  on 8-byte key prefixes; skipped when the keys came in increasing order,
+  as they do when an sstable is loaded), removes the zombies from the sorted
+  index and merges the pending ids in (galloping from the end, moving runs
+  of ids with ``memmove``).  Only then do zombie slots go to the *free list*
+  for reuse, so a reused slot never leaves a stale id in the index.
+
+Memory per key is K + V (arena) + 4 / load (hash table, 5.7 to 11.4) + 4
+(sorted index) + 1/8 (bitmap), plus 4 per key changed since the last merge;
+the first sort of m new keys borrows 12 * m bytes for a moment.  Arrays of
+1 MiB or more are mapped pages of their own (``mmap``, grown with ``mremap``
+on Linux), so freed memory goes back to the system at once and growing
+space that is never written costs no resident memory.
+
+Every method runs entirely while holding the GIL and never calls back into
+Python code while the arrays are in an intermediate state, so each call is
+atomic with respect to other Python threads; the engine relies on that for
+its lock-free reads.  Sorting holds the GIL too.
+"""
+cimport cython
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy, memmove, memset
+from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
+from cpython.ref cimport PyObject
+
+import os
+
+from ._format import MAX_ITEM_SIZE, check_sizes
+
+cdef extern from "Python.h":
+    # Raw forms, so that reference counts are explicit where it matters.
+    PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
+    PyObject *_new_tuple "PyTuple_New"(Py_ssize_t n)
+    PyObject *_tuple_item "PyTuple_GET_ITEM"(PyObject *t, Py_ssize_t i)
+    void _tuple_set "PyTuple_SET_ITEM"(PyObject *t, Py_ssize_t i, PyObject *o)
+    Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
+    void _decref "Py_DECREF"(PyObject *o)
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    /* Hand a new reference to Cython without an extra incref. */
+    #define TL_STEAL(o) (o)
+
+    #define TL_NOPOS ((size_t)-1)      /* no position */
+    #define TL_MAX_SLOTS ((size_t)0xFFFFFFFEu)
+    #define TL_REMOVED ((uint32_t)0xFFFFFFFFu)
+
+    #if defined(__GNUC__) || defined(__clang__)
+    #define TL_PREFETCH(p) __builtin_prefetch((const void *)(p))
+    #define TL_LIKELY(x) __builtin_expect(!!(x), 1)
+    #else
+    #define TL_PREFETCH(p) ((void)0)
+    #define TL_LIKELY(x) (x)
+    #endif
+
+    static inline uint64_t tl_load64(const uint8_t *p) {
+        uint64_t v; memcpy(&v, p, 8); return v;
+    }
+    /* 8 bytes as a big-endian number: compilers turn this into load + bswap. */
+    static inline uint64_t tl_load64be(const uint8_t *p) {
+        return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40)
+             | ((uint64_t)p[3] << 32) | ((uint64_t)p[4] << 24) | ((uint64_t)p[5] << 16)
+             | ((uint64_t)p[6] << 8) | (uint64_t)p[7];
+    }
+    /* Up to 8 bytes as a big-endian number, zero-padded on the right. */
+    static inline uint64_t tl_prefix(const uint8_t *p, size_t n) {
+        uint64_t v = 0; size_t i;
+        if (n >= 8) return tl_load64be(p);
+        for (i = 0; i < n; i++) v |= (uint64_t)p[i] << (56 - 8 * i);
+        return v;
+    }
+    /* murmur3's 64-bit finalizer: every input bit affects every output bit. */
+    static inline uint64_t tl_fmix(uint64_t x) {
+        x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
+        x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
+        x ^= x >> 33; return x;
+    }
+    /* The table hash of a K-byte key: 8 bytes a step, each step a bijection
+       of the state for a fixed word, then the finalizer.  The seed is random
+       per process, so collisions cannot be planned from outside. */
+    static inline uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) {
+        uint64_t h = seed ^ ((uint64_t)k * 0x9e3779b97f4a7c15ULL);
+        uint64_t w;
+        while (k >= 8) {
+            h = (h ^ tl_load64(p)) * 0x9e3779b97f4a7c15ULL;
+            h ^= h >> 32;
+            p += 8; k -= 8;
+        }
+        if (k) {
+            w = 0; memcpy(&w, p, k);
+            h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+        }
+        return tl_fmix(h);
+    }
+    /* Memory: arrays of 1 MiB or more are mapped pages of their own, so that
+       freeing one always gives its memory back to the system (glibc keeps
+       freed heap memory resident once its mmap threshold has risen, as it
+       does after Python frees any large buffer), growth is mremap (no copy)
+       on Linux, and a new hash table starts as untouched zero pages.
+       Callers pass each block's size back on realloc and free. */
+    #if !defined(_WIN32)
+    #include <sys/mman.h>
+    #define TL_MMAP_MIN ((size_t)1 << 20)
+    #else
+    #define TL_MMAP_MIN ((size_t)-1)
+    #endif
+    static void *tl_alloc(size_t n, int zero) {
+    #if !defined(_WIN32)
+        if (n >= TL_MMAP_MIN) {
+            void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            return p == MAP_FAILED ? NULL : p;  /* zero-filled */
+        }
+    #endif
+        return zero ? calloc(n ? n : 1, 1) : malloc(n ? n : 1);
+    }
+    static void tl_free(void *p, size_t n) {
+        if (p == NULL) return;
+    #if !defined(_WIN32)
+        if (n >= TL_MMAP_MIN) { munmap(p, n); return; }
+    #endif
+        free(p);
+    }
+    /* Resize a block of ``old`` bytes (p may be NULL, old 0) to ``n`` bytes,
+       keeping the contents; NULL (p untouched) when memory is short. */
+    static void *tl_realloc(void *p, size_t old, size_t n) {
+        void *q;
+        if (p == NULL) return tl_alloc(n, 0);
+        if (old < TL_MMAP_MIN && n < TL_MMAP_MIN) return realloc(p, n ? n : 1);
+    #if defined(__linux__) && defined(MREMAP_MAYMOVE)
+        if (old >= TL_MMAP_MIN && n >= TL_MMAP_MIN) {
+            q = mremap(p, old, n, MREMAP_MAYMOVE);
+            return q == MAP_FAILED ? NULL : q;
+        }
+    #endif
+        q = tl_alloc(n, 0);
+        if (q == NULL) return NULL;
+        memcpy(q, p, old < n ? old : n);
+        tl_free(p, old);
+        return q;
+    }
+
+    static inline int tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) {
+        if (TL_LIKELY(k == 8)) return tl_load64(a) == tl_load64(b);
+        return memcmp(a, b, k) == 0;
+    }
+    /* memcmp order, 8 bytes at a time. */
+    static inline int tl_keycmp(const uint8_t *a, const uint8_t *b, size_t k) {
+        uint64_t x, y;
+        while (k >= 8) {
+            x = tl_load64be(a); y = tl_load64be(b);
+            if (x != y) return x < y ? -1 : 1;
+            a += 8; b += 8; k -= 8;
+        }
+        return k ? memcmp(a, b, k) : 0;
+    }
+    """
+    uint64_t tl_load64be(const uint8_t *p) noexcept nogil
+    uint64_t tl_prefix(const uint8_t *p, size_t n) noexcept nogil
+    uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) noexcept nogil
+    bint tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) noexcept nogil
+    int tl_keycmp(const uint8_t *a, const uint8_t *b, size_t k) noexcept nogil
+    void TL_PREFETCH(const void *p) noexcept nogil
+    void *tl_alloc(size_t n, int zero) noexcept nogil
+    void tl_free(void *p, size_t n) noexcept nogil
+    void *tl_realloc(void *p, size_t old, size_t n) noexcept nogil
+    object _steal "TL_STEAL"(PyObject *o)  # a new reference, or NULL: raise
+    size_t _NOPOS "TL_NOPOS"
+    size_t _MAX_SLOTS "TL_MAX_SLOTS"
+    uint32_t _REMOVED "TL_REMOVED"
+
+# Per-process hash seed.
+cdef uint64_t _SEED = int.from_bytes(os.urandom(8), "little")
+
+cdef enum:
+    _MAX_ITEM = 65536
+if MAX_ITEM_SIZE != _MAX_ITEM:  # pragma: no cover - guards an edit of _format
+    raise ImportError("tinylsm._map was built for MAX_ITEM_SIZE 65536")
+
+# _NOPOS: no key found.  Slots: the table stores slot + 1 and the index
+# uses 2**32 - 1 as a "removed" mark (_REMOVED), so 2**32 - 2 (_MAX_SLOTS).
+# A delete merges eagerly once there are more zombies than _ZOMBIE_SLACK plus
+# half the keys, so that slots of deleted keys are reused even without
+# ordered reads.  Pending and zombie buffers above _KEEP_IDS ids are freed
+# after a merge.
+# Radix sort buckets of at most _SMALL_SORT are insertion-sorted.
+# The iterator prefetches the slot _AHEAD ids ahead; apply_records hashes
+# _RING records ahead (a power of two).
+cdef enum:
+    _ZOMBIE_SLACK = 1024
+    _KEEP_IDS = 4096
+    _SMALL_SORT = 32
+    _AHEAD = 16
+    _RING = 16
+
+_CHANGED = "tinylsm store changed during iteration"
+
+
+ctypedef struct _Ids:
+    uint32_t *p
+    size_t n
+    size_t cap
+
+
+ctypedef struct _Pair:
+    # an 8-byte key prefix (big-endian, as hi:lo) and its slot id: 12 bytes
+    uint32_t hi
+    uint32_t lo
+    uint32_t id
+
+
+cdef int _ids_reserve(_Ids *v, size_t need) except -1:
+    """Make room for ``need`` ids in total (grows by half again at least)."""
+    cdef size_t cap
+    cdef uint32_t *p
+    if need <= v.cap:
+        return 0
+    cap = v.cap + (v.cap >> 1)
+    if cap < need:
+        cap = need
+    if cap < 16:
+        cap = 16
+    p = <uint32_t *>tl_realloc(v.p, v.cap * sizeof(uint32_t), cap * sizeof(uint32_t))
+    if p == NULL:
+        raise MemoryError()
+    v.p = p
+    v.cap = cap
+    return 0
+
+
+cdef void _ids_free(_Ids *v) noexcept:
+    tl_free(v.p, v.cap * sizeof(uint32_t))
+    v.p = NULL
+    v.n = 0
+    v.cap = 0
+
+
+cdef inline uint64_t _pkey(const _Pair *p) noexcept nogil:
+    return (<uint64_t>p.hi << 32) | p.lo
+
+
+cdef inline unsigned int _digit(const _Pair *p, int byte) noexcept nogil:
+    if byte < 4:
+        return (p.hi >> (24 - 8 * byte)) & 0xFF
+    return (p.lo >> (56 - 8 * byte)) & 0xFF
+
+
+cdef void _insertion_sort(_Pair *a, size_t n) noexcept nogil:
+    cdef size_t i, j
+    cdef _Pair x
+    cdef uint64_t k
+    for i in range(1, n):
+        x = a[i]
+        k = _pkey(&x)
+        j = i
+        while j > 0 and _pkey(&a[j - 1]) > k:
+            a[j] = a[j - 1]
+            j -= 1
+        a[j] = x
+
+
+cdef void _radix_sort(_Pair *a, size_t n, int byte, int nbytes) noexcept nogil:
+    """Sort ``a`` by prefix, in place (American flag sort), from ``byte`` on.
+
+    Every element's prefix bytes before ``byte`` are equal.  Buckets where
+    all elements share the byte are skipped without moving anything.
+    """
+    cdef size_t count[256]
+    cdef size_t nxt[256]
+    cdef size_t end[256]
+    cdef size_t i, s, c
+    cdef unsigned int b, d
+    cdef _Pair x, t
+    while True:
+        if n <= _SMALL_SORT:
+            _insertion_sort(a, n)
+            return
+        if byte >= nbytes:
+            return
+        memset(count, 0, sizeof(count))
+        for i in range(n):
+            count[_digit(&a[i], byte)] += 1
+        if count[_digit(&a[0], byte)] != n:
+            break
+        byte += 1
+    s = 0
+    for b in range(256):
+        nxt[b] = s
+        s += count[b]
+        end[b] = s
+    for b in range(256):
+        while nxt[b] < end[b]:
+            x = a[nxt[b]]
+            d = _digit(&x, byte)
+            while d != b:
+                t = a[nxt[d]]
+                a[nxt[d]] = x
+                nxt[d] += 1
+                x = t
+                d = _digit(&x, byte)
+            a[nxt[b]] = x
+            nxt[b] += 1
+    if byte + 1 >= nbytes:
+        return
+    s = 0
+    for b in range(256):
+        c = count[b]
+        if c > 1:
+            _radix_sort(a + s, c, byte + 1, nbytes)
+        s += c
+
+
+@cython.auto_pickle(False)
+cdef class SortedMap:
+    """Fixed-size ``bytes`` keys to ``bytes`` values, iterable in key order.
+
+    ``get``, ``set``, ``delete`` and ``in`` are O(1); the sorted index is
+    brought up to date on the first ordered read after changes, in
+    O(m log m + m log(n/m) + n) for m changes (the ``n`` term is a ``memmove``
+    of 4-byte ids).  ``m[key]`` raises ``KeyError`` for an absent key, or
+    returns ``type(m).__missing__(m, key)`` when a subclass defines it.
+    """
+
+    cdef size_t K, V, S           # key, value and slot sizes
+    cdef uint8_t *arena           # slots of K + V bytes
+    cdef size_t nslots            # slots handed out (live, zombie or free)
+    cdef size_t slotcap           # slots allocated
+    cdef uint64_t *live           # bitmap over slots
+    cdef size_t livewords         # its size in 64-bit words
+    cdef uint32_t *table          # slot + 1, or 0 for empty
+    cdef size_t tmask             # table size - 1
+    cdef size_t tlimit            # most keys before the table grows
+    cdef size_t n                 # live keys
+    cdef _Ids order               # sorted index: slot ids in key order
+    cdef _Ids pending             # slots of keys added since the last merge
+    cdef _Ids zombies             # slots of keys deleted since the last merge
+    cdef _Ids freelist            # slots ready for reuse
+    cdef bint pending_sorted      # pending keys came in non-decreasing order
+    cdef object dead              # (exception type, message) once invalidated
+    #: Bumped by every change; iterators compare it to detect writes.
+    cdef readonly unsigned long long version
+
+    def __cinit__(self, *args, **kwargs):
+        # A table of 8 empty entries even before __init__, so that lookups
+        # are safe (and find nothing) in a subclass that has not called it.
+        self.table = <uint32_t *>tl_alloc(8 * sizeof(uint32_t), 1)
+        if self.table == NULL:
+            raise MemoryError()
+        self.tmask = 7
+        self.tlimit = 5
+        self.pending_sorted = True
+
+    def __init__(self, key_size, value_size):
+        check_sizes(key_size, value_size)
+        self._reset(key_size, value_size)
+        self.dead = None
+
+    def __dealloc__(self):
+        self._free_all()
+
+    @cython.final
+    cdef void _free_all(self) noexcept:
+        tl_free(self.arena, self.slotcap * self.S)
+        tl_free(self.live, self.livewords * 8)
+        if self.table != NULL:
+            tl_free(self.table, (self.tmask + 1) * sizeof(uint32_t))
+        self.arena = NULL
+        self.live = NULL
+        self.table = NULL
+        _ids_free(&self.order)
+        _ids_free(&self.pending)
+        _ids_free(&self.zombies)
+        _ids_free(&self.freelist)
+        self.nslots = self.slotcap = self.livewords = self.n = 0
+        self.tmask = self.tlimit = 0
+        self.pending_sorted = True
+
+    @cython.final
+    cdef int _reset(self, Py_ssize_t key_size, Py_ssize_t value_size) except -1:
+        """Drop everything and start empty with the given sizes."""
+        cdef uint32_t *table = <uint32_t *>tl_alloc(8 * sizeof(uint32_t), 1)
+        if table == NULL:
+            raise MemoryError()
+        self._free_all()
+        self.table = table
+        self.tmask = 7
+        self.tlimit = 5
+        if self.K:  # re-initialised: outdate every iterator
+            self.version += 1
+        self.K = key_size
+        self.V = value_size
+        self.S = key_size + value_size
+        return 0
+
+    # -- sizes --------------------------------------------------------------------
+
+    @property
+    def key_size(self):
+        """K; settable only while the map is empty (which resets it)."""
+        return self.K
+
+    @key_size.setter
+    def key_size(self, value):
+        self._set_sizes(value, self.V)
+
+    @property
+    def value_size(self):
+        """V; settable only while the map is empty (which resets it)."""
+        return self.V
+
+    @value_size.setter
+    def value_size(self, value):
+        self._set_sizes(self.K, value)
+
+    def _set_sizes(self, key_size, value_size):
+        self._alive()
+        check_sizes(key_size, value_size)
+        if key_size == self.K and value_size == self.V:
+            return
+        if self.n:
+            raise ValueError("cannot change the key or value size of a map that holds keys")
+        version = self.version
+        self._reset(key_size, value_size)
+        self.version = version + 1
+
+    @property
+    def nbytes(self):
+        """Bytes of memory held by the map's arrays (allocated, not touched)."""
+        return (self.slotcap * self.S + self.livewords * 8
+                + ((self.tmask + 1) if self.table != NULL else 0) * 4
+                + (self.order.cap + self.pending.cap + self.zombies.cap
+                   + self.freelist.cap) * 4)
+
+    def __sizeof__(self):
+        return object.__sizeof__(self) + self.nbytes
+
+    # -- invalidation -------------------------------------------------------------
+
+    def _invalidate(self, exc_type, message):
+        """Free everything; from now on every use raises ``exc_type(message)``.
+
+        For an owner that is closed or forked away: lookups then fail loudly
+        instead of finding nothing.  Irreversible (``__init__`` aside).
+        """
+        self._free_all()
+        self.dead = (exc_type, str(message))
+        self.version += 1
+
+    @cython.final
+    cdef int _raise_dead(self) except -1:
+        exc_type, message = self.dead
+        raise exc_type(message)
+
+    @cython.final
+    cdef inline int _alive(self) except -1:
+        if self.dead is not None:
+            self._raise_dead()
+        return 0
+
+    # -- hash table ---------------------------------------------------------------
+
+    @cython.final
+    cdef inline size_t _probe(self, const uint8_t *key, uint64_t h, bint *found) noexcept:
+        """The table position holding ``key`` (``found`` set), or else the
+        empty position where it would go (``found`` cleared)."""
+        cdef size_t K = self.K, S = self.S, mask = self.tmask
+        cdef size_t i = <size_t>h & mask
+        cdef uint32_t e
+        cdef const uint32_t *table = self.table
+        cdef const uint8_t *arena = self.arena
+        while True:
+            e = table[i]
+            if e == 0:
+                found[0] = False
+                return i
+            if tl_keyeq(arena + <size_t>(e - 1) * S, key, K):
+                found[0] = True
+                return i
+            i = (i + 1) & mask
+
+    @cython.final
+    cdef inline size_t _find(self, const uint8_t *key) noexcept:
+        """The table position holding ``key``, or _NOPOS."""
+        cdef bint found
+        cdef size_t pos
+        if self.table == NULL:  # invalidated
+            return _NOPOS
+        pos = self._probe(key, tl_hash(key, self.K, _SEED), &found)
+        return pos if found else _NOPOS
+
+    @cython.final
+    cdef int _rehash(self, size_t need) except -1:
+        """Rehash into the smallest table that holds ``need`` keys (at least
+        the live ones) within the load limit."""
+        cdef size_t cap = 8, mask, i, slot
+        cdef uint32_t *table
+        cdef const uint8_t *arena = self.arena
+        cdef size_t K = self.K, S = self.S
+        if need < self.n:
+            need = self.n
+        while cap * 7 // 10 < need:
+            if cap > (<size_t>1 << 40):
+                raise MemoryError()
+            cap *= 2
+        table = <uint32_t *>tl_alloc(cap * sizeof(uint32_t), 1)
+        if table == NULL:
+            raise MemoryError()
+        mask = cap - 1
+        for slot in range(self.nslots):
+            if (self.live[slot >> 6] >> (slot & 63)) & 1:
+                i = <size_t>tl_hash(arena + slot * S, K, _SEED) & mask
+                while table[i]:
+                    i = (i + 1) & mask
+                table[i] = <uint32_t>(slot + 1)
+        tl_free(self.table, (self.tmask + 1) * sizeof(uint32_t))
+        self.table = table
+        self.tmask = mask
+        self.tlimit = cap * 7 // 10
+        return 0
+
+    @cython.final
+    cdef void _table_remove(self, size_t pos) noexcept:
+        """Empty table position ``pos``, shifting later entries of the probe
+        run back so that no lookup needs a tombstone."""
+        cdef size_t mask = self.tmask, i = pos, j = pos, home
+        cdef uint32_t e
+        cdef uint32_t *table = self.table
+        cdef size_t K = self.K, S = self.S
+        while True:
+            j = (j + 1) & mask
+            e = table[j]
+            if e == 0:
+                break
+            home = <size_t>tl_hash(self.arena + <size_t>(e - 1) * S, K, _SEED) & mask
+            # move e to i unless its home lies cyclically in (i, j]
+            if ((j - home) & mask) >= ((j - i) & mask):
+                table[i] = e
+                i = j
+        table[i] = 0
+
+    # -- slots ---------------------------------------------------------------------
+
+    @cython.final
+    cdef int _grow_arena(self) except -1:
+        cdef size_t cap = self.slotcap * 2 if self.slotcap else 64
+        cdef size_t old_words = self.livewords, words
+        cdef uint8_t *arena
+        cdef uint64_t *live
+        if cap > _MAX_SLOTS:
+            cap = _MAX_SLOTS
+        if cap <= self.slotcap:
+            raise MemoryError("tinylsm map is full (2**32 - 2 slots)")
+        if self.S and cap > (<size_t>-1) // self.S:
+            raise MemoryError()
+        words = (cap + 63) >> 6
+        live = <uint64_t *>tl_realloc(self.live, old_words * 8, words * 8)
+        if live == NULL:
+            raise MemoryError()
+        memset(live + old_words, 0, (words - old_words) * 8)
+        self.live = live
+        self.livewords = words
+        if self.S:
+            arena = <uint8_t *>tl_realloc(self.arena, self.slotcap * self.S, cap * self.S)
+            if arena == NULL:
+                raise MemoryError()
+            self.arena = arena
+        self.slotcap = cap
+        return 0
+
+    @cython.final
+    cdef inline bint _is_live(self, size_t slot) noexcept:
+        return (self.live[slot >> 6] >> (slot & 63)) & 1
+
+    # -- changes -------------------------------------------------------------------
+
+    @cython.final
+    cdef object _set(self, const uint8_t *key, const uint8_t *value, uint64_t h,
+                     bint want_old):
+        """Set ``key`` (of hash ``h``) to ``value``; the previous value (if
+        ``want_old``) or None."""
+        cdef bint found
+        cdef size_t pos = self._probe(key, h, &found), slot, last
+        cdef uint8_t *p
+        cdef object old = None
+        if found:
+            p = self.arena + <size_t>(self.table[pos] - 1) * self.S + self.K
+            if want_old:
+                old = _steal(_new_bytes(<const char *>p, self.V))
+            memcpy(p, value, self.V)
+            self.version += 1
+            return old
+        if self.K == 0:
+            raise RuntimeError("SortedMap.__init__ was not called")
+        # every allocation first, so that a MemoryError changes nothing
+        if self.n + 1 > self.tlimit:
+            self._rehash(self.n + 1)
+            pos = self._probe(key, h, &found)
+        if self.freelist.n == 0 and self.nslots == self.slotcap:
+            self._grow_arena()
+        _ids_reserve(&self.pending, self.pending.n + 1)
+        if self.freelist.n:
+            self.freelist.n -= 1
+            slot = self.freelist.p[self.freelist.n]
+        else:
+            slot = self.nslots
+            self.nslots += 1
+        p = self.arena + slot * self.S
+        memcpy(p, key, self.K)
+        memcpy(p + self.K, value, self.V)
+        self.live[slot >> 6] |= (<uint64_t>1) << (slot & 63)
+        self.table[pos] = <uint32_t>(slot + 1)
+        if self.pending_sorted and self.pending.n:
+            last = self.pending.p[self.pending.n - 1]
+            if tl_keycmp(self.arena + last * self.S, key, self.K) > 0:
+                self.pending_sorted = False
+        self.pending.p[self.pending.n] = <uint32_t>slot
+        self.pending.n += 1
+        self.n += 1
+        self.version += 1
+        return None
+
+    @cython.final
+    cdef object _delete(self, const uint8_t *key, uint64_t h, bint want_old):
+        """Remove ``key`` (of hash ``h``); its value (if ``want_old``, else
+        True) or None."""
+        cdef bint found
+        cdef size_t pos = self._probe(key, h, &found), slot
+        cdef object old = True
+        if not found:
+            return None
+        slot = self.table[pos] - 1
+        _ids_reserve(&self.zombies, self.zombies.n + 1)
+        if want_old:
+            old = _steal(_new_bytes(<const char *>(self.arena + slot * self.S + self.K),
+                                    self.V))
+        self._table_remove(pos)
+        self.live[slot >> 6] &= ~((<uint64_t>1) << (slot & 63))
+        self.zombies.p[self.zombies.n] = <uint32_t>slot
+        self.zombies.n += 1
+        self.n -= 1
+        self.version += 1
+        if self.zombies.n > _ZOMBIE_SLACK + self.n // 2:
+            try:
+                self._merge()
+            except MemoryError:
+                pass  # the merge changed nothing; the next one will do it
+        return old
+
+    # -- the sorted index ----------------------------------------------------------
+
+    @cython.final
+    cdef int _sort_ids(self, uint32_t *ids, size_t n) except -1:
+        """Sort slot ids by their keys: radix sort on 8-byte prefixes, then
+        each run of equal prefixes on the next 8 bytes, and so on (with a
+        work list, not recursion: a long shared prefix goes deep)."""
+        cdef _Pair *pairs = <_Pair *>tl_alloc(n * sizeof(_Pair), 0)
+        cdef size_t *work = NULL   # (start, count, offset) triples
+        cdef size_t *grown
+        cdef size_t nwork = 0, capwork = 0, start, cnt, off, width, i, j
+        cdef size_t K = self.K, S = self.S
+        cdef const uint8_t *base
+        cdef uint64_t pre
+        if pairs == NULL:
+            raise MemoryError()
+        start, cnt, off = 0, n, 0
+        try:
+            while True:
+                width = K - off if K - off < 8 else 8
+                base = self.arena + off
+                for i in range(start, start + cnt):
+                    pre = tl_prefix(base + <size_t>ids[i] * S, width)
+                    pairs[i].hi = <uint32_t>(pre >> 32)
+                    pairs[i].lo = <uint32_t>pre
+                    pairs[i].id = ids[i]
+                _radix_sort(pairs + start, cnt, 0, <int>width)
+                for i in range(start, start + cnt):
+                    ids[i] = pairs[i].id
+                if K - off > 8:
+                    i = start
+                    while i < start + cnt:
+                        pre = _pkey(&pairs[i])
+                        j = i + 1
+                        while j < start + cnt and _pkey(&pairs[j]) == pre:
+                            j += 1
+                        if j - i > 1:
+                            if nwork + 3 > capwork:
+                                grown = <size_t *>tl_realloc(
+                                    work, capwork * sizeof(size_t),
+                                    (capwork * 2 if capwork else 48) * sizeof(size_t))
+                                if grown == NULL:
+                                    raise MemoryError()
+                                work = grown
+                                capwork = capwork * 2 if capwork else 48
+                            work[nwork] = i
+                            work[nwork + 1] = j - i
+                            work[nwork + 2] = off + 8
+                            nwork += 3
+                        i = j
+                if nwork == 0:
+                    break
+                nwork -= 3
+                start, cnt, off = work[nwork], work[nwork + 1], work[nwork + 2]
+        finally:
+            tl_free(pairs, n * sizeof(_Pair))
+            tl_free(work, capwork * sizeof(size_t))
+        return 0
+
+    @cython.final
+    cdef size_t _gallop(self, const uint32_t *a, size_t hi, const uint8_t *key) noexcept:
+        """How many of ``a[:hi]`` (sorted) are less than ``key``, searching
+        back from ``hi``: O(log d) for the answer ``hi - d``."""
+        cdef size_t K = self.K, S = self.S, lo, b, step, mid
+        cdef const uint8_t *arena = self.arena
+        if hi == 0 or tl_keycmp(arena + <size_t>a[hi - 1] * S, key, K) < 0:
+            return hi
+        b = hi - 1  # a[b] > key
+        step = 1
+        while True:
+            if step > b:
+                lo = 0
+                break
+            mid = b - step
+            if tl_keycmp(arena + <size_t>a[mid] * S, key, K) < 0:
+                lo = mid + 1
+                break
+            b = mid
+            step *= 2
+        # the answer is in [lo, b]; a[b] > key
+        while lo < b:
+            mid = lo + (b - lo) // 2
+            if tl_keycmp(arena + <size_t>a[mid] * S, key, K) < 0:
+                lo = mid + 1
+            else:
+                b = mid
+        return lo
+
+    @cython.final
+    cdef size_t _lower_bound(self, const uint8_t *key, size_t klen) noexcept:
+        """First index of the sorted index whose key is >= the ``klen``
+        bytes at ``key`` (``bytes`` comparison: a prefix sorts first)."""
+        cdef size_t lo = 0, hi = self.order.n, mid, K = self.K, S = self.S
+        cdef size_t common = K if K < klen else klen
+        cdef int c
+        cdef const uint8_t *arena = self.arena
+        cdef const uint32_t *ids = self.order.p
+        while lo < hi:
+            mid = lo + (hi - lo) // 2
+            c = tl_keycmp(arena + <size_t>ids[mid] * S, key, common) if common else 0
+            if c < 0 or (c == 0 and K < klen):
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    @cython.final
+    cdef int _merge(self) except -1:
+        """Bring the sorted index up to date; free the zombies' slots."""
+        cdef size_t np, nz, i, j, first, total, hi, out, pos, cnt, S = self.S, K = self.K
+        cdef uint32_t slot
+        cdef uint32_t *ids
+        cdef uint32_t *pend
+        cdef size_t *where = NULL
+        if self.pending.n == 0 and self.zombies.n == 0:
+            return 0
+        nz = self.zombies.n
+        # every allocation first (the pending filter below is harmless)
+        _ids_reserve(&self.freelist, self.freelist.n + nz)
+        _ids_reserve(&self.order, self.order.n + self.pending.n)
+        # 1. drop pending ids of keys deleted since
+        pend = self.pending.p
+        np = 0
+        for i in range(self.pending.n):
+            slot = pend[i]
+            if self._is_live(slot):
+                pend[np] = slot
+                np += 1
+        self.pending.n = np
+        # 2. sort them, unless they came in order
+        if not self.pending_sorted and np > 1:
+            self._sort_ids(pend, np)
+        self.pending_sorted = True
+        # 3. remove the zombies from the sorted index
+        ids = self.order.p
+        total = self.order.n
+        if nz and total:
+            first = total
+            if nz < total // 32:
+                # few: find each by binary search (its key bytes are intact:
+                # a zombie slot is not reused before this merge ends)
+                where = <size_t *>tl_alloc(nz * sizeof(size_t), 0)
+                if where == NULL:
+                    raise MemoryError()
+                j = 0
+                for i in range(nz):
+                    slot = self.zombies.p[i]
+                    pos = self._lower_bound(self.arena + <size_t>slot * S, K)
+                    if pos < total and ids[pos] == slot:
+                        where[j] = pos
+                        j += 1
+                for i in range(j):
+                    ids[where[i]] = _REMOVED
+                    if where[i] < first:
+                        first = where[i]
+                tl_free(where, nz * sizeof(size_t))
+            else:
+                for i in range(total):
+                    if not self._is_live(ids[i]):
+                        ids[i] = _REMOVED
+                        if i < first:
+                            first = i
+            out = first
+            for i in range(first, total):
+                if ids[i] != _REMOVED:
+                    ids[out] = ids[i]
+                    out += 1
+            self.order.n = total = out
+        # 4. merge the pending ids in, from the end
+        if np:
+            hi = total
+            out = total + np
+            i = np
+            while i > 0:
+                i -= 1
+                slot = pend[i]
+                pos = self._gallop(ids, hi, self.arena + <size_t>slot * S)
+                cnt = hi - pos
+                out -= cnt
+                if cnt:
+                    memmove(ids + out, ids + pos, cnt * sizeof(uint32_t))
+                hi = pos
+                out -= 1
+                ids[out] = slot
+            self.order.n = total + np
+        # 5. the zombies' slots are no longer referenced: reuse them
+        if nz:
+            memcpy(self.freelist.p + self.freelist.n, self.zombies.p, nz * sizeof(uint32_t))
+            self.freelist.n += nz
+        self.pending.n = 0
+        self.zombies.n = 0
+        if self.pending.cap > _KEEP_IDS:
+            _ids_free(&self.pending)
+        if self.zombies.cap > _KEEP_IDS:
+            _ids_free(&self.zombies)
+        return 0
+
+    # -- public interface ----------------------------------------------------------
+
+    def __len__(self):
+        if self.dead is not None:
+            self._raise_dead()
+        return self.n
+
+    @cython.final
+    cdef inline size_t _lookup(self, object key) noexcept:
+        """``key``'s table position, or _NOPOS (also for a key that is not
+        bytes-like or not K bytes long)."""
+        if PyBytes_Check(key):
+            if <size_t>PyBytes_GET_SIZE(key) != self.K:
+                return _NOPOS
+            return self._find(<const uint8_t *>PyBytes_AS_STRING(key))
+        return self._lookup_other(key)
+
+    @cython.final
+    cdef size_t _lookup_other(self, object key) noexcept:
+        if PyByteArray_Check(key):
+            if <size_t>PyByteArray_GET_SIZE(key) != self.K:
+                return _NOPOS
+            return self._find(<const uint8_t *>PyByteArray_AS_STRING(key))
+        if not PyObject_CheckBuffer(key):
+            return _NOPOS
+        try:
+            key = memoryview(key).tobytes()
+        except Exception:
+            return _NOPOS
+        if <size_t>PyBytes_GET_SIZE(key) != self.K:
+            return _NOPOS
+        return self._find(<const uint8_t *>PyBytes_AS_STRING(key))
+
+    @cython.final
+    cdef inline object _value_at(self, size_t pos):
+        return _steal(_new_bytes(
+            <const char *>(self.arena + <size_t>(self.table[pos] - 1) * self.S + self.K),
+            self.V))
+
+    def __contains__(self, key):
+        if self.dead is not None:
+            self._raise_dead()
+        return self._lookup(key) != _NOPOS
+
+    @cython.always_allow_keywords(False)
+    def get(self, key):
+        """The value of ``key``, or None (also for a key that is not
+        bytes-like or not ``key_size`` bytes long)."""
+        cdef size_t pos
+        if self.dead is not None:
+            self._raise_dead()
+        pos = self._lookup(key)
+        if pos == _NOPOS:
+            return None
+        return self._value_at(pos)
+
+    def __getitem__(self, key):
+        cdef size_t pos
+        if self.dead is not None:
+            self._raise_dead()
+        pos = self._lookup(key)
+        if pos == _NOPOS:
+            if type(self) is not SortedMap:
+                missing = getattr(type(self), "__missing__", None)
+                if missing is not None:
+                    return missing(self, key)
+            raise KeyError(key)
+        return self._value_at(pos)
+
+    def set(self, key, value):
+        """Set ``key`` to ``value``; return the previous value or None.
+
+        Raises TypeError for a key or value that is not bytes-like and
+        ValueError for one of the wrong size; nothing changes then.
+        """
+        self._alive()
+        if not (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == self.K):
+            key = _coerce(key, self.K, "key")
+        if not (PyBytes_Check(value) and <size_t>PyBytes_GET_SIZE(value) == self.V):
+            value = _coerce(value, self.V, "value")
+        cdef const uint8_t *kp = <const uint8_t *>PyBytes_AS_STRING(key)
+        return self._set(kp, <const uint8_t *>PyBytes_AS_STRING(value),
+                         tl_hash(kp, self.K, _SEED), True)
+
+    @cython.always_allow_keywords(False)
+    def delete(self, key):
+        """Remove ``key``; return its value, or None if it was absent (also
+        for a key that is not bytes-like or not ``key_size`` bytes long)."""
+        self._alive()
+        if not PyBytes_Check(key):
+            if not PyObject_CheckBuffer(key):
+                return None
+            try:
+                key = memoryview(key).tobytes()
+            except Exception:
+                return None
+        if <size_t>PyBytes_GET_SIZE(key) != self.K:
+            return None
+        cdef const uint8_t *kp = <const uint8_t *>PyBytes_AS_STRING(key)
+        return self._delete(kp, tl_hash(kp, self.K, _SEED), True)
+
+    def apply_records(self, records, key_size, value_size):
+        """Apply packed records (see ``codec``) in order; tag 0 deletes.
+
+        Raises ValueError (changing nothing) for sizes other than the map's
+        or a length that is not a multiple of the record size.
+        """
+        cdef Py_buffer view
+        cdef const uint8_t *p
+        cdef const uint8_t *rec
+        cdef size_t i, j, count, total, rsize, K = self.K
+        cdef uint64_t h
+        cdef uint64_t ring[_RING]
+        cdef uint32_t e
+        self._alive()
+        if key_size != self.K or value_size != self.V:
+            raise ValueError(
+                f"records of key_size={key_size}, value_size={value_size} for a map of "
+                f"key_size={self.K}, value_size={self.V}")
+        rsize = 5 + self.S
+        PyObject_GetBuffer(records, &view, PyBUF_SIMPLE)
+        try:
+            total = view.len
+            if total % rsize:
+                raise ValueError(
+                    f"packed records: expected a multiple of {rsize} bytes, got {total}")
+            count = total // rsize
+            p = <const uint8_t *>view.buf
+            presized = False
+            if self.n + count > self.tlimit:
+                # one rehash instead of many; undone below if the records
+                # were mostly overwrites or deletes
+                try:
+                    self._rehash(self.n + count)
+                    presized = True
+                except MemoryError:
+                    pass
+            # Memory latency dominates a large load: the hashes run _RING
+            # records ahead, so that the table entry and then the slot it
+            # names are fetched while earlier records are applied.
+            for i in range(count if count < _RING else _RING):
+                ring[i] = tl_hash(p + i * rsize + 5, K, _SEED)
+                TL_PREFETCH(self.table + (<size_t>ring[i] & self.tmask))
+            for i in range(count):
+                h = ring[i % _RING]
+                j = i + _RING
+                if j < count:
+                    ring[j % _RING] = tl_hash(p + j * rsize + 5, K, _SEED)
+                    TL_PREFETCH(self.table + (<size_t>ring[j % _RING] & self.tmask))
+                j = i + _RING // 2
+                if j < count:
+                    e = self.table[<size_t>ring[j % _RING] & self.tmask]
+                    if e:
+                        TL_PREFETCH(self.arena + <size_t>(e - 1) * self.S)
+                rec = p + i * rsize
+                if rec[4]:
+                    self._set(rec + 5, rec + 5 + K, h, False)
+                else:
+                    self._delete(rec + 5, h, False)
+            if presized and self.n < self.tlimit // 4:
+                try:
+                    self._rehash(self.n)
+                except MemoryError:
+                    pass
+        finally:
+            PyBuffer_Release(&view)
+
+    def items(self, start=None, stop=None, reverse=False):
+        """An iterator of ``(key, value)`` with ``start <= key < stop`` in key
+        order (descending with ``reverse``); either bound may be None.
+
+        The range is fixed now; the pairs are read as the iterator advances.
+        Its next step after any change raises RuntimeError, as ``dict`` does.
+        """
+        cdef size_t lo, hi
+        cdef _Iter it
+        self._alive()
+        if start is not None:
+            start = _bound(start, "start")
+        if stop is not None:
+            stop = _bound(stop, "stop")
+        self._merge()
+        lo = 0 if start is None else self._lower_bound(
+            <const uint8_t *>PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start))
+        hi = self.order.n if stop is None else self._lower_bound(
+            <const uint8_t *>PyBytes_AS_STRING(stop), PyBytes_GET_SIZE(stop))
+        if hi < lo:
+            hi = lo
+        it = _Iter.__new__(_Iter)
+        it.m = self
+        it.version = self.version
+        if reverse:
+            it.pos = <Py_ssize_t>hi - 1
+            it.end = <Py_ssize_t>lo - 1
+            it.step = -1
+        else:
+            it.pos = lo
+            it.end = hi
+            it.step = 1
+        return it
+
+    def _check(self):
+        """Verify the invariants (after bringing the index up to date); for tests."""
+        cdef size_t i, j, slot, home, mask, live = 0, entries = 0, K = self.K, S = self.S
+        cdef uint32_t e
+        self._alive()
+        self._merge()
+        mask = self.tmask
+        if self.pending.n or self.zombies.n:
+            raise AssertionError("pending or zombie ids left after a merge")
+        if self.nslots > self.slotcap or self.n > self.tlimit or self.tlimit >= mask + 1:
+            raise AssertionError("counts out of bounds")
+        for slot in range(self.slotcap):
+            if self._is_live(slot):
+                if slot >= self.nslots:
+                    raise AssertionError(f"slot {slot} live beyond the handed-out slots")
+                live += 1
+                i = self._find(self.arena + slot * S)
+                if i == _NOPOS or self.table[i] != slot + 1:
+                    raise AssertionError(f"live slot {slot} not found by its key")
+        if live != self.n:
+            raise AssertionError(f"{live} live slots for {self.n} keys")
+        for i in range(mask + 1):
+            e = self.table[i]
+            if e == 0:
+                continue
+            entries += 1
+            slot = e - 1
+            if slot >= self.nslots or not self._is_live(slot):
+                raise AssertionError(f"table entry {i} names dead slot {slot}")
+            home = <size_t>tl_hash(self.arena + slot * S, K, _SEED) & mask
+            j = home
+            while j != i:
+                if self.table[j] == 0:
+                    raise AssertionError(f"table entry {i} unreachable from {home}")
+                j = (j + 1) & mask
+        if entries != self.n:
+            raise AssertionError(f"{entries} table entries for {self.n} keys")
+        if self.order.n != self.n:
+            raise AssertionError(f"sorted index holds {self.order.n} ids for {self.n} keys")
+        for i in range(self.order.n):
+            slot = self.order.p[i]
+            if slot >= self.nslots or not self._is_live(slot):
+                raise AssertionError(f"sorted index names dead slot {slot}")
+            if i and tl_keycmp(self.arena + <size_t>self.order.p[i - 1] * S,
+                               self.arena + slot * S, K) >= 0:
+                raise AssertionError(f"sorted index out of order at {i}")
+        if self.n + self.freelist.n != self.nslots:
+            raise AssertionError(
+                f"{self.n} keys + {self.freelist.n} free slots != {self.nslots} slots")
+        seen = set()
+        for i in range(self.freelist.n):
+            slot = self.freelist.p[i]
+            if slot >= self.nslots or self._is_live(slot) or slot in seen:
+                raise AssertionError(f"bad free slot {slot}")
+            seen.add(slot)
+
+
+cdef bytes _coerce(object obj, size_t size, str what):
+    """``obj`` as ``bytes`` of ``size``, or TypeError/ValueError naming it."""
+    cdef bytes data
+    if PyBytes_Check(obj):
+        data = bytes(obj) if type(obj) is not bytes else obj
+    elif PyObject_CheckBuffer(obj):
+        data = memoryview(obj).tobytes()
+    else:
+        raise TypeError(
+            f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+    if <size_t>PyBytes_GET_SIZE(data) != size:
+        raise ValueError(f"{what}: expected {size} bytes, got {PyBytes_GET_SIZE(data)}")
+    return data
+
+
+cdef bytes _bound(object obj, str what):
+    """A range bound as ``bytes`` (any length), or TypeError."""
+    if PyBytes_Check(obj):
+        return obj
+    if PyObject_CheckBuffer(obj):
+        return memoryview(obj).tobytes()
+    raise TypeError(
+        f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.no_gc_clear  # __next__ relies on self.m never becoming None
+cdef class _Iter:
+    """Iterator over a range of the sorted index: ``(key, value)`` tuples."""
+
+    cdef SortedMap m
+    cdef unsigned long long version
+    cdef Py_ssize_t pos, end, step
+    cdef object result  # the last tuple handed out, reused when nobody kept it
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        cdef SortedMap m = self.m
+        cdef Py_ssize_t pos = self.pos, ahead
+        cdef const uint8_t *p
+        cdef PyObject *k
+        cdef PyObject *v
+        cdef PyObject *r
+        cdef PyObject *old
+        if pos == self.end:
+            raise StopIteration
+        if m.version != self.version:
+            self.pos = self.end
+            raise RuntimeError(_CHANGED)
+        self.pos = pos + self.step
+        ahead = pos + _AHEAD * self.step
+        if (self.step > 0 and ahead < self.end) or (self.step < 0 and ahead > self.end):
+            TL_PREFETCH(m.arena + <size_t>m.order.p[ahead] * m.S)
+        p = m.arena + <size_t>m.order.p[pos] * m.S
+        # both copies are made before anything that could run Python code
+        k = _new_bytes(<const char *>p, m.K)
+        if k == NULL:
+            raise MemoryError()
+        v = _new_bytes(<const char *>(p + m.K), m.V)
+        if v == NULL:
+            _decref(k)
+            raise MemoryError()
+        r = <PyObject *>self.result
+        if r != NULL and r != <PyObject *>None and _refcnt(r) == 1:
+            # nobody else holds the last tuple: refill it, as dict's items
+            # iterator does (it holds only bytes, so it needs no GC tracking)
+            old = _tuple_item(r, 0)
+            _tuple_set(r, 0, k)
+            _decref(old)
+            old = _tuple_item(r, 1)
+            _tuple_set(r, 1, v)
+            _decref(old)
+            return self.result
+        r = _new_tuple(2)
+        if r == NULL:
+            _decref(k)
+            _decref(v)
+            raise MemoryError()
+        _tuple_set(r, 0, k)
+        _tuple_set(r, 1, v)
+        self.result = _steal(r)
+        return self.result
+
+    def __length_hint__(self):
+        return (self.end - self.pos) * self.step
