@@ -15,7 +15,7 @@ from ._compactor import Compactor, Table
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import LogWriter
-from ._sortedmap_py import SortedMap
+from .sortedmap import SortedMap
 from ._format import STOP_END, check_sizes
 from .config import Config, Stats
 from .errors import ClosedError, CorruptionError, Error
