@@ -24,6 +24,7 @@ def extensions():
         Extension(
             "tinylsm._map",
             ["tinylsm/_map.pyx"],
+            include_dirs=["tinylsm"],
             extra_compile_args=["-O3"],
         ),
     ]

@@ -576,3 +576,21 @@ def test_records_are_measured_in_bytes(codec):
     assert codec.unpack_records(as_u16, 2, 1) == [(b"ab", b"c")]
     with pytest.raises(ValueError, match="expected a multiple of 8 bytes, got 6"):
         codec.unpack_records(memoryview(array.array("H", records[:6])), 2, 1)
+
+
+@given(st.data())
+def test_frame_records_parity_and_round_trip(both_codecs, data):
+    compiled, python = both_codecs
+    k, v = data.draw(st.sampled_from([(1, 1), (2, 3), (8, 8), (16, 4), (8, 0), (32, 32)]))
+    item = st.tuples(st.binary(min_size=k, max_size=k),
+                     st.one_of(st.none(), st.binary(min_size=v, max_size=v)))
+    batches = data.draw(st.lists(st.lists(item, max_size=5), max_size=4))
+    frames = b"".join(python.encode_log(b, k, v, batch=True) for b in batches)
+    want = python.pack_records([i for b in batches for i in b], k, v)
+    assert compiled.frame_records(frames, k, v) == python.frame_records(frames, k, v) == want
+    assert python.scan_log(frames, k, v).records == want
+    cut = data.draw(st.integers(1, max(1, len(frames))))
+    if frames and cut % python.frame_size(k, v):
+        for impl in both_codecs:
+            with pytest.raises(ValueError, match="log frames: expected a multiple of"):
+                impl.frame_records(frames[:cut], k, v)

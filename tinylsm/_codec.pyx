@@ -607,6 +607,44 @@ def scan_log(buf: bytes, key_size: int, value_size: int) -> LogScan:
 # -- records and sstables ---------------------------------------------------------
 
 
+def frame_records(frames: bytes, key_size: int, value_size: int) -> bytes:
+    """The packed records of log frames made by ``encode_log``.
+
+    Batch headers are dropped and padding cut off; nothing else is checked
+    (a log read from disk goes through ``scan_log``).  Raises ``ValueError``
+    unless ``frames`` holds whole frames.
+    """
+    cdef Py_ssize_t k = 0, v = 0, fsize, rsize, total, off, n = 0
+    cdef bytes data
+    cdef const unsigned char *src
+    cdef unsigned char *dst
+    _sizes(key_size, value_size, &k, &v)
+    fsize = 5 + (k + v if k + v > 8 else 8)
+    rsize = 5 + k + v
+    if type(frames) is bytes:
+        data = <bytes>frames
+    else:
+        data = memoryview(frames).cast("B").tobytes()
+    total = PyBytes_GET_SIZE(data)
+    if total % fsize:
+        raise ValueError(f"log frames: expected a multiple of {fsize} bytes, got {total}")
+    src = <const unsigned char *>PyBytes_AS_STRING(data)
+    off = 0
+    while off < total:
+        n += src[off + 4] != 2
+        off += fsize
+    out = PyBytes_FromStringAndSize(NULL, n * rsize)
+    dst = <unsigned char *>PyBytes_AS_STRING(out)
+    with nogil:
+        off = 0
+        while off < total:
+            if src[off + 4] != 2:
+                memcpy(dst, src + off, rsize)
+                dst += rsize
+            off += fsize
+    return out
+
+
 def pack_records(items: Iterable[object], key_size: int, value_size: int) -> bytes:
     """Pack ``(key, value_or_None)`` pairs into records, checksums included.
 

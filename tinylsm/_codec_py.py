@@ -259,6 +259,23 @@ def scan_log(buf: bytes, key_size: int, value_size: int) -> LogScan:
 # -- records and sstables ------------------------------------------------------
 
 
+def frame_records(frames: bytes, key_size: int, value_size: int) -> bytes:
+    """The packed records of log frames made by ``encode_log``.
+
+    Batch headers are dropped and padding cut off; nothing else is checked
+    (a log read from disk goes through ``scan_log``).  Raises ``ValueError``
+    unless ``frames`` holds whole frames.
+    """
+    fsize = frame_size(key_size, value_size)
+    rsize = 5 + key_size + value_size
+    data = frames if type(frames) is bytes else memoryview(frames).cast("B").tobytes()
+    if len(data) % fsize:
+        raise ValueError(f"log frames: expected a multiple of {fsize} bytes, got {len(data)}")
+    return b"".join(
+        data[off : off + rsize] for off in range(0, len(data), fsize) if data[off + 4] != 2
+    )
+
+
 def pack_records(items: Iterable[object], key_size: int, value_size: int) -> bytes:
     """Pack ``(key, value_or_None)`` pairs into records, checksums included.
 

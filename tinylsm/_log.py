@@ -60,7 +60,7 @@ class LogWriter:
         if len(self.buf) + len(data) <= self.bufsize:
             self.buf += data
             return
-        self.write_out()  # replaces self.buf
+        self.write_out()
         if len(data) <= self.bufsize:
             self.buf += data
         else:
@@ -70,7 +70,9 @@ class LogWriter:
         """Hand the buffer to the OS (no fsync)."""
         if self.buf:
             self._write(self.buf)
-            self.buf = bytearray()
+            # emptied in place: the store's compiled fast path appends to
+            # this very object
+            del self.buf[:]
 
     def _write(self, data) -> None:
         self.check()

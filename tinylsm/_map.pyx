@@ -1210,3 +1210,152 @@ cdef class _Iter:
 
     def __length_hint__(self):
         return (self.end - self.pos) * self.step
+
+
+# -- the store's hot paths ------------------------------------------------------------
+
+cdef extern from "_crc32.h":
+    void tinylsm_crc32_init() noexcept nogil
+    uint32_t tinylsm_crc32(uint32_t crc, const unsigned char *p, size_t n) noexcept nogil
+
+from cpython.bytearray cimport PyByteArray_Resize
+
+tinylsm_crc32_init()
+
+
+cdef class StoreCore(SortedMap):
+    """The hot paths of a store, in one C call each: base class of ``Lsm``.
+
+    ``insert`` and ``remove`` append their log frame to the log buffer and
+    change the map, when nothing else needs doing: the buffer has room, the
+    log is below its limit, the key and value are exact ``bytes`` of the
+    right sizes, the store is open for writing and no slow path is under way
+    (``_busy``).  Anything else goes to the owner's ``_slow_insert`` /
+    ``_slow_remove``, which take the store's lock.  A fast path runs entirely
+    while holding the GIL, so it is atomic with respect to other threads;
+    the slow paths raise ``_busy`` for as long as they hold the lock, because
+    they release the GIL for I/O.
+
+    Lookups (``[]``, ``get``, ``in``) check the key only on a miss, through
+    the owner's ``_key``, so a hit costs what a ``dict`` lookup costs.
+    """
+
+    cdef bytearray buf           # the log buffer (the LogWriter's object)
+    cdef Py_ssize_t F            # log frame size
+    cdef Py_ssize_t fast_cap     # the buffer may grow to this; -1: never fast
+    cdef public int _busy
+    cdef public unsigned long long _logged   # bytes appended to the log
+
+    def _core_attach(self, bytearray buf, Py_ssize_t frame_size):
+        """Use ``buf`` as the log buffer, frames of ``frame_size`` bytes."""
+        self.buf = buf
+        self.F = frame_size
+
+    def _set_fast_cap(self, Py_ssize_t cap):
+        """Let fast paths run while the buffer stays within ``cap`` bytes
+        (-1: send every write to the slow path)."""
+        self.fast_cap = cap
+
+    @cython.final
+    cdef inline bint _fast_room(self):
+        return (self._busy == 0 and self.buf is not None
+                and PyByteArray_GET_SIZE(self.buf) + self.F <= self.fast_cap)
+
+    @cython.final
+    cdef int _append_frame(self, const uint8_t *key, const uint8_t *value) except -1:
+        """Append the frame of ``key`` -> ``value`` (NULL: a tombstone)."""
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.buf)
+        cdef size_t K = self.K, V = self.V
+        cdef uint8_t *p
+        cdef uint32_t c
+        PyByteArray_Resize(self.buf, n + self.F)
+        p = <uint8_t *>PyByteArray_AS_STRING(self.buf) + n
+        memcpy(p + 5, key, K)
+        if value != NULL:
+            p[4] = 1
+            memcpy(p + 5 + K, value, V)
+        else:
+            p[4] = 0
+            memset(p + 5 + K, 0, V)
+        memset(p + 5 + K + V, 0, self.F - 5 - K - V)
+        c = tinylsm_crc32(0, p + 4, 1 + K + V) ^ 0xFF
+        p[0] = c & 0xFF
+        p[1] = (c >> 8) & 0xFF
+        p[2] = (c >> 16) & 0xFF
+        p[3] = c >> 24
+        self._logged += self.F
+        return 0
+
+    @cython.final
+    cdef void _drop_frame(self) noexcept:
+        """Take back the frame just appended (the map refused the change)."""
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.buf)
+        try:
+            PyByteArray_Resize(self.buf, n - self.F)
+        except MemoryError:
+            pass  # shrinking does not allocate
+        self._logged -= self.F
+
+    def insert(self, key, value):
+        """Set ``key`` to ``value``; return the previous value or ``None``."""
+        cdef const uint8_t *kp
+        cdef const uint8_t *vp
+        if (PyBytes_Check(key) and PyBytes_Check(value)
+                and <size_t>PyBytes_GET_SIZE(key) == self.K
+                and <size_t>PyBytes_GET_SIZE(value) == self.V
+                and self._fast_room()):
+            kp = <const uint8_t *>PyBytes_AS_STRING(key)
+            vp = <const uint8_t *>PyBytes_AS_STRING(value)
+            self._append_frame(kp, vp)
+            try:
+                return self._set(kp, vp, tl_hash(kp, self.K, _SEED), True)
+            except BaseException:
+                self._drop_frame()
+                raise
+        return self._slow_insert(key, value)
+
+    def __setitem__(self, key, value):
+        self.insert(key, value)
+
+    def remove(self, key):
+        """Delete ``key``; return its value, or ``None`` if it was absent."""
+        cdef const uint8_t *kp
+        cdef uint64_t h
+        cdef bint found
+        if (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == self.K
+                and self._fast_room()):
+            kp = <const uint8_t *>PyBytes_AS_STRING(key)
+            h = tl_hash(kp, self.K, _SEED)
+            self._probe(kp, h, &found)
+            if not found:
+                return None  # nothing to remove, nothing to log
+            self._append_frame(kp, NULL)
+            try:
+                return self._delete(kp, h, True)
+            except BaseException:
+                self._drop_frame()
+                raise
+        return self._slow_remove(key)
+
+    def __delitem__(self, key):
+        if self.remove(key) is None:
+            raise KeyError(key)
+
+    def get(self, key, default=None):
+        """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
+        cdef size_t pos
+        if self.dead is not None:
+            self._raise_dead()
+        pos = self._lookup(key)
+        if pos == _NOPOS:
+            self._key(key)  # raises for a key of the wrong type or size
+            return default
+        return self._value_at(pos)
+
+    def __contains__(self, key):
+        if self.dead is not None:
+            self._raise_dead()
+        if self._lookup(key) != _NOPOS:
+            return True
+        self._key(key)
+        return False

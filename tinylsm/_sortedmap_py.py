@@ -16,6 +16,7 @@ import sys
 from bisect import bisect_left
 from typing import Iterator, List, Optional, Tuple
 
+from ._codec_py import encode_frame as _encode_frame
 from ._format import check_sizes
 
 _CHANGED = "tinylsm store changed during iteration"
@@ -284,3 +285,90 @@ class SortedMap:
                 raise AssertionError(f"not bytes: {k!r}")
             if len(k) != self._k or len(v) != self._v:
                 raise AssertionError(f"bad sizes for {k!r}")
+
+
+class StoreCore(SortedMap):
+    """The hot paths of a store: the twin of ``tinylsm._map.StoreCore``.
+
+    ``insert`` and ``remove`` append their log frame to the log buffer and
+    change the map when nothing else needs doing (room in the buffer, log
+    below its limit, exact ``bytes`` of the right sizes, no slow path under
+    way); anything else goes to the owner's ``_slow_insert`` /
+    ``_slow_remove``.  Lookups check the key only on a miss, through the
+    owner's ``_key``.  Here the "fast" path is no faster than the slow one's
+    work, but it takes the same decisions, so both backends behave alike.
+    """
+
+    buf: Optional[bytearray] = None
+    _frame_size = 0
+    _fast_cap = -1
+    _busy = 0
+    _logged = 0
+
+    def _core_attach(self, buf: bytearray, frame_size: int) -> None:
+        """Use ``buf`` as the log buffer, frames of ``frame_size`` bytes."""
+        self.buf = buf
+        self._frame_size = frame_size
+
+    def _set_fast_cap(self, cap: int) -> None:
+        """Let fast paths run while the buffer stays within ``cap`` bytes."""
+        self._fast_cap = cap
+
+    def _fast_room(self) -> bool:
+        return (self._busy == 0 and self.buf is not None
+                and len(self.buf) + self._frame_size <= self._fast_cap)
+
+    def _append_frame(self, key: bytes, value: Optional[bytes]) -> None:
+        frame = _encode_frame(key, value, self._k, self._v)
+        self.buf += frame  # type: ignore[operator]
+        self._logged += len(frame)
+
+    def _drop_frame(self) -> None:
+        del self.buf[len(self.buf) - self._frame_size:]  # type: ignore[index]
+        self._logged -= self._frame_size
+
+    def insert(self, key: bytes, value: bytes) -> Optional[bytes]:
+        """Set ``key`` to ``value``; return the previous value or ``None``."""
+        if (type(key) is bytes and type(value) is bytes and len(key) == self._k
+                and len(value) == self._v and self._fast_room()):
+            self._append_frame(key, value)
+            try:
+                return SortedMap.set(self, key, value)
+            except BaseException:
+                self._drop_frame()
+                raise
+        return self._slow_insert(key, value)  # type: ignore[attr-defined,no-any-return]
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.insert(key, value)
+
+    def remove(self, key: bytes) -> Optional[bytes]:
+        """Delete ``key``; return its value, or ``None`` if it was absent."""
+        if type(key) is bytes and len(key) == self._k and self._fast_room():
+            if key not in self._d:
+                return None  # nothing to remove, nothing to log
+            self._append_frame(key, None)
+            try:
+                return SortedMap.delete(self, key)
+            except BaseException:
+                self._drop_frame()
+                raise
+        return self._slow_remove(key)  # type: ignore[attr-defined,no-any-return]
+
+    def __delitem__(self, key: bytes) -> None:
+        if self.remove(key) is None:
+            raise KeyError(key)
+
+    def get(self, key: bytes, default: Optional[bytes] = None) -> Optional[bytes]:  # type: ignore[override]
+        """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
+        value = SortedMap.get(self, key)
+        if value is None:
+            self._key(key)  # type: ignore[attr-defined]
+            return default
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        if SortedMap.__contains__(self, key):
+            return True
+        self._key(key)  # type: ignore[attr-defined]
+        return False

@@ -34,6 +34,7 @@ batch_crc = impl.batch_crc
 encode_frame = impl.encode_frame
 encode_log = impl.encode_log
 scan_log = impl.scan_log
+frame_records = impl.frame_records
 pack_records = impl.pack_records
 unpack_records = impl.unpack_records
 encode_sstable = impl.encode_sstable
@@ -50,6 +51,7 @@ __all__ = [
     "encode_frame",
     "encode_log",
     "scan_log",
+    "frame_records",
     "pack_records",
     "unpack_records",
     "encode_sstable",

@@ -15,7 +15,7 @@ from ._compactor import Compactor, Table
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import LogWriter
-from .sortedmap import SortedMap
+from .sortedmap import SortedMap, StoreCore
 from ._format import STOP_END, check_sizes
 from .config import Config, Stats
 from .errors import ClosedError, CorruptionError, Error
@@ -29,21 +29,49 @@ LOG_NAME = "log"
 _open_stores: "weakref.WeakValueDictionary[int, Lsm]" = weakref.WeakValueDictionary()
 
 
-class _Unusable:
-    """Stands in for the map of a closed or forked store, so that the read
-    paths need no check of their own: any use raises ``ClosedError``."""
+# The map's own mutators change memory without logging: a store calls them
+# through these names only, and hides them from its users (_Hidden).
+_put = SortedMap.set
+_pop = SortedMap.delete
+_apply = SortedMap.apply_records
+_ordered = SortedMap.items
 
-    def __init__(self, message: str) -> None:
-        self.message = message
 
-    def __getattr__(self, name: str):
-        raise ClosedError(self.message)
+class _Hidden:
+    """Hides an inherited map method that would bypass the log."""
 
-    def __len__(self) -> int:
-        raise ClosedError(self.message)
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
-    def __contains__(self, key: object) -> bool:
-        raise ClosedError(self.message)
+    def __get__(self, obj: object, objtype: Optional[type] = None):
+        raise AttributeError(f"'Lsm' object has no attribute {self.name!r}")
+
+
+class _Exclusive:
+    """``with _Exclusive(store):`` holds the store's lock and marks it busy.
+
+    The slow paths release the GIL for I/O while they hold the lock; being
+    busy sends every fast path of another thread to the slow path, where it
+    waits for the lock, so writes stay serialized.
+    """
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: "Lsm") -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        store = self.store
+        store._lock.acquire()
+        store._busy += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        store = self.store
+        try:
+            store._busy -= 1
+            store._refresh_fast_cap()
+        finally:
+            store._lock.release()
 
 
 def open(  # noqa: A001 - the module's entry point, as in dbm.open
@@ -76,7 +104,7 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
                readonly=readonly, _files=_files)
 
 
-class Lsm(MutableMapping):
+class Lsm(StoreCore, MutableMapping):
     """A crash-safe sorted map of fixed-size ``bytes`` keys to ``bytes`` values.
 
     All data lives in memory; reads never touch the disk.  Every change is
@@ -97,7 +125,14 @@ class Lsm(MutableMapping):
     another thread changes the store raises ``RuntimeError``, as ``dict``
     does; it never yields a torn item.  A store cannot be used in a child
     process made by ``fork``: any use raises ``ClosedError``.
+
+    Reads (``[]``, ``get``, ``in``, ``len``) and most ``insert`` and
+    ``remove`` calls run in compiled code in one call (see ``StoreCore``).
     """
+
+    set = _Hidden()
+    delete = _Hidden()
+    apply_records = _Hidden()
 
     def __init__(
         self,
@@ -110,6 +145,8 @@ class Lsm(MutableMapping):
         _files: Optional[Files] = None,
     ) -> None:
         self._closed = True  # until fully opened, for __del__
+        SortedMap.__init__(self, 1, 0)  # empty; the real sizes come below
+        self._set_fast_cap(-1)
         if config is None:
             config = Config()
         elif not isinstance(config, Config):
@@ -125,7 +162,6 @@ class Lsm(MutableMapping):
         self._compactor: Optional[Compactor] = None
         self._read_bytes = 0
         self._written_sst_bytes = 0
-        self._logged_bytes = 0
 
         created = self._prepare_directory(key_size, value_size)
         try:
@@ -168,8 +204,7 @@ class Lsm(MutableMapping):
                         f"value_size={value_size}"
                     )
             assert key_size is not None and value_size is not None
-            self.key_size = key_size
-            self.value_size = value_size
+            self._set_sizes(key_size, value_size)
             self._frame_size = codec.frame_size(key_size, value_size)
             self._record_size = codec.record_size(key_size, value_size)
             self._has_meta = recorded is not None
@@ -211,7 +246,6 @@ class Lsm(MutableMapping):
         files = self._files
         k, v = self.key_size, self.value_size
         ssdir = os.path.join(self.path, sstable.SSTABLE_DIR)
-        self._map = SortedMap(k, v)
 
         # 1. read and check everything, changing nothing
         if os.path.isdir(ssdir):
@@ -236,7 +270,7 @@ class Lsm(MutableMapping):
                     path, scan.count, scan.expected if scan.expected >= 0 else "?",
                 )
             self._read_bytes += nbytes
-            self._map.apply_records(scan.records, k, v)
+            _apply(self, scan.records, k, v)
             tables[sst_id] = Table(scan.count, nbytes)
         log_path = os.path.join(self.path, LOG_NAME)
         log_fd = -1
@@ -257,7 +291,7 @@ class Lsm(MutableMapping):
             if empty is not None and scan.end == 0:
                 raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
                                       "changes: it is not an interrupted flush of tiny-lsm")
-            self._map.apply_records(scan.records, k, v)
+            _apply(self, scan.records, k, v)
             if scan.end != len(data):
                 log.warning("tinylsm: log %s: %s at offset %d; %d bytes after offset %d "
                             "are a torn tail and are %s", log_path, scan.stop,
@@ -291,7 +325,13 @@ class Lsm(MutableMapping):
             raise
         self._log = LogWriter(files, log_path, log_fd, scan.end, self.config.log_bufwriter_size)
         self._next_id = max(tables, default=0) + 1
-        self._compactor = Compactor(files, ssdir, k, v, self.config, tables, self._map.__len__)
+        self._core_attach(self._log.buf, self._frame_size)
+        self._refresh_fast_cap()
+        # the thread must not keep the store alive (its collection writes
+        # the buffer out), hence a weak reference
+        ref = weakref.ref(self)
+        self._compactor = Compactor(files, ssdir, k, v, self.config, tables,
+                                    lambda: _live_keys(ref))
         if not self.readonly:
             self._compactor.start()
 
@@ -309,30 +349,10 @@ class Lsm(MutableMapping):
             raise ValueError(f"key: expected {self.key_size} bytes, got {len(key)}")
         return key
 
-    def __getitem__(self, key: bytes) -> bytes:
-        value = self._map.get(key) if type(key) is bytes else None
-        if value is None:
-            value = self._map.get(self._key(key))
-            if value is None:
-                raise KeyError(key)
-        return value
-
-    def get(self, key: bytes, default=None):  # type: ignore[override]
-        """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
-        value = self._map.get(key) if type(key) is bytes else None
-        if value is None:
-            value = self._map.get(self._key(key))
-            if value is None:
-                return default
-        return value
-
-    def __contains__(self, key: object) -> bool:
-        if type(key) is bytes and key in self._map:
-            return True
-        return self._key(key) in self._map
-
-    def __len__(self) -> int:
-        return len(self._map)
+    def __missing__(self, key: object) -> bytes:
+        # a miss in the compiled lookup: a bad key raises, a good one KeyError
+        self._key(key)
+        raise KeyError(key)
 
     def __iter__(self) -> Iterator[bytes]:
         for key, _ in self.range():
@@ -364,13 +384,27 @@ class Lsm(MutableMapping):
         if stop is not None:
             stop = self._key(stop)
         with self._lock:
-            return self._map.items(start, stop, reverse)
+            return _ordered(self, start, stop, reverse)
 
     # -- writing -------------------------------------------------------------------
 
-    def _writable(self) -> LogWriter:
+    def _refresh_fast_cap(self) -> None:
+        """Tell the fast paths how far the buffer may grow without a slow
+        path's work: a write-out, an sstable flush, or an error to raise."""
+        log_writer = self._log
+        if self._closed or self.readonly or log_writer is None or log_writer.broken is not None:
+            self._set_fast_cap(-1)
+        else:
+            self._set_fast_cap(min(log_writer.bufsize,
+                                   self.config.max_log_length - log_writer.size))
+
+    def _check_open(self) -> None:
         if self._closed:
-            raise ClosedError(getattr(self._map, "message", "store is closed"))
+            len(self)  # raises ClosedError with the reason
+            raise ClosedError(f"store {self.path!r} is closed")
+
+    def _writable(self) -> LogWriter:
+        self._check_open()
         if self.readonly:
             raise Error(f"store {self.path!r} is open read-only")
         assert self._log is not None
@@ -378,48 +412,29 @@ class Lsm(MutableMapping):
             self._flush_to_sstable()
         return self._log
 
-    def insert(self, key: bytes, value: bytes) -> Optional[bytes]:
-        """Set ``key`` to ``value``; return the previous value or ``None``.
+    # insert() and remove() are StoreCore's: they call these when they
+    # cannot finish in one compiled step.
 
-        The change is in memory and in the log buffer when this returns; see
-        the class docstring for when it is durable.  Raises ``TypeError`` or
-        ``ValueError`` for a key or value that is not bytes of the store's
-        size, and ``OSError`` if the log cannot take the change, in which
-        case nothing changed.
-        """
+    def _slow_insert(self, key: bytes, value: bytes) -> Optional[bytes]:
         if value is None:  # encode_frame would make it a tombstone
             raise TypeError("value: expected bytes, bytearray or memoryview, got "
                             "NoneType (use remove() to delete a key)")
         frame = codec.encode_frame(key, value, self.key_size, self.value_size)
-        with self._lock:
+        with _Exclusive(self):
             self._writable().append(frame)
-            self._logged_bytes += len(frame)
-            return self._map.set(
-                key if type(key) is bytes else bytes(key),  # type: ignore[arg-type]
-                value if type(value) is bytes else bytes(value),  # type: ignore[arg-type]
-            )
+            self._logged += len(frame)
+            return _put(self, key, value)  # type: ignore[no-any-return]
 
-    def remove(self, key: bytes) -> Optional[bytes]:
-        """Delete ``key``; return its value, or ``None`` if it was absent.
-
-        Removing an absent key changes nothing and logs nothing.
-        """
+    def _slow_remove(self, key: bytes) -> Optional[bytes]:
         key = self._key(key)
-        with self._lock:
-            if key not in self._map:
+        with _Exclusive(self):
+            if not SortedMap.__contains__(self, key):
                 self._writable()
                 return None
             frame = codec.encode_frame(key, None, self.key_size, self.value_size)
             self._writable().append(frame)
-            self._logged_bytes += len(frame)
-            return self._map.delete(key)
-
-    def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.insert(key, value)
-
-    def __delitem__(self, key: bytes) -> None:
-        if self.remove(key) is None:
-            raise KeyError(key)
+            self._logged += len(frame)
+            return _pop(self, key)  # type: ignore[no-any-return]
 
     def write_batch(self, items: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         """Apply ``(key, value_or_None)`` changes atomically, in order.
@@ -431,17 +446,13 @@ class Lsm(MutableMapping):
         """
         if not isinstance(items, (list, tuple)):
             items = list(items)
-        frames = codec.encode_log(items, self.key_size, self.value_size, batch=True)
-        with self._lock:
+        k, v = self.key_size, self.value_size
+        frames = codec.encode_log(items, k, v, batch=True)
+        records = codec.frame_records(frames, k, v)
+        with _Exclusive(self):
             self._writable().append(frames)
-            self._logged_bytes += len(frames)
-            m = self._map
-            for key, value in items:
-                key = key if type(key) is bytes else bytes(key)
-                if value is None:
-                    m.delete(key)
-                else:
-                    m.set(key, value if type(value) is bytes else bytes(value))
+            self._logged += len(frames)
+            _apply(self, records, k, v)
 
     def flush(self) -> None:
         """Write the log buffer out and fsync it: every change made before
@@ -454,11 +465,15 @@ class Lsm(MutableMapping):
         also become a new sstable (written, fsynced, renamed, directory
         fsynced) and the log is truncated.
         """
-        with self._lock:
+        with _Exclusive(self):
             log_writer = self._writable()
             log_writer.write_out()
             epoch, target = log_writer.epoch, log_writer.size
-        log_writer.sync_to(epoch, target)  # outside the lock: group commit
+        try:
+            log_writer.sync_to(epoch, target)  # outside the lock: group commit
+        except BaseException:
+            self._refresh_fast_cap()  # a failed fsync breaks the log: no fast path
+            raise
 
     def _flush_to_sstable(self) -> None:
         """Turn the log's changes into the next sstable, then empty the log.
@@ -514,7 +529,7 @@ class Lsm(MutableMapping):
         Tombstones are dropped, since nothing older is left for them to hide.
         Readers and other writers are not blocked while the merge runs.
         """
-        with self._lock:
+        with _Exclusive(self):
             self._writable()
             if self._log is not None and self._log.length:
                 self._flush_to_sstable()
@@ -526,24 +541,24 @@ class Lsm(MutableMapping):
     def stats(self) -> Stats:
         """Sizes and traffic counters; see ``Stats``."""
         with self._lock:
-            if self._closed:
-                raise ClosedError(getattr(self._map, "message", "store is closed"))
+            self._check_open()
             assert self._log is not None and self._compactor is not None
             tables = self._compactor.snapshot()
             comp = self._compactor
-            resident = len(self._map) * (self.key_size + self.value_size)
+            keys = len(self)
+            resident = keys * (self.key_size + self.value_size)
             on_disk = self._log.size + sum(t.nbytes for t in tables.values())
             written = self._log.written + self._written_sst_bytes + comp.written_bytes
             error = comp.error
             return Stats(
                 resident_bytes=resident,
                 on_disk_bytes=on_disk,
-                logged_bytes=self._logged_bytes,
+                logged_bytes=self._logged,
                 written_bytes=written,
                 read_bytes=self._read_bytes + comp.read_bytes,
                 space_amp=on_disk / max(resident, 1),
-                write_amp=written / max(self._logged_bytes, 1),
-                keys=len(self._map),
+                write_amp=written / max(self._logged, 1),
+                keys=keys,
                 sstables=len(tables),
                 log_bytes=self._log.length,
                 merges=comp.merges,
@@ -562,7 +577,7 @@ class Lsm(MutableMapping):
             if self._closed:
                 return
             self._closed = True
-            self._map = _Unusable(f"store {self.path!r} is closed")
+            self._set_fast_cap(-1)  # other threads' writes now wait and fail
             error: Optional[BaseException] = None
             try:
                 if not self.readonly and self._log is not None and self._log.broken is None:
@@ -572,6 +587,7 @@ class Lsm(MutableMapping):
                     self._compactor.stop()
                     error = self._compactor.error
                 self._release()
+                self._invalidate(ClosedError, f"store {self.path!r} is closed")
         if error is not None:
             raise Error(f"background compaction of {self.path!r} failed: {error!r}") from error
 
@@ -592,7 +608,7 @@ class Lsm(MutableMapping):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._map)} keys"
+        state = "closed" if self._closed else f"{len(self)} keys"
         return (f"<tinylsm.Lsm {self.path!r} key_size={self.key_size} "
                 f"value_size={self.value_size} {state}>")
 
@@ -616,9 +632,11 @@ class Lsm(MutableMapping):
         """In a forked child: make every use fail, and never touch the files
         (the parent still owns them, its lock and its buffered data)."""
         self._closed = True
-        self._map = _Unusable(
+        self._set_fast_cap(-1)
+        self._invalidate(
+            ClosedError,
             f"store {self.path!r} was opened in process {self._pid} and cannot "
-            f"be used in its forked child {os.getpid()}; open it in the child instead"
+            f"be used in its forked child {os.getpid()}; open it in the child instead",
         )
         self._log = None
         self._compactor = None
@@ -640,6 +658,16 @@ class _Values(ValuesView):
     def __iter__(self) -> Iterator[bytes]:
         for _, value in self._mapping.range():  # type: ignore[attr-defined]
             yield value
+
+
+def _live_keys(ref: "weakref.ReferenceType[Lsm]") -> int:
+    store = ref()
+    if store is None:
+        return 0
+    try:
+        return SortedMap.__len__(store)  # type: ignore[no-any-return]
+    except ClosedError:
+        return 0
 
 
 def _close_all_at_exit() -> None:

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 from .codec import PUREPYTHON
 
 if TYPE_CHECKING or PUREPYTHON:
-    from ._sortedmap_py import SortedMap
+    from ._sortedmap_py import SortedMap, StoreCore
 else:
     try:
-        from ._map import SortedMap  # type: ignore[no-redef]
+        from ._map import SortedMap, StoreCore  # type: ignore[no-redef]
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise ImportError(
             "tinylsm's compiled map (tinylsm._map) is not built: reinstall with "
@@ -22,4 +22,4 @@ else:
             "the slower pure-Python map on purpose"
         ) from exc
 
-__all__ = ["SortedMap"]
+__all__ = ["SortedMap", "StoreCore"]
