@@ -16,9 +16,9 @@ Rules that keep the comparison fair:
   log-frame-sized record to a file and fsync it;
 * ``reopen`` is the time until the store answers: tinylsm recovers every key
   into memory, sqlite3 and lmdb open their file and read one key;
-* ``memory`` is the Python heap per key measured with ``tracemalloc`` while
-  the store holds all keys and values (sqlite3 and lmdb keep their data in
-  files and the page cache: not comparable, not shown).
+* ``memory`` is the resident memory (RSS) per key that holding every key
+  and value adds, measured in a fresh process (sqlite3 and lmdb keep their
+  data in files and the page cache: not comparable, not shown).
 """
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ import platform
 import random
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
-import tracemalloc
 from itertools import islice
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -140,6 +140,24 @@ def _dir_bytes(path: str) -> int:
 
 #: What an engine's ``sync_open`` returns: a durable insert, and a close.
 SyncPair = Tuple[Callable[[bytes, bytes], None], Callable[[], None]]
+
+
+def _rss_per_key(code: str, n: int) -> Optional[float]:
+    """Resident memory per key that ``code`` adds, measured in a fresh
+    process (so nothing this run allocated counts): the RSS growth it prints,
+    divided by ``n``.  None where /proc/self/statm does not exist."""
+    if not os.path.exists("/proc/self/statm"):
+        return None
+    prelude = (
+        "import os\n"
+        "def rss():\n"
+        "    with open('/proc/self/statm') as f:\n"
+        "        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", prelude + code], check=True,
+                         capture_output=True, text=True).stdout.split()
+    _expect("keys held while measuring memory", int(out[1]), n)
+    return int(out[0]) / n
 
 
 def sync_interleaved(openers: Dict[str, Callable[[], SyncPair]],
@@ -308,20 +326,15 @@ class TinyLsmEngine:
 
         return one, db.close
 
-    def memory(self) -> float:
+    def memory(self) -> Optional[float]:
         path = self._log_dir()
-        gc.collect()
-        tracemalloc.start()
-        try:
-            base = tracemalloc.get_traced_memory()[0]
-            db = tinylsm.open(path, readonly=True)
-            gc.collect()
-            used = tracemalloc.get_traced_memory()[0] - base
-        finally:
-            tracemalloc.stop()
-        _expect("tinylsm keys after reopen", len(db), self.d.n)
-        db.close()
-        return used / self.d.n
+        return _rss_per_key(
+            "import tinylsm\n"
+            "base = rss()\n"
+            f"db = tinylsm.open({path!r}, readonly=True)\n"
+            "print(rss() - base, len(db))\n",
+            self.d.n,
+        )
 
     def disk(self) -> float:
         return _dir_bytes(self._sst_dir()) / self.d.n
@@ -397,21 +410,19 @@ class DictEngine:
         _expect("dict range items", got, self.d.range_items)
         return len(self.d.range_starts) / t
 
-    def memory(self) -> float:
+    def memory(self) -> Optional[float]:
         k, v, n = self.d.key_size, self.d.value_size, self.d.n
-        kblob = b"".join(self.d.keys)
-        vblob = b"".join(self.d.values)
-        gc.collect()
-        tracemalloc.start()
-        try:
-            base = tracemalloc.get_traced_memory()[0]
-            # fresh key and value objects, as a store that owns its data has
-            store = {kblob[i * k:(i + 1) * k]: vblob[i * v:(i + 1) * v] for i in range(n)}
-            used = tracemalloc.get_traced_memory()[0] - base
-        finally:
-            tracemalloc.stop()
-        _expect("dict keys", len(store), n)
-        return used / n
+        # fresh key and value objects, as a store that owns its data has
+        return _rss_per_key(
+            "import random\n"
+            "rng = random.Random(1)\n"
+            "base = rss()\n"
+            "d = {}\n"
+            f"while len(d) < {n}:\n"
+            f"    d[rng.randbytes({k})] = rng.randbytes({v})\n"
+            "print(rss() - base, len(d))\n",
+            n,
+        )
 
     def close(self) -> None:
         self.loaded = None
@@ -961,8 +972,8 @@ def run(args: argparse.Namespace, out=None) -> int:
               f"({SYNC_SECONDS:g} s per store at most); disk = os.write + os.fsync of one "
               f"{data.frame_size}-byte frame.", file=out)
     if "memory" in present:
-        print("memory: Python heap per key measured with tracemalloc, keys and values "
-              "included.", file=out)
+        print("memory: resident memory (RSS) per key added by holding every key and "
+              "value, measured in a fresh process.", file=out)
     if "disk" in present:
         print("disk: file bytes per key after loading (tinylsm: after compact()).",
               file=out)
