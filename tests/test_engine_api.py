@@ -393,3 +393,64 @@ def test_v0_is_a_sorted_set(tmp_path):
         db.write_batch([(b"ccc", b""), (b"bbb", None)])
     with tinylsm.open(tmp_path / "db", key_size=3, value_size=0) as db:
         assert list(db) == [b"aaa", b"ccc"]
+
+
+def test_unlogged_map_mutators_are_hidden(db):
+    """The in-memory map's own set/delete/apply_records would change memory
+    without logging: a store does not offer them."""
+    for name in ("set", "delete", "apply_records"):
+        assert not hasattr(db, name)
+        with pytest.raises(AttributeError, match=name):
+            getattr(db, name)
+
+
+def test_fast_and_slow_paths_agree(tmp_path):
+    """Writes that fit the buffer take the compiled fast path, the others
+    the slow one (bytearray keys, a full buffer, the log past its limit);
+    the log and the map must agree either way."""
+    path = tmp_path / "db"
+    config = tinylsm.Config(max_log_length=700, log_bufwriter_size=100)
+    model = {}
+    with tinylsm.open(path, key_size=K, value_size=V, config=config) as db:
+        for i in range(300):
+            k = key(i % 37)
+            if i % 5 == 0:
+                assert db.remove(bytearray(k)) == model.pop(k, None)
+            elif i % 7 == 0:
+                assert db.remove(k) == model.pop(k, None)
+            else:
+                wrapped = memoryview(val(i)) if i % 3 == 0 else val(i)
+                assert db.insert(k, wrapped) == model.get(k)
+                model[k] = val(i)
+        assert dict(db) == model
+        assert db.stats().logged_bytes > 0
+    with tinylsm.open(path, key_size=K, value_size=V) as db:
+        assert dict(db) == model
+
+
+def test_threads_insert_and_flush_together(tmp_path):
+    """Group commit: many threads flushing at once, every flush durable."""
+    path = tmp_path / "db"
+    db = tinylsm.open(path, key_size=K, value_size=V,
+                      config=tinylsm.Config(max_log_length=3000))
+    errors = []
+
+    def worker(base):
+        try:
+            for i in range(150):
+                db[key(base + i)] = val(base + i)
+                db.flush()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t * 1000,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    want = {key(t * 1000 + i): val(t * 1000 + i) for t in range(8) for i in range(150)}
+    assert dict(db) == want
+    db.close()
+    with tinylsm.open(path, key_size=K, value_size=V) as again:
+        assert dict(again) == want
