@@ -166,13 +166,19 @@ def damaged_payloads(draw, k: int, v: int):
 def test_compiled_codec_loaded_unless_purepython():
     pure = os.environ.get("TINYLSM_PUREPYTHON", "") not in ("", "0")
     assert tinylsm.BACKEND == ("python" if pure else "cython")
+    # the store's map and hot paths follow the same switch
+    from tinylsm import sortedmap
+
+    want = "tinylsm._sortedmap_py" if pure else "tinylsm._map"
+    assert sortedmap.StoreCore.__module__ == want
+    assert tinylsm.Lsm.__mro__[1] is sortedmap.StoreCore
 
 
 def test_same_public_functions(both_codecs):
     compiled, python = both_codecs
     names = [
         "frame_size", "record_size", "crc", "batch_crc", "encode_frame",
-        "encode_log", "scan_log", "pack_records", "unpack_records",
+        "encode_log", "scan_log", "frame_records", "pack_records", "unpack_records",
         "encode_sstable", "decode_sstable", "sort_records", "merge_runs",
     ]
     for name in names:
