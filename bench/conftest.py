@@ -62,3 +62,56 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(
             f"{group.ljust(width)}  {c * 1e3:10.1f}  {p * 1e3:10.1f}  {p / c:6.1f}x"
         )
+
+
+# -- engine benchmarks (test_engine_bench.py): a table of the engines' own figures
+
+_RATES = pytest.StashKey[dict]()
+
+
+@pytest.fixture
+def engine_rates(request):
+    """``engine_rates(row, label, unit, engine, value)`` keeps a figure an
+    engine method measured itself, for the table at the end of the run;
+    ``row`` is a workload of ``tinylsm.bench.WORKLOADS`` or a row of its
+    ``ROWS``, which give the order of the table."""
+    rates = request.config.stash.setdefault(_RATES, {})
+
+    def record(row, label, unit, engine, value):
+        rates.setdefault((row, label, unit), {})[engine] = value
+
+    return record
+
+
+class _EngineSummary:
+    """Prints the engines' figures side by side, as ``tinylsm bench`` does."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_terminal_summary(self, terminalreporter, config):
+        rates = config.stash.get(_RATES, {})
+        if not rates:
+            return
+        import tinylsm
+        from tinylsm import bench
+
+        order = [sub or w for w in bench.WORKLOADS for sub in bench.SUBROWS.get(w, ("",))]
+        engines = [e for e in bench.ENGINES if any(e in r for r in rates.values())]
+        rows = [["workload", "unit", *engines]]
+        for (row, label, unit), per_engine in sorted(
+                rates.items(), key=lambda kv: order.index(kv[0][0]) if kv[0][0] in order
+                else len(order)):
+            rows.append([label, unit, *(bench._fmt(per_engine.get(e), unit) for e in engines)])
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        terminalreporter.section(
+            f"engine figures, measured by tinylsm.bench's methods (median of rounds; "
+            f"codec: {tinylsm.BACKEND})")
+        for j, row in enumerate(rows):
+            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
+            cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
+            terminalreporter.write_line("  ".join(cells).rstrip())
+            if j == 0:
+                terminalreporter.write_line("  ".join("-" * w for w in widths))
+
+
+def pytest_sessionstart(session):
+    session.config.pluginmanager.register(_EngineSummary(), "tinylsm-engine-summary")
