@@ -34,7 +34,9 @@ class LogWriter:
         self.epoch = 0
         #: Bytes of the current epoch known to be fsynced.
         self.synced = 0
-        self._sync_lock = threading.Lock()
+        # Guards epoch, synced and _syncing; fsync itself runs outside it.
+        self._sync_cv = threading.Condition(threading.Lock())
+        self._syncing = False  # a leader's fsync is under way
 
     @property
     def length(self) -> int:
@@ -90,39 +92,58 @@ class LogWriter:
     def sync(self) -> None:
         """Write out the buffer and fsync the log (store lock held)."""
         self.write_out()
-        with self._sync_lock:
-            self._fsync()
+        self.sync_to(self.epoch, self.size)
 
     def sync_to(self, epoch: int, target: int) -> None:
         """Make the log durable up to ``target`` bytes of ``epoch``.
 
         Called *without* the store lock, so writers go on while the disk
-        works, and concurrent callers share fsyncs (group commit): one fsync
-        covers every byte written before it started, and a caller whose
-        bytes are already covered returns at once.  A caller whose epoch
-        has passed returns too: ``reset`` only empties a log whose changes
-        are durable in an sstable.
+        works, and concurrent callers share fsyncs (group commit): one
+        caller leads an fsync that covers every byte written before it
+        started; the others wait for it and return as soon as a finished
+        fsync covers their bytes, or lead the next one.  A caller whose
+        epoch has passed returns too: ``reset`` only empties a log whose
+        changes are durable in an sstable.
         """
-        with self._sync_lock:
-            if self.epoch != epoch or self.synced >= target or self.fd < 0:
-                return
-            self._fsync()
-
-    def _fsync(self) -> None:
-        self.check()
-        covered = self.size  # every byte below this was written before the fsync
+        cv = self._sync_cv
+        with cv:
+            while True:
+                if self.epoch != epoch or self.synced >= target:
+                    return
+                self.check()
+                if self.fd < 0:
+                    return  # closed: close() synced everything first
+                if not self._syncing:
+                    break
+                cv.wait()
+            self._syncing = True
+            covered = self.size  # every byte below was written before the fsync
+            fsync_epoch = self.epoch
         try:
             self.files.fsync(self.fd)
         except BaseException as exc:
-            self.broken = exc
+            with cv:
+                self.broken = exc
+                self._syncing = False
+                cv.notify_all()
             raise
-        self.synced = max(self.synced, covered)
+        with cv:
+            if self.epoch == fsync_epoch:
+                self.synced = max(self.synced, covered)
+            self._syncing = False
+            cv.notify_all()
+
+    def _idle(self) -> None:
+        """Wait (holding ``_sync_cv``) until no fsync is under way."""
+        while self._syncing:
+            self._sync_cv.wait()
 
     def reset(self) -> None:
         """Empty the log (its changes are safe in an sstable) durably."""
         if self.buf:
             raise AssertionError("reset with buffered data")
-        with self._sync_lock:
+        with self._sync_cv:
+            self._idle()
             try:
                 self.files.truncate(self.fd, 0)
                 self.size = 0
@@ -134,7 +155,8 @@ class LogWriter:
                 raise
 
     def close(self) -> None:
-        with self._sync_lock:  # not while another thread fsyncs it
+        with self._sync_cv:
+            self._idle()  # not while another thread fsyncs it
             fd, self.fd = self.fd, -1
             if fd >= 0:  # -1: a read-only store opened without a log file
                 self.files.close(fd)
