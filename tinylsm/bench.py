@@ -135,7 +135,7 @@ class Data:
         rng = random.Random(seed)
         self.n, self.key_size, self.value_size = n, key_size, value_size
         self.keys = _distinct_keys(rng, n, key_size)
-        blob = rng.randbytes(value_size * n)
+        blob = _randbytes(rng, value_size * n)
         self.values = [blob[i * value_size:(i + 1) * value_size] for i in range(n)]
         self.items = list(zip(self.keys, self.values))
         self.get_order = self.keys[:]
@@ -151,6 +151,12 @@ class Data:
         self.frame_size = codec.frame_size(key_size, value_size)
 
 
+def _randbytes(rng: random.Random, n: int) -> bytes:
+    """``rng.randbytes(n)`` for any n: one call is limited to 2**31 bits."""
+    chunk = 1 << 26
+    return b"".join(rng.randbytes(min(chunk, n - i)) for i in range(0, n, chunk))
+
+
 def _distinct_keys(rng: random.Random, n: int, k: int) -> List[bytes]:
     space = 256 ** k
     if n > space:
@@ -160,7 +166,7 @@ def _distinct_keys(rng: random.Random, n: int, k: int) -> List[bytes]:
     seen: Dict[bytes, None] = {}
     while len(seen) < n:
         need = n - len(seen)
-        blob = rng.randbytes(k * need)
+        blob = _randbytes(rng, k * need)
         for i in range(need):
             seen[blob[i * k:(i + 1) * k]] = None
     return list(seen)
