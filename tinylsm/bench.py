@@ -52,6 +52,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import tinylsm
 
 from . import _progress, codec
+from .cli import size_arg
 
 try:  # optional peer
     import lmdb  # type: ignore[import-not-found]
@@ -1141,16 +1142,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
 def _names(choices: Sequence[str], what: str) -> Callable[[str], List[str]]:
     def parse(text: str) -> List[str]:
         names = [w.strip() for w in text.split(",") if w.strip()]
@@ -1178,7 +1169,7 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                    help="number of keys (default 1,000,000)")
     p.add_argument("--key-size", type=_positive, default=8, metavar="K",
                    help="key size in bytes (default 8)")
-    p.add_argument("--value-size", type=_size, default=8, metavar="V",
+    p.add_argument("--value-size", type=size_arg, default=8, metavar="V",
                    help="value size in bytes (default 8)")
     p.add_argument("--workloads", type=_names(list(WORKLOADS), "workload"),
                    default=list(WORKLOADS), metavar="LIST",

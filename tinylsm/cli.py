@@ -74,7 +74,8 @@ class ArgumentParser(argparse.ArgumentParser):
 # -- arguments -------------------------------------------------------------------
 
 
-def _size_arg(text: str) -> int:
+def size_arg(text: str) -> int:
+    """argparse type for a size in bytes: a whole number, 0 or more."""
     try:
         value = int(text)
     except ValueError:
@@ -439,8 +440,8 @@ def _directory_parent() -> argparse.ArgumentParser:
     p.add_argument("dir", metavar="DIR", help="the store's directory")
     g = p.add_argument_group("sizes (only for a store written by the Rust tiny-lsm, which "
                              "does not record them)")
-    g.add_argument("--key-size", type=_size_arg, metavar="K", help="key size in bytes")
-    g.add_argument("--value-size", type=_size_arg, metavar="V", help="value size in bytes")
+    g.add_argument("--key-size", type=size_arg, metavar="K", help="key size in bytes")
+    g.add_argument("--value-size", type=size_arg, metavar="V", help="value size in bytes")
     return p
 
 
@@ -489,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "--stop 20")
     p.add_argument("--start", metavar="KEY", help="first key (included)")
     p.add_argument("--stop", metavar="KEY", help="last key (excluded)")
-    p.add_argument("--limit", type=_size_arg, metavar="N", help="print at most N items")
+    p.add_argument("--limit", type=size_arg, metavar="N", help="print at most N items")
     p.add_argument("--format", choices=("hex", "json"), default="hex",
                    help="hex: \"key value\" lines (default); json: JSON lines "
                         "{\"key\": ..., \"value\": ...}")

@@ -7,22 +7,30 @@ a silent fallback ships the slow path without anyone knowing.
 """
 from __future__ import annotations
 
+import importlib
 import os
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 PUREPYTHON = os.environ.get("TINYLSM_PUREPYTHON", "") not in ("", "0")
 
+
+def load_compiled(module: str, what: str) -> ModuleType:
+    """Import compiled ``tinylsm.<module>``, or fail saying what to do."""
+    try:
+        return importlib.import_module(f"tinylsm.{module}")
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise ImportError(
+            f"tinylsm's compiled {what} (tinylsm.{module}) is not built: "
+            "reinstall with a C compiler (pip install .), or set "
+            f"TINYLSM_PUREPYTHON=1 to use the slower pure-Python {what} on purpose"
+        ) from exc
+
+
 if TYPE_CHECKING or PUREPYTHON:
     from . import _codec_py as impl
 else:
-    try:
-        from . import _codec as impl  # type: ignore[no-redef]
-    except ImportError as exc:  # pragma: no cover - depends on the build
-        raise ImportError(
-            "tinylsm's compiled codec (tinylsm._codec) is not built: "
-            "reinstall with a C compiler (pip install .), or set "
-            "TINYLSM_PUREPYTHON=1 to use the slower pure-Python codec on purpose"
-        ) from exc
+    impl = load_compiled("_codec", "codec")
 
 #: ``"cython"`` or ``"python"``: which codec this process loaded.
 BACKEND = "python" if impl.__name__.endswith("_codec_py") else "cython"

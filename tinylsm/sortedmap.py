@@ -8,18 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .codec import PUREPYTHON
+from .codec import PUREPYTHON, load_compiled
 
 if TYPE_CHECKING or PUREPYTHON:
     from ._sortedmap_py import SortedMap, StoreCore
 else:
-    try:
-        from ._map import SortedMap, StoreCore  # type: ignore[no-redef]
-    except ImportError as exc:  # pragma: no cover - depends on the build
-        raise ImportError(
-            "tinylsm's compiled map (tinylsm._map) is not built: reinstall with "
-            "a C compiler (pip install .), or set TINYLSM_PUREPYTHON=1 to use "
-            "the slower pure-Python map on purpose"
-        ) from exc
+    _impl = load_compiled("_map", "map")
+    SortedMap, StoreCore = _impl.SortedMap, _impl.StoreCore
 
 __all__ = ["SortedMap", "StoreCore"]
