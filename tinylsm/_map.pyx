@@ -1297,7 +1297,14 @@ cdef class StoreCore(SortedMap):
         self._logged -= self.F
 
     def insert(self, key, value):
-        """Set ``key`` to ``value``; return the previous value or ``None``."""
+        """Set ``key`` to ``value``; return the previous value or ``None``.
+
+        The change is in memory and in the log buffer when this returns (see
+        ``tinylsm.Lsm`` for when it is durable).  Raises ``TypeError`` or
+        ``ValueError`` for a key or value that is not bytes of the store's
+        sizes, and ``OSError`` if the log cannot take the change: nothing
+        changed then.
+        """
         cdef const uint8_t *kp
         cdef const uint8_t *vp
         if (PyBytes_Check(key) and PyBytes_Check(value)
@@ -1318,7 +1325,11 @@ cdef class StoreCore(SortedMap):
         self.insert(key, value)
 
     def remove(self, key):
-        """Delete ``key``; return its value, or ``None`` if it was absent."""
+        """Delete ``key``; return its value, or ``None`` if it was absent.
+
+        Removing an absent key changes nothing and logs nothing.  Raises as
+        ``insert`` does.
+        """
         cdef const uint8_t *kp
         cdef uint64_t h
         cdef bint found

@@ -328,7 +328,14 @@ class StoreCore(SortedMap):
         self._logged -= self._frame_size
 
     def insert(self, key: bytes, value: bytes) -> Optional[bytes]:
-        """Set ``key`` to ``value``; return the previous value or ``None``."""
+        """Set ``key`` to ``value``; return the previous value or ``None``.
+
+        The change is in memory and in the log buffer when this returns (see
+        ``tinylsm.Lsm`` for when it is durable).  Raises ``TypeError`` or
+        ``ValueError`` for a key or value that is not bytes of the store's
+        sizes, and ``OSError`` if the log cannot take the change: nothing
+        changed then.
+        """
         if (type(key) is bytes and type(value) is bytes and len(key) == self._k
                 and len(value) == self._v and self._fast_room()):
             self._append_frame(key, value)
@@ -343,7 +350,11 @@ class StoreCore(SortedMap):
         self.insert(key, value)
 
     def remove(self, key: bytes) -> Optional[bytes]:
-        """Delete ``key``; return its value, or ``None`` if it was absent."""
+        """Delete ``key``; return its value, or ``None`` if it was absent.
+
+        Removing an absent key changes nothing and logs nothing.  Raises as
+        ``insert`` does.
+        """
         if type(key) is bytes and len(key) == self._k and self._fast_room():
             if key not in self._d:
                 return None  # nothing to remove, nothing to log
