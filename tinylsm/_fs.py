@@ -23,7 +23,11 @@ class Files:
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> None:
         """Write all of ``data`` at ``offset``; a short write is continued."""
-        view = memoryview(data)
+        n = os.pwrite(fd, data, offset)
+        if n == len(data):
+            return
+        view = memoryview(data)[n:]
+        offset += n
         while view:
             n = os.pwrite(fd, view, offset)
             view = view[n:]

@@ -34,9 +34,13 @@ class LogWriter:
         self.epoch = 0
         #: Bytes of the current epoch known to be fsynced.
         self.synced = 0
-        # Guards epoch, synced and _syncing; fsync itself runs outside it.
-        self._sync_cv = threading.Condition(threading.Lock())
+        # _mutex guards epoch, synced, _syncing and _waiters; the fsync
+        # itself runs outside it.  Waiters are counted so that the common
+        # case, one flusher, never pays for a notify.
+        self._mutex = threading.Lock()
+        self._sync_cv = threading.Condition(self._mutex)
         self._syncing = False  # a leader's fsync is under way
+        self._waiters = 0
 
     @property
     def length(self) -> int:
@@ -105,8 +109,9 @@ class LogWriter:
         epoch has passed returns too: ``reset`` only empties a log whose
         changes are durable in an sstable.
         """
-        cv = self._sync_cv
-        with cv:
+        if self.epoch == epoch and self.synced >= target:
+            return  # covered already (ints read atomically; synced only grows)
+        with self._mutex:
             while True:
                 if self.epoch != epoch or self.synced >= target:
                     return
@@ -115,34 +120,45 @@ class LogWriter:
                     return  # closed: close() synced everything first
                 if not self._syncing:
                     break
-                cv.wait()
+                self._wait()
             self._syncing = True
             covered = self.size  # every byte below was written before the fsync
             fsync_epoch = self.epoch
         try:
             self.files.fsync(self.fd)
         except BaseException as exc:
-            with cv:
+            with self._mutex:
                 self.broken = exc
-                self._syncing = False
-                cv.notify_all()
+                self._done_syncing()
             raise
-        with cv:
+        with self._mutex:
             if self.epoch == fsync_epoch:
                 self.synced = max(self.synced, covered)
-            self._syncing = False
-            cv.notify_all()
+            self._done_syncing()
+
+    def _wait(self) -> None:
+        """Wait (holding ``_mutex``) for the fsync under way to end."""
+        self._waiters += 1
+        try:
+            self._sync_cv.wait()
+        finally:
+            self._waiters -= 1
+
+    def _done_syncing(self) -> None:
+        self._syncing = False
+        if self._waiters:
+            self._sync_cv.notify_all()
 
     def _idle(self) -> None:
-        """Wait (holding ``_sync_cv``) until no fsync is under way."""
+        """Wait (holding ``_mutex``) until no fsync is under way."""
         while self._syncing:
-            self._sync_cv.wait()
+            self._wait()
 
     def reset(self) -> None:
         """Empty the log (its changes are safe in an sstable) durably."""
         if self.buf:
             raise AssertionError("reset with buffered data")
-        with self._sync_cv:
+        with self._mutex:
             self._idle()
             try:
                 self.files.truncate(self.fd, 0)
@@ -155,7 +171,7 @@ class LogWriter:
                 raise
 
     def close(self) -> None:
-        with self._sync_cv:
+        with self._mutex:
             self._idle()  # not while another thread fsyncs it
             fd, self.fd = self.fd, -1
             if fd >= 0:  # -1: a read-only store opened without a log file

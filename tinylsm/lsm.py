@@ -404,13 +404,14 @@ class Lsm(StoreCore, MutableMapping):
             raise ClosedError(f"store {self.path!r} is closed")
 
     def _writable(self) -> LogWriter:
-        self._check_open()
-        if self.readonly:
+        """The log, ready to take a change (lock held), or raise why not."""
+        log_writer = self._log
+        if self._closed or self.readonly or log_writer is None:
+            self._check_open()
             raise Error(f"store {self.path!r} is open read-only")
-        assert self._log is not None
-        if self._log.length > self.config.max_log_length:
+        if log_writer.size + len(log_writer.buf) > self.config.max_log_length:
             self._flush_to_sstable()
-        return self._log
+        return log_writer
 
     # insert() and remove() are StoreCore's: they call these when they
     # cannot finish in one compiled step.
@@ -465,10 +466,17 @@ class Lsm(StoreCore, MutableMapping):
         also become a new sstable (written, fsynced, renamed, directory
         fsynced) and the log is truncated.
         """
-        with _Exclusive(self):
+        # _Exclusive spelled out: this is the path every durable write takes
+        self._lock.acquire()
+        self._busy += 1
+        try:
             log_writer = self._writable()
             log_writer.write_out()
             epoch, target = log_writer.epoch, log_writer.size
+        finally:
+            self._busy -= 1
+            self._refresh_fast_cap()
+            self._lock.release()
         try:
             log_writer.sync_to(epoch, target)  # outside the lock: group commit
         except BaseException:
