@@ -449,7 +449,11 @@ class Lsm(StoreCore, MutableMapping):
             items = list(items)
         k, v = self.key_size, self.value_size
         frames = codec.encode_log(items, k, v, batch=True)
-        records = codec.frame_records(frames, k, v)
+        if k + v >= 8:
+            # frames without padding: after the header they are the records
+            records = memoryview(frames)[self._frame_size:]
+        else:
+            records = codec.frame_records(frames, k, v)
         with _Exclusive(self):
             self._writable().append(frames)
             self._logged += len(frames)
