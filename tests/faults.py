@@ -32,7 +32,7 @@ import errno
 import itertools
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from tinylsm._fs import Files

@@ -28,7 +28,6 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-import tinylsm
 from tinylsm._compactor import Compactor
 from faults import Crash, FaultyFiles, NoSyncFiles, abandon, report
 from workload import (

@@ -13,7 +13,7 @@ import errno
 import os
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import pytest
 
@@ -30,7 +30,6 @@ from workload import (
     open_db,
     prefix_models,
     run,
-    sstable_paths,
 )
 
 FAST = NoSyncFiles()

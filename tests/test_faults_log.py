@@ -11,7 +11,6 @@ to ``-tmp``, fsynced and renamed), so any cut or flip of one must raise
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 

@@ -12,7 +12,7 @@ import array
 import importlib
 import os
 import random
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import pytest
 from hypothesis import given

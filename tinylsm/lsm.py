@@ -154,7 +154,7 @@ class Lsm(StoreCore, MutableMapping):
         self.path = os.fspath(path)
         self.config = config
         self.readonly = bool(readonly)
-        self._files = files = _files if _files is not None else DEFAULT_FILES
+        self._files = _files if _files is not None else DEFAULT_FILES
         self._lock = threading.RLock()
         self._pid = os.getpid()
         self._lock_fd = -1
