@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import threading
-from typing import Optional
+import time
+from typing import Optional, Tuple
 
 from ._fs import Files
 from .errors import Error
+
+#: Roles in a group-commit flush (see ``LogWriter.begin_sync``).
+LEAD, FOLLOW, GATHER = 0, 1, 2
+#: The longest a would-be leader waits for other flushers.
+MAX_GATHER_SECONDS = 0.002
 
 
 class LogWriter:
@@ -34,13 +40,18 @@ class LogWriter:
         self.epoch = 0
         #: Bytes of the current epoch known to be fsynced.
         self.synced = 0
-        # _mutex guards epoch, synced, _syncing and _waiters; the fsync
+        # _mutex guards epoch, synced and the group-commit state; the fsync
         # itself runs outside it.  Waiters are counted so that the common
         # case, one flusher, never pays for a notify.
         self._mutex = threading.Lock()
         self._sync_cv = threading.Condition(self._mutex)
         self._syncing = False  # a leader's fsync is under way
         self._waiters = 0
+        self._gather_cv = threading.Condition(self._mutex)
+        self._gathering = False  # a would-be leader waits for followers
+        self._arrived = 0  # followers that came while it waited
+        self._crowd = 1  # threads seen flushing together
+        self._fsync_time = 0.0  # the last fsync's duration, capped
 
     @property
     def length(self) -> int:
@@ -96,34 +107,94 @@ class LogWriter:
     def sync(self) -> None:
         """Write out the buffer and fsync the log (store lock held)."""
         self.write_out()
-        self.sync_to(self.epoch, self.size)
-
-    def sync_to(self, epoch: int, target: int) -> None:
-        """Make the log durable up to ``target`` bytes of ``epoch``.
-
-        Called *without* the store lock, so writers go on while the disk
-        works, and concurrent callers share fsyncs (group commit): one
-        caller leads an fsync that covers every byte written before it
-        started; the others wait for it and return as soon as a finished
-        fsync covers their bytes, or lead the next one.  A caller whose
-        epoch has passed returns too: ``reset`` only empties a log whose
-        changes are durable in an sstable.
-        """
-        if self.epoch == epoch and self.synced >= target:
-            return  # covered already (ints read atomically; synced only grows)
+        epoch, target = self.epoch, self.size
         with self._mutex:
             while True:
                 if self.epoch != epoch or self.synced >= target:
                     return
                 self.check()
-                if self.fd < 0:
-                    return  # closed: close() synced everything first
                 if not self._syncing:
                     break
                 self._wait()
             self._syncing = True
-            covered = self.size  # every byte below was written before the fsync
-            fsync_epoch = self.epoch
+        self.end_sync(epoch, target)
+
+    # Group commit.  Threads that flush at the same time share one pwrite
+    # and one fsync: the *leader* writes the whole buffer out (its changes
+    # and those of every thread that flushed since the last write-out) and
+    # fsyncs it outside the store lock; *followers* write nothing and wait
+    # for an fsync that covers their bytes, or lead the next one.  Waiting
+    # threads make no system calls, so the GIL is not handed around.
+    #
+    # With one flusher at a time the leader fsyncs at once.  Once several
+    # threads flush together (``_crowd``, learnt from how many waited for
+    # the last fsync), a would-be leader first *gathers*: it waits, for at
+    # most one fsync's time, until the others have come back with their
+    # next changes.  Without that the threads split into two groups that
+    # alternate, each fsync serving only half of them.
+
+    def begin_sync(self, gathered: bool = False) -> Optional[Tuple[int, int, int]]:
+        """Start a flush (store lock held): None when every byte taken so
+        far is durable already, else ``(epoch, target, role)`` with role
+        LEAD (call ``end_sync(epoch, target)``), FOLLOW (call
+        ``wait_synced(epoch, target)``) or GATHER (call ``gather()``, then
+        ``begin_sync(gathered=True)`` again; if that cannot happen, call
+        ``abandon_gather()``)."""
+        epoch, target = self.epoch, self.size + len(self.buf)
+        with self._mutex:
+            if gathered:
+                self._gathering = False
+            if self.synced >= target:
+                if gathered and self._waiters:
+                    self._sync_cv.notify_all()  # nobody leads: followers re-check
+                return None
+            if self.broken is not None:
+                if gathered and self._waiters:
+                    self._sync_cv.notify_all()
+                self.check()
+            if self._syncing or self._gathering:
+                if self._gathering:
+                    self._arrived += 1
+                    if self._arrived + 1 >= self._crowd:
+                        self._gather_cv.notify()
+                return epoch, target, FOLLOW
+            if not gathered and self._crowd > 1:
+                self._gathering = True
+                self._arrived = 0
+                return epoch, target, GATHER
+            self._syncing = True
+        try:
+            self.write_out()
+        except BaseException:
+            with self._mutex:
+                self._done_syncing()
+            raise
+        return epoch, self.size, LEAD
+
+    def gather(self) -> None:
+        """Wait (no lock held) until the other flushers are waiting on the
+        next fsync, or one fsync's time has passed."""
+        with self._mutex:
+            deadline = time.monotonic() + self._fsync_time
+            while self._arrived + 1 < self._crowd:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._gather_cv.wait(left)
+            self._crowd = self._arrived + 1  # fewer came: expect fewer
+
+    def abandon_gather(self) -> None:
+        """The gathering thread will not lead after all (it raised)."""
+        with self._mutex:
+            if self._gathering:
+                self._gathering = False
+                if self._waiters:
+                    self._sync_cv.notify_all()
+
+    def end_sync(self, epoch: int, covered: int) -> None:
+        """The leader's fsync (store lock *not* held), covering ``covered``
+        bytes of ``epoch``: every byte written before it started."""
+        start = time.monotonic()
         try:
             self.files.fsync(self.fd)
         except BaseException as exc:
@@ -132,9 +203,25 @@ class LogWriter:
                 self._done_syncing()
             raise
         with self._mutex:
-            if self.epoch == fsync_epoch:
+            self._fsync_time = min(time.monotonic() - start, MAX_GATHER_SECONDS)
+            if self.epoch == epoch:
                 self.synced = max(self.synced, covered)
+            if self._waiters + 1 > self._crowd:
+                self._crowd = self._waiters + 1
             self._done_syncing()
+
+    def wait_synced(self, epoch: int, target: int) -> bool:
+        """A follower's wait (store lock not held): True once ``target``
+        bytes of ``epoch`` are durable, False when the caller must lead the
+        next fsync; raises if the log broke."""
+        with self._mutex:
+            while True:
+                if self.epoch != epoch or self.synced >= target or self.fd < 0:
+                    return True
+                self.check()
+                if not (self._syncing or self._gathering):
+                    return False
+                self._wait()
 
     def _wait(self) -> None:
         """Wait (holding ``_mutex``) for the fsync under way to end."""

@@ -14,7 +14,7 @@ from . import _meta, codec, sstable
 from ._compactor import Compactor, Table
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
-from ._log import LogWriter
+from ._log import GATHER, LEAD, LogWriter
 from .sortedmap import SortedMap, StoreCore
 from ._format import STOP_END, check_sizes
 from .config import Config, Stats
@@ -470,22 +470,43 @@ class Lsm(StoreCore, MutableMapping):
         also become a new sstable (written, fsynced, renamed, directory
         fsynced) and the log is truncated.
         """
-        # _Exclusive spelled out: this is the path every durable write takes
-        self._lock.acquire()
-        self._busy += 1
-        try:
-            log_writer = self._writable()
-            log_writer.write_out()
-            epoch, target = log_writer.epoch, log_writer.size
-        finally:
-            self._busy -= 1
-            self._refresh_fast_cap()
-            self._lock.release()
-        try:
-            log_writer.sync_to(epoch, target)  # outside the lock: group commit
-        except BaseException:
-            self._refresh_fast_cap()  # a failed fsync breaks the log: no fast path
-            raise
+        gathered = False
+        while True:
+            # _Exclusive spelled out: this is the path every durable write takes
+            self._lock.acquire()
+            self._busy += 1
+            try:
+                log_writer = self._writable()
+                state = log_writer.begin_sync(gathered)
+            except BaseException:
+                if gathered and self._log is not None:
+                    self._log.abandon_gather()
+                raise
+            finally:
+                self._busy -= 1
+                self._refresh_fast_cap()
+                self._lock.release()
+            if state is None:
+                return
+            epoch, target, role = state
+            try:
+                if role == LEAD:
+                    log_writer.end_sync(epoch, target)  # outside the lock
+                    return
+                if role == GATHER:
+                    try:
+                        log_writer.gather()
+                    except BaseException:
+                        log_writer.abandon_gather()
+                        raise
+                    gathered = True
+                elif log_writer.wait_synced(epoch, target):
+                    return
+                else:
+                    gathered = False
+            except BaseException:
+                self._refresh_fast_cap()  # a failed fsync breaks the log: no fast path
+                raise
 
     def _flush_to_sstable(self) -> None:
         """Turn the log's changes into the next sstable, then empty the log.
