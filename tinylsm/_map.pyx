@@ -123,6 +123,7 @@ cdef extern from *:
     #if !defined(_WIN32)
     #include <sys/mman.h>
     #define TL_MMAP_MIN ((size_t)1 << 20)
+    #define TL_HUGE_MIN ((size_t)4 << 20)
     #else
     #define TL_MMAP_MIN ((size_t)-1)
     #endif
@@ -130,7 +131,13 @@ cdef extern from *:
     #if !defined(_WIN32)
         if (n >= TL_MMAP_MIN) {
             void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            return p == MAP_FAILED ? NULL : p;  /* zero-filled */
+            if (p == MAP_FAILED) return NULL;  /* else zero-filled */
+    #if defined(MADV_HUGEPAGE)
+            /* Random lookups touch a new page almost every time; with 4 KiB
+               pages each costs a TLB miss (a two-level walk under a VM). */
+            if (n >= TL_HUGE_MIN) (void)madvise(p, n, MADV_HUGEPAGE);
+    #endif
+            return p;
         }
     #endif
         return zero ? calloc(n ? n : 1, 1) : malloc(n ? n : 1);
@@ -151,7 +158,11 @@ cdef extern from *:
     #if defined(__linux__) && defined(MREMAP_MAYMOVE)
         if (old >= TL_MMAP_MIN && n >= TL_MMAP_MIN) {
             q = mremap(p, old, n, MREMAP_MAYMOVE);
-            return q == MAP_FAILED ? NULL : q;
+            if (q == MAP_FAILED) return NULL;
+    #if defined(MADV_HUGEPAGE)
+            if (n >= TL_HUGE_MIN) (void)madvise(q, n, MADV_HUGEPAGE);
+    #endif
+            return q;
         }
     #endif
         q = tl_alloc(n, 0);
