@@ -12,6 +12,8 @@ from typing import Dict, List, Optional
 import tinylsm
 from tinylsm._fs import Files
 
+from faults import report
+
 K, V = 8, 8
 THREADS = 8
 ROUNDS = 150
@@ -90,7 +92,7 @@ def run_threads(db: tinylsm.Lsm, files: SyncTracker, rounds: int = ROUNDS) -> di
     return {"acked": acked, "errors": errors, "broken": broken, "hung": hung}
 
 
-def test_every_flush_is_durable_when_it_returns_and_fsyncs_are_shared(tmp_path):
+def test_every_flush_is_durable_when_it_returns_and_fsyncs_are_shared(tmp_path, record_property):
     files = SyncTracker()
     path = tmp_path / "db"
     db = tinylsm.open(path, key_size=K, value_size=V, _files=files)
@@ -101,6 +103,8 @@ def test_every_flush_is_durable_when_it_returns_and_fsyncs_are_shared(tmp_path):
     # Shared: fewer fsyncs than flushes (with 8 threads on any machine,
     # some flushes meet an fsync under way).
     assert files.fsyncs < flushes, (files.fsyncs, flushes)
+    report(record_property, "group_commit_flushes_checked", flushes)
+    report(record_property, "group_commit_fsyncs", files.fsyncs)
     want = {k: k for k in out["acked"]}
     assert dict(db) == want
     db.close()
@@ -135,7 +139,7 @@ def test_a_lone_flusher_stops_waiting_for_a_crowd_that_left(tmp_path):
     db.close()
 
 
-def test_a_failed_fsync_reaches_every_flusher_and_loses_nothing_acknowledged(tmp_path):
+def test_a_failed_fsync_reaches_every_flusher_and_loses_nothing_acknowledged(tmp_path, record_property):
     files = SyncTracker(fail_from=40)
     path = tmp_path / "db"
     db = tinylsm.open(path, key_size=K, value_size=V, _files=files)
@@ -145,6 +149,7 @@ def test_a_failed_fsync_reaches_every_flusher_and_loses_nothing_acknowledged(tmp
     # Every thread ends on the error: no flush returns after the log broke.
     assert len(out["errors"]) == THREADS
     assert len(out["acked"]) < THREADS * ROUNDS
+    report(record_property, "group_commit_acked_before_failed_fsync", len(out["acked"]))
     try:
         db[key(999)] = b"z" * V
     except tinylsm.Error as exc:
@@ -158,7 +163,7 @@ def test_a_failed_fsync_reaches_every_flusher_and_loses_nothing_acknowledged(tmp
         assert got.get(k) == k
 
 
-def test_closing_under_flushing_threads_ends_them_all(tmp_path):
+def test_closing_under_flushing_threads_ends_them_all(tmp_path, record_property):
     files = SyncTracker()
     path = tmp_path / "db"
     db = tinylsm.open(path, key_size=K, value_size=V, _files=files)
@@ -180,3 +185,4 @@ def test_closing_under_flushing_threads_ends_them_all(tmp_path):
         got = dict(again)
     for k in results["acked"]:
         assert got.get(k) == k
+    report(record_property, "group_commit_acked_before_close", len(results["acked"]))
