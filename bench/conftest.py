@@ -104,7 +104,8 @@ class _EngineSummary:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         terminalreporter.section(
             f"engine figures, measured by tinylsm.bench's methods (median of rounds; "
-            f"codec: {tinylsm.BACKEND})")
+            f"codec: {tinylsm.BACKEND}; key/value bytes: "
+            f"{os.environ.get('TINYLSM_BENCH_KV', '8/8')})")
         for j, row in enumerate(rows):
             cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
             cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:])]

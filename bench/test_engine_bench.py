@@ -20,7 +20,9 @@ which one ran)::
 (or ``pytest bench/`` and ``TINYLSM_PUREPYTHON=1 pytest bench/`` for every
 benchmark).  ``TINYLSM_BENCH_N`` sets the number of keys (default
 1,000,000; ``TINYLSM_BENCH_N=20000`` is a quick check) and
-``TINYLSM_BENCH_ROUNDS`` the rounds per benchmark (default 3).
+``TINYLSM_BENCH_ROUNDS`` the rounds per benchmark (default 3), and
+``TINYLSM_BENCH_KV`` the key and value sizes (default ``8/8``; the issue's
+second batch target is ``TINYLSM_BENCH_KV=32/32 pytest bench/ -k write_batch``).
 
 Most engine methods time their workload themselves and also do some setup
 (opening a store, building the files a reopen reads, refilling the store a
@@ -46,7 +48,7 @@ from tinylsm import bench
 
 N = int(os.environ.get("TINYLSM_BENCH_N", "1000000").replace("_", "").replace(",", ""))
 ROUNDS = int(os.environ.get("TINYLSM_BENCH_ROUNDS", "3"))
-KEY_SIZE = VALUE_SIZE = 8
+KEY_SIZE, VALUE_SIZE = (int(x) for x in os.environ.get("TINYLSM_BENCH_KV", "8/8").split("/"))
 SEED = 1
 RANGE_QUERIES = 10_000
 RANGE_LENGTH = 100
