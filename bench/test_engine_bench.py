@@ -48,7 +48,17 @@ from tinylsm import bench
 
 N = int(os.environ.get("TINYLSM_BENCH_N", "1000000").replace("_", "").replace(",", ""))
 ROUNDS = int(os.environ.get("TINYLSM_BENCH_ROUNDS", "3"))
-KEY_SIZE, VALUE_SIZE = (int(x) for x in os.environ.get("TINYLSM_BENCH_KV", "8/8").split("/"))
+
+
+def _kv_sizes(text: str) -> tuple:
+    """``"K/V"`` from TINYLSM_BENCH_KV as two ints, or a clear error."""
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"TINYLSM_BENCH_KV: expected key/value sizes like 32/32, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+KEY_SIZE, VALUE_SIZE = _kv_sizes(os.environ.get("TINYLSM_BENCH_KV", "8/8"))
 SEED = 1
 RANGE_QUERIES = 10_000
 RANGE_LENGTH = 100
