@@ -1,4 +1,8 @@
-"""Readers for ../shared/golden: databases written by the Rust tiny-lsm.
+"""Readers for tests/golden: databases written by the Rust tiny-lsm.
+
+The directory is a verbatim copy of the project material ``shared/golden``
+(see its README.md for how each database was made), kept in the repository
+so that the tests run from any checkout.
 
 Tests must open a copy (``copy_db``), because recovery may truncate a log.
 """
@@ -9,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
-GOLDEN = Path(__file__).resolve().parent.parent.parent / "shared" / "golden"
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 # One operation of ops.txt: ("I", key, value), ("R", key, None),
 # ("B", [(key, value_or_None), ...]), ("F",), ("S", ms) or ("X",).

@@ -1,4 +1,4 @@
-"""The codec against databases written by the Rust crate (../shared/golden)."""
+"""The codec against databases written by the Rust crate (tests/golden)."""
 from __future__ import annotations
 
 from pathlib import Path
