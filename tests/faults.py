@@ -37,9 +37,9 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from tinylsm._fs import Files
 
-# Operations that are counted and can be faulted.  ``create`` is the
-# open(O_CREAT|O_TRUNC) inside ``write_new_file``; ``read_file`` and
-# ``write_new_file`` are made of counted operations, not counted themselves.
+# Operations that are counted and can be faulted.  ``read_file`` and
+# ``write_new_file`` are made of counted operations (``write_new_file`` of
+# ``create``, ``pwrite``, ``fsync``), not counted themselves.
 OPS = (
     "open_rw", "open_ro", "create", "pwrite", "pread_all", "fsync", "truncate",
     "size", "rename", "unlink", "mkdir", "listdir", "file_size", "fsync_dir",
@@ -273,8 +273,9 @@ class FaultyFiles(Files):
         fd = super().open_ro(path)
         return self._opened(fd, path, self._node_for(path, created=False))
 
-    def _create(self, path: str) -> int:
+    def create(self, path: str) -> int:
         self._enter("create", path)
+        # read and write, unlike Files.create: fsync reads the file back
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0),
                      0o644)
         return self._opened(fd, path, self._node_for(path, created=True))
@@ -322,21 +323,6 @@ class FaultyFiles(Files):
         self._fd_path.pop(fd, None)
         self._fd_node.pop(fd, None)
         os.close(fd)
-
-    def read_file(self, path: str) -> bytes:
-        fd = self.open_ro(path)
-        try:
-            return self.pread_all(fd, self.size(fd))
-        finally:
-            self.close(fd)
-
-    def write_new_file(self, path: str, data: bytes) -> None:
-        fd = self._create(path)
-        try:
-            self.pwrite(fd, data, 0)
-            self.fsync(fd)
-        finally:
-            self.close(fd)
 
     def rename(self, src: str, dst: str) -> None:
         self._enter("rename", src, dest=dst)

@@ -57,23 +57,30 @@ class Files:
     def close(self, fd: int) -> None:
         os.close(fd)
 
+    def create(self, path: str) -> int:
+        """Create ``path`` (emptying it if it exists) and open it for writing."""
+        return os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644
+        )
+
+    # The two whole-file helpers are made of the operations above, so that a
+    # substitute (the tests' FaultyFiles) sees and can fault each step.
+
     def read_file(self, path: str) -> bytes:
         fd = self.open_ro(path)
         try:
             return self.pread_all(fd, self.size(fd))
         finally:
-            os.close(fd)
+            self.close(fd)
 
     def write_new_file(self, path: str, data: bytes) -> None:
         """Create (or replace) ``path`` holding ``data``, fsynced before return."""
-        fd = os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644
-        )
+        fd = self.create(path)
         try:
             self.pwrite(fd, data, 0)
             self.fsync(fd)
         finally:
-            os.close(fd)
+            self.close(fd)
 
     def rename(self, src: str, dst: str) -> None:
         os.replace(src, dst)
