@@ -896,13 +896,8 @@ cdef class SortedMap:
             if <size_t>PyByteArray_GET_SIZE(key) != self.K:
                 return _NOPOS
             return self._find(<const uint8_t *>PyByteArray_AS_STRING(key))
-        if not PyObject_CheckBuffer(key):
-            return _NOPOS
-        try:
-            key = memoryview(key).tobytes()
-        except Exception:
-            return _NOPOS
-        if <size_t>PyBytes_GET_SIZE(key) != self.K:
+        key = _lookup_bytes(key)
+        if key is None or <size_t>PyBytes_GET_SIZE(key) != self.K:
             return _NOPOS
         return self._find(<const uint8_t *>PyBytes_AS_STRING(key))
 
@@ -963,11 +958,8 @@ cdef class SortedMap:
         for a key that is not bytes-like or not ``key_size`` bytes long)."""
         self._alive()
         if not PyBytes_Check(key):
-            if not PyObject_CheckBuffer(key):
-                return None
-            try:
-                key = memoryview(key).tobytes()
-            except Exception:
+            key = _lookup_bytes(key)
+            if key is None:
                 return None
         if <size_t>PyBytes_GET_SIZE(key) != self.K:
             return None
@@ -1051,9 +1043,9 @@ cdef class SortedMap:
         cdef _Iter it
         self._alive()
         if start is not None:
-            start = _bound(start, "start")
+            start = _require_bytes(start, "start")
         if stop is not None:
-            stop = _bound(stop, "stop")
+            stop = _require_bytes(stop, "stop")
         self._merge()
         lo = 0 if start is None else self._lower_bound(
             <const uint8_t *>PyBytes_AS_STRING(start), PyBytes_GET_SIZE(start))
@@ -1131,29 +1123,33 @@ cdef class SortedMap:
             seen.add(slot)
 
 
+cdef bytes _require_bytes(object obj, str what):
+    """``obj`` as ``bytes`` (any length), or TypeError naming it."""
+    if PyBytes_Check(obj):
+        return obj if type(obj) is bytes else bytes(obj)
+    if PyObject_CheckBuffer(obj):
+        return memoryview(obj).tobytes()
+    raise TypeError(
+        f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+
+
 cdef bytes _coerce(object obj, size_t size, str what):
     """``obj`` as ``bytes`` of ``size``, or TypeError/ValueError naming it."""
-    cdef bytes data
-    if PyBytes_Check(obj):
-        data = bytes(obj) if type(obj) is not bytes else obj
-    elif PyObject_CheckBuffer(obj):
-        data = memoryview(obj).tobytes()
-    else:
-        raise TypeError(
-            f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+    cdef bytes data = _require_bytes(obj, what)
     if <size_t>PyBytes_GET_SIZE(data) != size:
         raise ValueError(f"{what}: expected {size} bytes, got {PyBytes_GET_SIZE(data)}")
     return data
 
 
-cdef bytes _bound(object obj, str what):
-    """A range bound as ``bytes`` (any length), or TypeError."""
-    if PyBytes_Check(obj):
-        return obj
-    if PyObject_CheckBuffer(obj):
-        return memoryview(obj).tobytes()
-    raise TypeError(
-        f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+cdef object _lookup_bytes(object key):
+    """A lookup key that is not ``bytes``, as ``bytes``; None when it is
+    not bytes-like (such a key is simply absent)."""
+    if not PyObject_CheckBuffer(key):
+        return None
+    try:
+        return memoryview(key).tobytes()
+    except Exception:  # an exporter that fails: absent, as for any non-key
+        return None
 
 
 @cython.auto_pickle(False)

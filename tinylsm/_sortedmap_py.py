@@ -16,6 +16,7 @@ import sys
 from bisect import bisect_left
 from typing import Iterator, List, Optional, Tuple
 
+from ._codec_py import _records_data
 from ._codec_py import encode_frame as _encode_frame
 from ._format import check_sizes
 
@@ -32,20 +33,19 @@ def _as_bytes(obj: object) -> Optional[bytes]:
         return None
 
 
-def _coerce(obj: object, size: int, what: str) -> bytes:
-    """``obj`` as ``bytes`` of ``size``, or TypeError/ValueError naming it."""
+def _require_bytes(obj: object, what: str) -> bytes:
+    """``obj`` as ``bytes`` (any length), or TypeError naming it."""
     data = _as_bytes(obj)
     if data is None:
         raise TypeError(f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
-    if len(data) != size:
-        raise ValueError(f"{what}: expected {size} bytes, got {len(data)}")
     return data
 
 
-def _bound(obj: object, what: str) -> bytes:
-    data = _as_bytes(obj)
-    if data is None:
-        raise TypeError(f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+def _coerce(obj: object, size: int, what: str) -> bytes:
+    """``obj`` as ``bytes`` of ``size``, or TypeError/ValueError naming it."""
+    data = _require_bytes(obj, what)
+    if len(data) != size:
+        raise ValueError(f"{what}: expected {size} bytes, got {len(data)}")
     return data
 
 
@@ -202,10 +202,7 @@ class SortedMap:
                 f"key_size={self._k}, value_size={self._v}")
         rsize = 5 + key_size + value_size
         vstart = 5 + key_size
-        data = records if type(records) is bytes else memoryview(records).tobytes()
-        if len(data) % rsize:
-            raise ValueError(
-                f"packed records: expected a multiple of {rsize} bytes, got {len(data)}")
+        data = _records_data(records, rsize)
         d = self._d
         new = self._new if self._keys is not None else None
         changes = 0
@@ -257,9 +254,9 @@ class SortedMap:
         """
         len(self._d)  # raises once invalidated
         if start is not None and type(start) is not bytes:
-            start = _bound(start, "start")
+            start = _require_bytes(start, "start")
         if stop is not None and type(stop) is not bytes:
-            stop = _bound(stop, "stop")
+            stop = _require_bytes(stop, "stop")
         keys = self.sorted_keys()
         lo = 0 if start is None else bisect_left(keys, start)
         hi = len(keys) if stop is None else bisect_left(keys, stop)
