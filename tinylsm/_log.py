@@ -109,6 +109,8 @@ class LogWriter:
         self.write_out()
         epoch, target = self.epoch, self.size
         with self._mutex:
+            # Waits for a leader's fsync, never for a gatherer (unlike
+            # wait_synced): a gatherer needs the store lock this caller holds.
             while True:
                 if self.epoch != epoch or self.synced >= target:
                     return
@@ -140,17 +142,17 @@ class LogWriter:
         ``wait_synced(epoch, target)``) or GATHER (call ``gather()``, then
         ``begin_sync(gathered=True)`` again; if that cannot happen, call
         ``abandon_gather()``)."""
-        epoch, target = self.epoch, self.size + len(self.buf)
+        epoch, target = self.epoch, self.length
         with self._mutex:
             if gathered:
                 self._gathering = False
             if self.synced >= target:
-                if gathered and self._waiters:
-                    self._sync_cv.notify_all()  # nobody leads: followers re-check
+                if gathered:
+                    self._drop_gather()  # nobody leads after all
                 return None
             if self.broken is not None:
-                if gathered and self._waiters:
-                    self._sync_cv.notify_all()
+                if gathered:
+                    self._drop_gather()
                 self.check()
             if self._syncing or self._gathering:
                 if self._gathering:
@@ -176,20 +178,29 @@ class LogWriter:
         next fsync, or one fsync's time has passed."""
         with self._mutex:
             deadline = time.monotonic() + self._fsync_time
-            while self._arrived + 1 < self._crowd:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._gather_cv.wait(left)
+            try:
+                while self._arrived + 1 < self._crowd:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._gather_cv.wait(left)
+            except BaseException:  # interrupted: the followers must not wait on us
+                self._drop_gather()
+                raise
             self._crowd = self._arrived + 1  # fewer came: expect fewer
 
     def abandon_gather(self) -> None:
         """The gathering thread will not lead after all (it raised)."""
         with self._mutex:
             if self._gathering:
-                self._gathering = False
-                if self._waiters:
-                    self._sync_cv.notify_all()
+                self._drop_gather()
+
+    def _drop_gather(self) -> None:
+        """(``_mutex`` held) End a gathering that leads to no fsync: its
+        followers wake and re-check."""
+        self._gathering = False
+        if self._waiters:
+            self._sync_cv.notify_all()
 
     def end_sync(self, epoch: int, covered: int) -> None:
         """The leader's fsync (store lock *not* held), covering ``covered``

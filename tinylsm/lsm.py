@@ -409,7 +409,7 @@ class Lsm(StoreCore, MutableMapping):
         if self._closed or self.readonly or log_writer is None:
             self._check_open()
             raise Error(f"store {self.path!r} is open read-only")
-        if log_writer.size + len(log_writer.buf) > self.config.max_log_length:
+        if log_writer.length > self.config.max_log_length:
             self._flush_to_sstable()
         return log_writer
 
@@ -489,21 +489,16 @@ class Lsm(StoreCore, MutableMapping):
             if state is None:
                 return
             epoch, target, role = state
+            gathered = False
             try:
                 if role == LEAD:
                     log_writer.end_sync(epoch, target)  # outside the lock
                     return
                 if role == GATHER:
-                    try:
-                        log_writer.gather()
-                    except BaseException:
-                        log_writer.abandon_gather()
-                        raise
+                    log_writer.gather()
                     gathered = True
                 elif log_writer.wait_synced(epoch, target):
                     return
-                else:
-                    gathered = False
             except BaseException:
                 self._refresh_fast_cap()  # a failed fsync breaks the log: no fast path
                 raise
