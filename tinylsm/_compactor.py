@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from . import codec, sstable
+from ._format import SST_COMPLETE
 from ._fs import Files
 from .config import Config
 
@@ -154,7 +155,7 @@ class Compactor:
 
     def _has_tombstones_or_short(self, sst_id: int) -> bool:
         scan, _ = sstable.read(self.files, self._path(sst_id), self.key_size, self.value_size)
-        return scan.tombstones > 0 or scan.status != "complete"
+        return scan.tombstones > 0 or scan.status != SST_COMPLETE
 
     # -- the merge ---------------------------------------------------------------
 

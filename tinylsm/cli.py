@@ -27,7 +27,7 @@ from typing import List, Optional, Sequence, Tuple
 import tinylsm
 
 from . import _meta, _progress, codec, sstable
-from ._format import STOP_END, STOP_SHORT, check_sizes
+from ._format import SST_COMPLETE, SST_SHORT, STOP_END, STOP_SHORT, check_sizes
 from ._fs import DEFAULT as FILES
 from .errors import CorruptionError, Error, LockedError
 
@@ -281,10 +281,10 @@ def _verify_sstable(path: str, rel: str, k: int, v: int, report: Report) -> None
                        f"corrupt {rel} ({reason})")
         return
     scan = codec.decode_sstable(payload, k, v)
-    if scan.status == "complete":
+    if scan.status == SST_COMPLETE:
         report.ok(rel, f"{scan.count:,} records ({scan.tombstones:,} tombstones), "
                        f"{len(data):,} bytes")
-    elif scan.status == "short":
+    elif scan.status == SST_SHORT:
         of = f"{scan.expected:,}" if scan.expected >= 0 else "? (not even the count)"
         report.problem(
             rel, "CUT SHORT",

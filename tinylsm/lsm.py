@@ -16,7 +16,7 @@ from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import GATHER, LEAD, LogWriter
 from .sortedmap import SortedMap, StoreCore
-from ._format import STOP_END, check_sizes
+from ._format import SST_COMPLETE, STOP_END, check_sizes
 from .config import Config, Stats
 from .errors import ClosedError, CorruptionError, Error
 
@@ -263,7 +263,7 @@ class Lsm(StoreCore, MutableMapping):
                                           "it is not an interrupted flush of tiny-lsm")
                 empty = path
                 continue
-            if scan.status != "complete":
+            if scan.status != SST_COMPLETE:
                 log.warning(
                     "tinylsm: sstable %s is cut short (%d of %s records): an "
                     "interrupted flush of tiny-lsm, whose data is still in the log",

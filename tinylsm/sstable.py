@@ -13,7 +13,7 @@ from typing import Dict, List, Tuple
 import zstandard
 
 from . import codec
-from ._format import SSTableScan
+from ._format import SST_CORRUPT, SST_SHORT, SSTableScan
 from ._fs import Files
 from .errors import CorruptionError
 
@@ -74,11 +74,11 @@ def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTab
     """
     data = files.read_file(path)
     scan = codec.decode_sstable(decompress(data, path), key_size, value_size)
-    if scan.status == "corrupt":
+    if scan.status == SST_CORRUPT:
         raise CorruptionError(
             f"sstable {path}: record {scan.error_index} of {scan.expected}: {scan.reason}"
         )
-    if scan.status == "short" and data and not _streamed(data):
+    if scan.status == SST_SHORT and data and not _streamed(data):
         # Only the Rust crate's in-place flush tears an sstable (its data is
         # then still in the log), and the crate writes streaming frames,
         # which leave the content size unknown.  tinylsm writes its tables
