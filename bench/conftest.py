@@ -101,17 +101,12 @@ class _EngineSummary:
                 rates.items(), key=lambda kv: order.index(kv[0][0]) if kv[0][0] in order
                 else len(order)):
             rows.append([label, unit, *(bench._fmt(per_engine.get(e), unit) for e in engines)])
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         terminalreporter.section(
             f"engine figures, measured by tinylsm.bench's methods (median of rounds; "
             f"codec: {tinylsm.BACKEND}; key/value bytes: "
             f"{os.environ.get('TINYLSM_BENCH_KV', '8/8')})")
-        for j, row in enumerate(rows):
-            cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
-            cells += [c.rjust(w) for c, w in zip(row[2:], widths[2:])]
-            terminalreporter.write_line("  ".join(cells).rstrip())
-            if j == 0:
-                terminalreporter.write_line("  ".join("-" * w for w in widths))
+        for line in bench.layout(rows):
+            terminalreporter.write_line(line)
 
 
 def pytest_sessionstart(session):

@@ -1101,7 +1101,14 @@ def render(results: Dict[str, Dict[str, Optional[float]]], engines: Sequence[str
                     cell += f" ({_fmt_ratio(ratio(tiny, value, higher))})"
                 row.append(cell)
             rows.append(row)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    return layout(rows)
+
+
+def layout(rows: Sequence[Sequence[str]]) -> List[str]:
+    """Text lines of a table whose first row is the header: the first two
+    columns (workload, unit) left-aligned, the figures right-aligned, a rule
+    under the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for j, row in enumerate(rows):
         cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
