@@ -47,7 +47,7 @@ import threading
 import time
 from array import array
 from itertools import islice
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import tinylsm
 
@@ -184,6 +184,20 @@ def _expect(what: str, got: object, want: object) -> None:
     """A benchmark of a store that returns wrong answers measures nothing."""
     if got != want:
         raise RuntimeError(f"{what}: expected {want!r}, got {got!r}")
+
+
+def _subscript_gets(name: str, store: Mapping[bytes, bytes], data: "Data") -> float:
+    """ops/s of ``store[k]`` for every key, in the shared random order."""
+
+    def run() -> int:
+        found = 0
+        for k in data.get_order:
+            found += store[k] is not None
+        return found
+
+    t, found = _timed(run)
+    _expect(f"{name} gets found", found, data.n)
+    return data.n / t
 
 
 def _dir_bytes(path: str) -> int:
@@ -442,17 +456,7 @@ class TinyLsmEngine:
         return self.d.n / t
 
     def get(self) -> float:
-        db = self._store()
-
-        def run() -> int:
-            found = 0
-            for k in self.d.get_order:
-                found += db[k] is not None
-            return found
-
-        t, found = _timed(run)
-        _expect("tinylsm gets found", found, self.d.n)
-        return self.d.n / t
+        return _subscript_gets("tinylsm", self._store(), self.d)
 
     def scan(self) -> float:
         db = self._store()
@@ -645,17 +649,7 @@ class DictEngine:
         return self.d.n / t
 
     def get(self) -> float:
-        store = self._store()
-
-        def run() -> int:
-            found = 0
-            for k in self.d.get_order:
-                found += store[k] is not None
-            return found
-
-        t, found = _timed(run)
-        _expect("dict gets found", found, self.d.n)
-        return self.d.n / t
+        return _subscript_gets("dict", self._store(), self.d)
 
     def scan(self) -> float:
         store = self._store()
