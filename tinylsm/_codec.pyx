@@ -295,8 +295,8 @@ cdef tuple _split_item(object item, Py_ssize_t index):
     )
 
 
-cdef bytes _records_data(object records, Py_ssize_t rsize):
-    """The twin's ``_records_data``: raw bytes, whole records only."""
+cdef bytes _records_data(object records, Py_ssize_t rsize, str what="packed records"):
+    """The twin's ``_records_data``: raw bytes, whole units of ``rsize`` only."""
     cdef bytes data
     if type(records) is bytes:
         data = <bytes>records
@@ -304,7 +304,7 @@ cdef bytes _records_data(object records, Py_ssize_t rsize):
         data = memoryview(records).cast("B").tobytes()
     if PyBytes_GET_SIZE(data) % rsize:
         raise ValueError(
-            f"packed records: expected a multiple of {rsize} bytes, "
+            f"{what}: expected a multiple of {rsize} bytes, "
             f"got {PyBytes_GET_SIZE(data)}"
         )
     return data
@@ -619,15 +619,10 @@ def frame_records(frames: bytes, key_size: int, value_size: int) -> bytes:
     cdef const unsigned char *src
     cdef unsigned char *dst
     _sizes(key_size, value_size, &k, &v)
-    fsize = 5 + (k + v if k + v > 8 else 8)
+    fsize = _fsize(k, v)
     rsize = 5 + k + v
-    if type(frames) is bytes:
-        data = <bytes>frames
-    else:
-        data = memoryview(frames).cast("B").tobytes()
+    data = _records_data(frames, fsize, "log frames")
     total = PyBytes_GET_SIZE(data)
-    if total % fsize:
-        raise ValueError(f"log frames: expected a multiple of {fsize} bytes, got {total}")
     src = <const unsigned char *>PyBytes_AS_STRING(data)
     off = 0
     while off < total:

@@ -109,8 +109,9 @@ def _split_item(item: object, index: int) -> Tuple[object, object]:
     )
 
 
-def _records_data(records: bytes, rsize: int) -> bytes:
-    """``records`` as ``bytes``, checked to hold whole records of ``rsize``.
+def _records_data(records: bytes, rsize: int, what: str = "packed records") -> bytes:
+    """``records`` as ``bytes``, checked to hold whole units of ``rsize``
+    (records, or log frames), or ValueError naming ``what``.
 
     Any buffer is read as raw bytes (``memoryview.cast("B")``), so the size
     checked is the size in bytes, whatever the buffer's item type.
@@ -118,7 +119,7 @@ def _records_data(records: bytes, rsize: int) -> bytes:
     data = records if type(records) is bytes else memoryview(records).cast("B").tobytes()
     if len(data) % rsize:
         raise ValueError(
-            f"packed records: expected a multiple of {rsize} bytes, "
+            f"{what}: expected a multiple of {rsize} bytes, "
             f"got {len(data)}"
         )
     return data
@@ -268,9 +269,7 @@ def frame_records(frames: bytes, key_size: int, value_size: int) -> bytes:
     """
     fsize = frame_size(key_size, value_size)
     rsize = 5 + key_size + value_size
-    data = frames if type(frames) is bytes else memoryview(frames).cast("B").tobytes()
-    if len(data) % fsize:
-        raise ValueError(f"log frames: expected a multiple of {fsize} bytes, got {len(data)}")
+    data = _records_data(frames, fsize, "log frames")
     return b"".join(
         data[off : off + rsize] for off in range(0, len(data), fsize) if data[off + 4] != 2
     )
