@@ -29,11 +29,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def reset_peak() -> bool:
     """Reset the kernel's resident high-water mark (Linux 4.0+)."""
     try:
@@ -69,6 +64,8 @@ def records(n: int, k: int, v: int, seed: int = 1) -> bytes:
 
 def measure(impl: str, k: int, v: int, n: int, mode: str) -> dict:
     sys.path.insert(0, ROOT)
+    from tinylsm.bench import rss
+
     recs = records(n, k, v)
     r = 5 + k + v
     if impl == "cython":

@@ -212,18 +212,19 @@ def _dir_bytes(path: str) -> int:
 SyncPair = Tuple[Callable[[bytes, bytes], None], Callable[[], None]]
 
 
+def rss() -> int:
+    """This process's resident memory in bytes (Linux: ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _rss_per_key(code: str, n: int) -> Optional[float]:
     """Resident memory per key that ``code`` adds, measured in a fresh
     process (so nothing this run allocated counts): the RSS growth it prints,
     divided by ``n``.  None where /proc/self/statm does not exist."""
     if not os.path.exists("/proc/self/statm"):
         return None
-    prelude = (
-        "import os\n"
-        "def rss():\n"
-        "    with open('/proc/self/statm') as f:\n"
-        "        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')\n"
-    )
+    prelude = "from tinylsm.bench import rss\n"
     out = subprocess.run([sys.executable, "-c", prelude + code], check=True,
                          capture_output=True, text=True).stdout.split()
     _expect("keys held while measuring memory", int(out[1]), n)
