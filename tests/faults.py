@@ -110,6 +110,7 @@ class FaultyFiles(Files):
     """A ``Files`` with fault injection and power-cut tracking under ``root``."""
 
     def __init__(self, root: Optional[str] = None, real_fsync: bool = False) -> None:
+        super().__init__()
         self.real_fsync = real_fsync  # the model, not the disk, decides what survives
         self.calls = 0
         self.trace: List[Call] = []
@@ -237,6 +238,7 @@ class FaultyFiles(Files):
         return node
 
     def _opened(self, fd: int, path: str, node: Optional[int]) -> int:
+        self._names[fd] = path
         self._fd_path[fd] = path
         if node is not None:
             self._fd_node[fd] = node
@@ -322,7 +324,7 @@ class FaultyFiles(Files):
         # not counted, never faulted, allowed after death: closing changes nothing
         self._fd_path.pop(fd, None)
         self._fd_node.pop(fd, None)
-        os.close(fd)
+        super().close(fd)
 
     def rename(self, src: str, dst: str) -> None:
         self._enter("rename", src, dest=dst)

@@ -4,64 +4,178 @@ The engine never calls ``os`` directly for its data files: it calls the
 methods of a ``Files`` instance.  The fault-injection tests substitute a
 subclass that cuts writes short, raises ENOSPC or EIO, or forgets what was
 not fsynced, so that every crash state can be reached on purpose.
+
+Two rules hold for every call here, because an adversary (or a careless
+operator) controls what sits at a path:
+
+* a path that should be a regular file but is something else (a FIFO, a
+  socket, a device, a directory, a dangling symbolic link) is refused with a
+  ``CorruptionError`` naming it, without blocking: files are opened with
+  ``O_NONBLOCK`` and checked with ``fstat`` before use;
+* every ``OSError`` raised names the file it concerns, also for operations
+  on a descriptor (``pwrite``, ``fsync``, ...), whose errors the OS reports
+  without a name.
 """
 from __future__ import annotations
 
 import os
-from typing import List
+import stat
+from typing import Dict, List, NoReturn, Optional
+
+from .errors import CorruptionError
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def kind_of(mode: int) -> str:
+    """A file type in words, for messages."""
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def named(exc: OSError, path: Optional[str]) -> OSError:
+    """``exc`` itself if it names a file, else the same error naming ``path``."""
+    if exc.filename is not None or path is None:
+        return exc
+    new = type(exc)(exc.errno, exc.strerror or str(exc), path)
+    new.__cause__ = exc.__cause__
+    return new
+
+
+def not_a_file(path: str, mode: int, expected: str = "a regular file") -> CorruptionError:
+    return CorruptionError(f"{path!r} is {kind_of(mode)}, where tinylsm expects {expected}")
 
 
 class Files:
-    """Plain POSIX file operations, with short writes retried."""
+    """Plain POSIX file operations, with short writes retried.
+
+    Keeps the path of each descriptor it opened, to name it in errors.
+    """
+
+    def __init__(self) -> None:
+        self._names: Dict[int, str] = {}
+
+    # -- opening -----------------------------------------------------------------
+
+    def _open_regular(self, path: str, flags: int) -> int:
+        """Open ``path`` (never blocking, close-on-exec), refusing anything
+        but a regular file."""
+        try:
+            fd = os.open(path, flags | _CLOEXEC | _NONBLOCK, 0o644)
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+                raise CorruptionError(
+                    f"{path!r} is a symbolic link to a missing file, where tinylsm "
+                    "expects a regular file") from None
+            raise named(exc, path) from None
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise not_a_file(path, mode)
+            if _NONBLOCK:
+                os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._names[fd] = path
+        return fd
 
     def open_rw(self, path: str) -> int:
-        """Open (creating if needed) a file for reading and writing."""
-        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        """Open (creating if needed) a regular file for reading and writing.
+
+        A dangling symbolic link is refused rather than followed to create
+        its target somewhere else.
+        """
+        if os.path.islink(path) and not os.path.exists(path):
+            raise CorruptionError(
+                f"{path!r} is a symbolic link to a missing file, where tinylsm "
+                "expects a regular file")
+        return self._open_regular(path, os.O_RDWR | os.O_CREAT)
 
     def open_ro(self, path: str) -> int:
-        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        """Open an existing regular file for reading."""
+        return self._open_regular(path, os.O_RDONLY)
+
+    def create(self, path: str) -> int:
+        """Create ``path`` (emptying it if it exists) and open it for writing."""
+        return self._open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+
+    def close(self, fd: int) -> None:
+        self._names.pop(fd, None)
+        os.close(fd)
+
+    def name(self, fd: int) -> str:
+        """The path ``fd`` was opened as (for messages)."""
+        return self._names.get(fd, f"descriptor {fd}")
+
+    def _failed(self, exc: OSError, fd: int) -> NoReturn:
+        raise named(exc, self.name(fd)) from None
+
+    def close_all_in_child(self) -> None:
+        """In a forked child: close every descriptor inherited from the parent
+        through this object (the parent keeps its own copies, and its locks)."""
+        for fd in list(self._names):
+            self._names.pop(fd, None)
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # already closed by its owner: nothing to give back
+
+    # -- descriptors -------------------------------------------------------------
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> None:
         """Write all of ``data`` at ``offset``; a short write is continued."""
-        n = os.pwrite(fd, data, offset)
-        if n == len(data):
-            return
-        view = memoryview(data)[n:]
-        offset += n
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
+        try:
+            n = os.pwrite(fd, data, offset)
+            if n == len(data):
+                return
+            view = memoryview(data)[n:]
             offset += n
+            while view:
+                n = os.pwrite(fd, view, offset)
+                view = view[n:]
+                offset += n
+        except OSError as exc:
+            self._failed(exc, fd)
 
     def pread_all(self, fd: int, size: int, offset: int = 0) -> bytes:
         """Read ``size`` bytes from ``offset``, fewer only at end of file."""
         parts = []
-        while size > 0:
-            chunk = os.pread(fd, min(size, 1 << 26), offset)
-            if not chunk:
-                break
-            parts.append(chunk)
-            size -= len(chunk)
-            offset += len(chunk)
+        try:
+            while size > 0:
+                chunk = os.pread(fd, min(size, 1 << 26), offset)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                size -= len(chunk)
+                offset += len(chunk)
+        except OSError as exc:
+            self._failed(exc, fd)
         return b"".join(parts)
 
     def fsync(self, fd: int) -> None:
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            self._failed(exc, fd)
 
     def truncate(self, fd: int, length: int) -> None:
-        os.ftruncate(fd, length)
+        try:
+            os.ftruncate(fd, length)
+        except OSError as exc:
+            self._failed(exc, fd)
 
     def size(self, fd: int) -> int:
-        return os.fstat(fd).st_size
-
-    def close(self, fd: int) -> None:
-        os.close(fd)
-
-    def create(self, path: str) -> int:
-        """Create ``path`` (emptying it if it exists) and open it for writing."""
-        return os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644
-        )
+        try:
+            return os.fstat(fd).st_size
+        except OSError as exc:
+            self._failed(exc, fd)
 
     # The two whole-file helpers are made of the operations above, so that a
     # substitute (the tests' FaultyFiles) sees and can fault each step.
@@ -82,6 +196,8 @@ class Files:
         finally:
             self.close(fd)
 
+    # -- names -------------------------------------------------------------------
+
     def rename(self, src: str, dst: str) -> None:
         os.replace(src, dst)
 
@@ -99,9 +215,11 @@ class Files:
 
     def fsync_dir(self, path: str) -> None:
         """Make the directory's entries (creations, renames, deletions) durable."""
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(path, os.O_RDONLY | _DIRECTORY | _CLOEXEC | _NONBLOCK)
         try:
             os.fsync(fd)
+        except OSError as exc:
+            raise named(exc, path) from None
         finally:
             os.close(fd)
 
