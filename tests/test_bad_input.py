@@ -60,7 +60,7 @@ BAD_TYPES = [("str", "abcdefgh"), ("int", 12345678), ("NoneType", None),
 def test_key_of_wrong_type(store, type_name, bad):
     db, path, model = store
     good_v = b"v" * V
-    msg = rf"key: expected bytes, bytearray or memoryview, got {type_name}"
+    msg = rf"key: expected a bytes-like object, got {type_name}"
     with unchanged(db, path, model):
         _refused(TypeError, msg, db.insert, bad, good_v)
         _refused(TypeError, msg, db.__setitem__, bad, good_v)
@@ -77,7 +77,7 @@ def test_key_of_wrong_type(store, type_name, bad):
 def test_value_of_wrong_type(store, type_name, bad):
     db, path, model = store
     present = next(iter(model))
-    msg = rf"value: expected bytes, bytearray or memoryview, got {type_name}"
+    msg = rf"value: expected a bytes-like object, got {type_name}"
     with unchanged(db, path, model):
         _refused(TypeError, msg, db.insert, present, bad)
         _refused(TypeError, msg, db.__setitem__, present, bad)
@@ -111,11 +111,11 @@ def test_value_of_wrong_size(store, size):
 
 BAD_BATCHES = [
     ("str key", [(key(100, K), b"a" * V), ("x" * K, b"b" * V)], TypeError,
-     r"key of item 1: expected bytes, bytearray or memoryview, got str"),
+     r"key of item 1: expected a bytes-like object, got str"),
     ("short value", [(key(100, K), b"a" * V), (key(101, K), None), (key(102, K), b"b")],
      ValueError, rf"value of item 2: expected {V} bytes, got 1"),
     ("int value", [(key(100, K), 7)], TypeError,
-     r"value of item 0: expected bytes, bytearray or memoryview, got int"),
+     r"value of item 0: expected a bytes-like object, got int"),
     ("long key", [(key(1, K), None), (b"k" * (K + 1), b"a" * V)], ValueError,
      rf"key of item 1: expected {K} bytes, got {K + 1}"),
     ("not a pair", [(key(100, K), b"a" * V), (key(101, K),)], TypeError,

@@ -4,7 +4,9 @@ A log cut at offset c must recover exactly the operations whose frames lie
 wholly before c (a batch all or nothing), and a flipped byte anywhere in a
 frame must recover exactly the operations before that frame: CRC-32 catches
 every burst of up to 32 bits, tags and padding are checked, so neither can
-pass.  An sstable that tinylsm wrote is never torn by a crash (it is written
+pass.  The bytes after the cut are set aside whole, unless they are only
+the damaged frame; a damaged first frame refuses the open and changes
+nothing.  An sstable that tinylsm wrote is never torn by a crash (it is written
 to ``-tmp``, fsynced and renamed), so any cut or flip of one must raise
 ``CorruptionError`` or leave a map that is still exactly right.
 """
@@ -75,17 +77,32 @@ def test_log_cut_at_every_byte(tmp_path, k, v, record_property):
 @pytest.mark.parametrize("k,v", SIZES, ids=lambda x: str(x))
 def test_log_flip_every_byte(tmp_path, k, v, record_property):
     path, ops, log, ends, models = _build_log_db(tmp_path, k, v, seed=k * 100 + v + 1)
+    frame = 5 + max(8, k + v)
     tried = 0
     for i in range(len(log)):
         for mask in (0xFF, 1 << (i % 8)):
             damaged = bytearray(log)
             damaged[i] ^= mask
             _write(log_path(path), bytes(damaged))
+            if i < frame:
+                # the log does not start with a frame: refused, nothing changed
+                with pytest.raises(tinylsm.CorruptionError, match="at offset 0"):
+                    open_db(path, k, v, files=FAST)
+                assert open(log_path(path), "rb").read() == damaged
+                tried += 1
+                continue
             kept = kept_by_cut(ends, i)  # everything before the damaged frame
             with open_db(path, k, v, files=FAST) as db:
                 got = contents(db)
             assert got == models[kept], f"byte {i} ^ {mask:#x}: expected the first {kept} ops"
             assert os.path.getsize(log_path(path)) == ends[kept], (i, mask)
+            # more than the damaged frame after the cut: set aside, byte for byte
+            aside = [n for n in os.listdir(path) if n.startswith("tinylsm.kept-")]
+            tail = bytes(damaged[ends[kept]:])
+            assert [(path / n).read_bytes() for n in aside] == \
+                ([tail] if len(tail) > frame else []), (i, mask)
+            for n in aside:
+                os.unlink(path / n)
             tried += 1
     report(record_property, f"log_flips_k{k}_v{v}", tried)
 

@@ -355,9 +355,9 @@ def test_bounds(Map):
     assert keys(b"zz", b"aa") == []
     assert keys(bytearray(b"ab"), memoryview(b"ba")) == [b"ab", b"b\0"]
     assert keys(None, b"ba", reverse=True) == [b"b\0", b"ab", b"aa"]
-    with pytest.raises(TypeError, match="start: expected bytes, bytearray or memoryview, got str"):
+    with pytest.raises(TypeError, match="start: expected a bytes-like object, got str"):
         m.items("aa")
-    with pytest.raises(TypeError, match="stop: expected bytes, bytearray or memoryview, got int"):
+    with pytest.raises(TypeError, match="stop: expected a bytes-like object, got int"):
         m.items(None, 5)
 
 
@@ -391,9 +391,9 @@ def test_set_rejects_bad_keys_and_values(both):
     for Map in both:
         m = Map(4, 2)
         for args, exc, message in [
-            (("abcd", b"vv"), TypeError, "key: expected bytes, bytearray or memoryview, got str"),
+            (("abcd", b"vv"), TypeError, "key: expected a bytes-like object, got str"),
             ((b"abc", b"vv"), ValueError, "key: expected 4 bytes, got 3"),
-            ((b"abcd", None), TypeError, "value: expected bytes, bytearray or memoryview, got NoneType"),
+            ((b"abcd", None), TypeError, "value: expected a bytes-like object, got NoneType"),
             ((b"abcd", b"vvv"), ValueError, "value: expected 2 bytes, got 3"),
             ((b"abc", b"vvv"), ValueError, "key: expected 4 bytes, got 3"),
         ]:

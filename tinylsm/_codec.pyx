@@ -256,8 +256,8 @@ cdef int _put_bytes(object obj, Py_ssize_t size, str what, Py_ssize_t index,
                     unsigned char *dest) except -1:
     """Copy ``obj`` (bytes of exactly ``size``) to ``dest``, or raise naming it.
 
-    The twin's ``_as_bytes``: ``bytes`` is used as it is, ``bytearray`` and
-    ``memoryview`` (and their subclasses) through ``bytes(obj)``.
+    The twin's ``_as_bytes``: ``bytes`` is used as it is, any other
+    bytes-like object (buffer protocol) as its raw bytes.
     """
     cdef object data
     cdef Py_ssize_t n
@@ -270,15 +270,16 @@ cdef int _put_bytes(object obj, Py_ssize_t size, str what, Py_ssize_t index,
         data = obj
         n = PyByteArray_GET_SIZE(data)
         src = PyByteArray_AS_STRING(data)
-    elif isinstance(obj, (bytearray, memoryview)):
-        data = bytes(obj)
+    else:
+        try:
+            data = memoryview(obj).tobytes()
+        except TypeError:
+            raise TypeError(
+                f"{what}{_where(index)}: expected a bytes-like object, "
+                f"got {type(obj).__name__}"
+            ) from None
         n = PyBytes_GET_SIZE(data)
         src = PyBytes_AS_STRING(data)
-    else:
-        raise TypeError(
-            f"{what}{_where(index)}: expected bytes, bytearray or memoryview, "
-            f"got {type(obj).__name__}"
-        )
     if n != size:
         raise ValueError(f"{what}{_where(index)}: expected {size} bytes, got {n}")
     memcpy(dest, src, size)

@@ -81,13 +81,14 @@ def _as_bytes(obj: object, size: int, what: str, index: int) -> bytes:
     """Return ``obj`` as ``bytes`` of exactly ``size``, or raise naming it."""
     if isinstance(obj, bytes):
         data = obj
-    elif isinstance(obj, (bytearray, memoryview)):
-        data = bytes(obj)
     else:
-        raise TypeError(
-            f"{what}{_where(index)}: expected bytes, bytearray or memoryview, "
-            f"got {type(obj).__name__}"
-        )
+        try:
+            data = memoryview(obj).tobytes()  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError(
+                f"{what}{_where(index)}: expected a bytes-like object, "
+                f"got {type(obj).__name__}"
+            ) from None
     if len(data) != size:
         raise ValueError(
             f"{what}{_where(index)}: expected {size} bytes, got {len(data)}"

@@ -11,11 +11,17 @@ from . import codec, sstable
 from ._format import SST_COMPLETE
 from ._fs import Files
 from .config import Config
+from .errors import describe
 
 log = logging.getLogger("tinylsm")
 
 #: Seconds to wait before retrying a failed merge, doubling up to the last.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class Stopped(Exception):
+    """A merge was not started, or given up at a safe point, because the
+    store is closing."""
 
 
 @dataclass
@@ -62,6 +68,8 @@ class Compactor:
         self._wake = True
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
+        self._after: Optional[Callable[[], None]] = None
+        self._retry_on_stop = False
 
     # -- bookkeeping, called by the store ------------------------------------
 
@@ -82,33 +90,65 @@ class Compactor:
         self._thread = threading.Thread(target=self._run, name="tinylsm-compactor", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the thread, letting a merge in progress finish first."""
+    def stop(self, after: Optional[Callable[[], None]] = None, retry: bool = False) -> None:
+        """Stop merging, in this thread and every other, then run ``after``.
+
+        A merge in progress in any thread (the background one, or a
+        ``compact_all`` caller) gives up at its next safe point or finishes;
+        none starts afterwards.  ``after`` (the store releasing its files and
+        lock) runs once no merge can touch a file again.  Called from the
+        background thread itself (the store collected there), it cannot wait
+        for itself: the thread runs ``after`` as it exits.
+
+        ``retry``: if the last background merge failed, the thread tries it
+        once more before it exits, so that a cause that has gone (a disk
+        with room again) is not reported as ``error``.
+        """
         with self._cv:
             self._stopping = True
+            self._retry_on_stop = retry and self.error is not None
             self._cv.notify()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and thread is threading.current_thread():
+            self._after = after
+            return
+        with self._merge_lock:  # waits for a merge in another thread
+            pass
+        if thread is not None:
             thread.join()
         self._thread = None
+        if after is not None:
+            after()
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            after, self._after = self._after, None
+            if after is not None:
+                after()
+
+    def _loop(self) -> None:
         failures = 0
         while True:
             with self._cv:
                 while not self._wake and not self._stopping:
                     self._cv.wait()
                 if self._stopping:
+                    if self._retry_on_stop:
+                        self._last_attempt()
                     return
                 self._wake = False
             try:
                 merged = self.maintain()
+            except Stopped:
+                return
             except Exception as exc:  # reported by stats() and close(), retried
                 self.error = exc
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
                 failures += 1
-                log.error("tinylsm: background merge in %s failed (retry in %.1fs): %r",
-                          self.directory, delay, exc)
+                log.error("tinylsm: background merge in %s failed (retry in %.1fs): %s",
+                          self.directory, delay, describe(exc))
                 with self._cv:
                     self._cv.wait_for(lambda: self._stopping, timeout=delay)
                     self._wake = True
@@ -137,21 +177,43 @@ class Compactor:
                 return [i for i, _ in run]
         return []
 
-    def maintain(self) -> bool:
-        """Merge one run if the policy asks for it; True if one was merged."""
+    def maintain(self, closing: bool = False) -> bool:
+        """Merge one run if the policy asks for it; True if one was merged.
+
+        ``closing``: run even though the store is closing (its last attempt
+        after a failed merge, from ``close()``).
+        """
         with self._merge_lock:
-            run = self.pick_run()
-            if not run or self._stopping:
+            if self._stopping and not closing:
                 return False
-            self._merge(run)
+            run = self.pick_run()
+            if not run:
+                return False
+            self._merge(run, closing)
             return True
 
     def compact_all(self) -> None:
-        """Merge every sstable into one (a full compaction), durably."""
+        """Merge every sstable into one (a full compaction), durably.
+
+        Raises ``Stopped`` if the store closes first.
+        """
         with self._merge_lock:
+            self._safe_point(False)
             run = sorted(self.snapshot())
             if len(run) > 1 or (run and self._has_tombstones_or_short(run[0])):
                 self._merge(run)
+
+    def _last_attempt(self) -> None:
+        try:
+            self.maintain(closing=True)
+        except Exception as exc:  # reported by close()
+            self.error = exc
+        else:
+            self.error = None
+
+    def _safe_point(self, closing: bool) -> None:
+        if self._stopping and not closing:
+            raise Stopped()
 
     def _has_tombstones_or_short(self, sst_id: int) -> bool:
         scan, _ = sstable.read(self.files, self._path(sst_id), self.key_size, self.value_size)
@@ -162,7 +224,7 @@ class Compactor:
     def _path(self, sst_id: int) -> str:
         return os.path.join(self.directory, sstable.sstable_name(sst_id))
 
-    def _merge(self, run: List[int]) -> None:
+    def _merge(self, run: List[int], closing: bool = False) -> None:
         """Merge sstables ``run`` (ascending ids, contiguous) into its first id.
 
         Crash safety: the merged table replaces the *lowest* id of the run by
@@ -177,11 +239,14 @@ class Compactor:
         runs = []
         oldest = min(self.snapshot())
         for sst_id in run:
+            self._safe_point(closing)
             scan, nbytes = sstable.read(self.files, self._path(sst_id), k, v)
             self.read_bytes += nbytes
             runs.append(scan.records)
+        self._safe_point(closing)
         merged = codec.merge_runs(runs, k, v, run[0] == oldest)
         del runs
+        self._safe_point(closing)  # the last one: from here on the merge finishes
         target = run[0]
         nbytes = sstable.write(
             self.files, self.directory, target, merged, k, v,

@@ -227,9 +227,13 @@ class LogWriter:
         next fsync; raises if the log broke."""
         with self._mutex:
             while True:
-                if self.epoch != epoch or self.synced >= target or self.fd < 0:
+                if self.epoch != epoch or self.synced >= target:
                     return True
+                # a broken log is reported even once closed: its close did
+                # not make the bytes durable
                 self.check()
+                if self.fd < 0:  # closed: close() synced what was taken
+                    return True
                 if not (self._syncing or self._gathering):
                     return False
                 self._wait()

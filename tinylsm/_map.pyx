@@ -1130,7 +1130,7 @@ cdef bytes _require_bytes(object obj, str what):
     if PyObject_CheckBuffer(obj):
         return memoryview(obj).tobytes()
     raise TypeError(
-        f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+        f"{what}: expected a bytes-like object, got {type(obj).__name__}")
 
 
 cdef bytes _coerce(object obj, size_t size, str what):
@@ -1178,6 +1178,7 @@ cdef class _Iter:
             raise StopIteration
         if m.version != self.version:
             self.pos = self.end
+            m._alive()  # closed (or forked away): say so, not "changed"
             raise RuntimeError(_CHANGED)
         self.pos = pos + self.step
         ahead = pos + _AHEAD * self.step

@@ -9,74 +9,157 @@ import errno
 import fcntl
 import json
 import os
-from typing import Optional, Tuple
+import zlib
+from typing import List, Optional, Tuple
 
+from ._format import check_sizes
 from ._fs import Files
 from .errors import CorruptionError, LockedError
 
 LOCK_NAME = "tinylsm.lock"
 META_NAME = "tinylsm.meta"
 _FORMAT = "tiny-lsm"
+#: A size record is one short line; anything longer is not one of ours.
+MAX_META_BYTES = 512
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
-def lock(directory: str, shared: bool) -> int:
-    """Take the directory's lock and return its descriptor.
+class StoreLock:
+    """The lock that keeps a second writer out of a store directory.
 
-    A writer takes it exclusively and readers shared, so a second writer,
-    in this process or another, fails at once with ``LockedError``.  The lock
-    belongs to the open file, so it goes away with the process.
+    The lock is an ``flock`` on the *directory itself*: deleting or
+    replacing a file in it cannot let a second writer in, as it could when
+    the lock lived on a file that an operator may delete.  A writer also
+    takes ``tinylsm.lock`` exclusively, so that older tinylsm versions, which
+    lock only that file, stay out too.  Writers lock exclusively, readers
+    shared.  The lock belongs to the open file description: it goes away
+    with the last descriptor, so a forked child must close its inherited
+    copies at once (``close``), or the parent could not reopen after
+    closing.  Descriptors are close-on-exec.
     """
-    path = os.path.join(directory, LOCK_NAME)
-    cloexec = getattr(os, "O_CLOEXEC", 0)
-    if shared:
+
+    def __init__(self, directory: str, shared: bool) -> None:
+        self.directory = directory
+        self.shared = shared
+        self.fds: List[int] = []
         try:
-            fd = os.open(path, os.O_RDONLY | cloexec)
-        except FileNotFoundError:
-            # No tinylsm writer has ever opened the directory (a writer
-            # creates the file before it changes anything), so none holds it
-            # now.  A reader must not create it: read-only opening changes
-            # nothing on disk.  Returns no lock (-1).
-            return -1
-    else:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o644)
-    try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise LockedError(
-                f"store {directory!r} is already open"
-                + (" for writing" if shared else "")
-                + " in this or another process"
-            ) from None
-        raise
-    return fd
+            fd = os.open(directory, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+            self.fds.append(fd)
+            self._flock(fd)
+            # the path must still name the directory we locked (not one
+            # swapped in between the open and the lock)
+            st, locked = os.stat(directory), os.fstat(fd)
+            if (st.st_dev, st.st_ino) != (locked.st_dev, locked.st_ino):
+                raise LockedError(f"store {directory!r} was replaced while it was being opened")
+        except BaseException:
+            self.close()
+            raise
+
+    def lock_file(self) -> None:
+        """Also lock ``tinylsm.lock``, as tinylsm 0.1 did (a writer creates
+        it; call this once the directory is known to be a store's)."""
+        path = os.path.join(self.directory, LOCK_NAME)
+        try:
+            if self.shared:
+                fd = os.open(path, os.O_RDONLY | _CLOEXEC | os.O_NONBLOCK)
+            else:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | os.O_NONBLOCK, 0o644)
+        except OSError:
+            if self.shared:
+                return  # absent or unreadable: the directory lock is what counts
+            raise
+        self.fds.append(fd)
+        self._flock(fd)
+
+    def _flock(self, fd: int) -> None:
+        shared = self.shared
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise LockedError(
+                    f"store {self.directory!r} is already open"
+                    + (" for writing" if shared else "")
+                    + " in this or another process"
+                ) from None
+            raise
+
+    def close(self) -> None:
+        """Give the lock up (in a forked child: give up the child's copies,
+        which leaves the parent's lock in place)."""
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            os.close(fd)
+
+
+def _canonical(key_size: int, value_size: int) -> bytes:
+    return json.dumps(
+        {"format": _FORMAT, "key_size": key_size, "value_size": value_size}
+    ).encode()
 
 
 def read_sizes(files: Files, directory: str) -> Optional[Tuple[int, int]]:
-    """The (key_size, value_size) recorded in the directory, or None."""
+    """The (key_size, value_size) recorded in the directory, or None.
+
+    Any damage (too long, not JSON, other fields, sizes out of range, a
+    checksum that does not match) is a ``CorruptionError`` naming the file.
+    A record without a checksum, as tinylsm 0.1 wrote them, is accepted if
+    it is otherwise exactly right; a writer then rewrites it with one.
+    """
     path = os.path.join(directory, META_NAME)
     try:
-        raw = files.read_file(path)
+        fd = files.open_ro(path)
     except FileNotFoundError:
         return None
     try:
-        meta = json.loads(raw)
-        if meta.get("format") != _FORMAT:
-            raise ValueError(f"format is {meta.get('format')!r}")
+        size = files.size(fd)
+        if size > MAX_META_BYTES:
+            raise CorruptionError(f"metadata file {path!r} is unreadable: {size} bytes, "
+                                  f"expected at most {MAX_META_BYTES}")
+        raw = files.pread_all(fd, size)
+    finally:
+        files.close(fd)
+    return _parse(raw, path)[0]
+
+
+def is_legacy(files: Files, directory: str) -> bool:
+    """True if the size record has no checksum (written by tinylsm 0.1)."""
+    path = os.path.join(directory, META_NAME)
+    return _parse(files.read_file(path), path)[1]
+
+
+def _parse(raw: bytes, path: str) -> Tuple[Tuple[int, int], bool]:
+    try:
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise ValueError("nested too deeply") from None
+        if not isinstance(meta, dict):
+            raise ValueError(f"expected a JSON object, got {type(meta).__name__}")
+        fields = set(meta)
+        legacy = fields == {"format", "key_size", "value_size"}
+        if not legacy and fields != {"format", "key_size", "value_size", "crc32"}:
+            raise ValueError(f"unexpected fields {sorted(fields)}")
+        if meta["format"] != _FORMAT:
+            raise ValueError(f"format is {meta['format']!r}, expected {_FORMAT!r}")
         k, v = meta["key_size"], meta["value_size"]
-        if not (isinstance(k, int) and isinstance(v, int)):
-            raise ValueError("sizes are not integers")
-        return k, v
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CorruptionError(f"metadata file {path!r} is unreadable: {exc}") from None
+        check_sizes(k, v)
+        if not legacy and meta["crc32"] != zlib.crc32(_canonical(k, v)):
+            raise ValueError(f"checksum mismatch (stored {meta['crc32']!r}, "
+                             f"computed {zlib.crc32(_canonical(k, v))})")
+        return (k, v), legacy
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise CorruptionError(f"metadata file {path!r} is damaged: {exc}; nothing "
+                              "was changed (it records the store's key and value "
+                              "sizes; restore it from a backup)") from None
 
 
 def write_sizes(files: Files, directory: str, key_size: int, value_size: int) -> None:
     """Record the sizes durably (write a temporary file, rename, fsync dir)."""
-    data = json.dumps(
-        {"format": _FORMAT, "key_size": key_size, "value_size": value_size}
-    ).encode() + b"\n"
+    data = json.dumps({"format": _FORMAT, "key_size": key_size, "value_size": value_size,
+                       "crc32": zlib.crc32(_canonical(key_size, value_size))}).encode() + b"\n"
     tmp = os.path.join(directory, META_NAME + ".tmp")
     files.write_new_file(tmp, data)
     files.rename(tmp, os.path.join(directory, META_NAME))

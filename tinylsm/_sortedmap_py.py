@@ -37,7 +37,7 @@ def _require_bytes(obj: object, what: str) -> bytes:
     """``obj`` as ``bytes`` (any length), or TypeError naming it."""
     data = _as_bytes(obj)
     if data is None:
-        raise TypeError(f"{what}: expected bytes, bytearray or memoryview, got {type(obj).__name__}")
+        raise TypeError(f"{what}: expected a bytes-like object, got {type(obj).__name__}")
     return data
 
 
@@ -268,6 +268,8 @@ class SortedMap:
         d = self._d
         for i in indexes:
             if self.version != version:
+                if isinstance(self._d, _Dead):
+                    self._d._raise()  # closed (or forked away): say so
                 raise RuntimeError(_CHANGED)
             key = keys[i]
             yield key, d[key]

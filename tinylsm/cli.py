@@ -26,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import tinylsm
 
-from . import _meta, _progress, codec, sstable
+from . import _kept, _meta, _progress, codec, sstable
 from ._format import SST_COMPLETE, SST_SHORT, STOP_END, STOP_SHORT, check_sizes
 from ._fs import DEFAULT as FILES
 from .errors import CorruptionError, Error, LockedError
@@ -324,22 +324,28 @@ def _verify_log(path: str, k: int, v: int, sizes_from_meta: bool, report: Report
         else:
             what = (f"{len(tail):,} zero bytes from offset {scan.stop_offset:,} "
                     "(space allocated but never written)")
+        kept = (f"sets the {lost:,} bytes after it aside in a tinylsm.kept-* file"
+                if _kept.may_hold_data(data[scan.end:], k, v) else
+                f"drops {lost:,} bytes that hold no complete change")
         report.problem(
             "log", "TORN TAIL",
-            f"{what}{batch}; recovery cuts the log to {scan.end:,} bytes, losing "
-            f"{lost:,} bytes of changes that were not flushed. Before it: {applied}",
+            f"{what}{batch}; recovery cuts the log to {scan.end:,} bytes and {kept} "
+            f"(changes that were never flushed). Before it: {applied}",
             f"torn log tail ({lost:,} bytes after offset {scan.end:,})")
         return
     index = scan.stop_offset // frame
     after = total - scan.stop_offset - frame
     hint = ""
-    if scan.count == 0 and scan.stop_offset == 0 and not sizes_from_meta:
+    if scan.count == 0 and scan.stop_offset == 0:
         hint = (f" (the very first frame is bad: is the store's key size {k} and value "
-                f"size {v}?)")
+                f"size {v}?)" if not sizes_from_meta else "")
+        fate = "recovery refuses to open the store and changes nothing"
+    else:
+        fate = (f"recovery stops there, sets the {lost:,} bytes after offset {scan.end:,} "
+                "aside in a tinylsm.kept-* file, and cuts the log there")
     report.problem(
         "log", "CORRUPT",
-        f"frame #{index:,} at offset {scan.stop_offset:,}: {scan.stop}{batch}; recovery "
-        f"stops there and cuts the log to {scan.end:,} bytes, dropping {lost:,} bytes"
+        f"frame #{index:,} at offset {scan.stop_offset:,}: {scan.stop}{batch}; {fate}"
         + (f" ({after // frame:,} more frames after the bad one)" if after >= frame else "")
         + f"{hint}. Before it: {applied}",
         f"corrupt log frame #{index} at offset {scan.stop_offset} ({scan.stop})")
@@ -354,8 +360,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{_meta.META_NAME}: CORRUPT: {exc}")
         print(f"NOT CLEAN: {_meta.META_NAME} is unreadable")
         return EXIT_DAMAGED
-    lock_fd = _meta.lock(directory, shared=True)  # no writer may change files meanwhile
+    lock = _meta.StoreLock(directory, shared=True)  # no writer may change files meanwhile
     try:
+        lock.lock_file()
         print(f"{directory}: key size {k}, value size {v} (from {source})")
         ssdir = os.path.join(directory, sstable.SSTABLE_DIR)
         names = sorted(os.listdir(ssdir)) if os.path.isdir(ssdir) else None
@@ -383,6 +390,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 _verify_log(path, k, v, source == _meta.META_NAME, report)
             else:
                 report.note("log", "missing; a writable open creates it")
+        for name, size in _kept.listing(FILES, directory):
+            report.note(name, f"{size:,} bytes of log set aside by an earlier recovery "
+                              "(the log's bytes after the point it could replay to; "
+                              "tinylsm never reads them back)")
         # what recovery makes of it all: the real thing, read-only
         quiet = logging.getLogger("tinylsm")
         was_disabled, quiet.disabled = quiet.disabled, True  # reported above already
@@ -398,8 +409,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         finally:
             quiet.disabled = was_disabled
     finally:
-        if lock_fd >= 0:
-            os.close(lock_fd)
+        lock.close()
     if report.problems:
         print(f"NOT CLEAN: {'; '.join(report.problems)}")
         return EXIT_DAMAGED

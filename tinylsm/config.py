@@ -78,7 +78,10 @@ class Stats:
       measures nothing useful once data is deleted).
 
     The remaining fields are tinylsm's own: key count, sstable count, log
-    length, merges done, and the last background error (``None`` if none).
+    length, merges done, the last background error (``None`` if none), and
+    the log tails that recovery set aside instead of destroying them
+    (``tinylsm.kept-*`` files in the store directory: how many, and their
+    bytes; see ``tinylsm verify``).
     """
 
     resident_bytes: int
@@ -93,3 +96,5 @@ class Stats:
     log_bytes: int = 0
     merges: int = 0
     compaction_error: Optional[str] = None
+    kept_files: int = 0
+    kept_bytes: int = 0

@@ -18,3 +18,9 @@ class LockedError(Error):
 
 class ClosedError(Error):
     """The store was closed (or its process forked) and cannot be used."""
+
+
+def describe(exc: BaseException) -> str:
+    """``exc`` for a message: its type and text, with the file an OSError
+    names (``repr`` leaves the file out)."""
+    return f"{type(exc).__name__}: {exc}"

@@ -3,27 +3,33 @@ from __future__ import annotations
 
 import atexit
 import errno
+import functools
 import logging
 import os
 import threading
 import weakref
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
-from typing import Iterable, Iterator, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, NoReturn, Optional, Tuple, Union
 
-from . import _meta, codec, sstable
-from ._compactor import Compactor, Table
+from . import _kept, _layout, _meta, codec, sstable
+from ._compactor import Compactor, Stopped, Table
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import GATHER, LEAD, LogWriter
 from .sortedmap import SortedMap, StoreCore
-from ._format import SST_COMPLETE, STOP_END, check_sizes
+from ._format import SST_COMPLETE, STOP_END, STOP_SHORT, check_sizes
+from ._layout import LOG_NAME, SSTABLE_DIR
+from ._meta import StoreLock
 from .config import Config, Stats
-from .errors import ClosedError, CorruptionError, Error
+from .errors import ClosedError, CorruptionError, Error, describe
 
 log = logging.getLogger("tinylsm")
 
 PathLike = Union[str, "os.PathLike[str]"]
-LOG_NAME = "log"
+
+# The life of a store.  Every public method and the compaction thread
+# respect it: only OPEN serves calls; CLOSING waits for work in flight.
+OPENING, OPEN, CLOSING, CLOSED, FORKED = "opening", "open", "closing", "closed", "forked"
 
 # id -> store; Lsm is a Mapping, hence unhashable, so no WeakSet
 _open_stores: "weakref.WeakValueDictionary[int, Lsm]" = weakref.WeakValueDictionary()
@@ -85,12 +91,15 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
 ) -> "Lsm":
     """Open the store in directory ``path``, creating or recovering it.
 
-    A new directory records ``key_size`` and ``value_size``; an existing one
-    must be opened with the sizes it records (a directory written by the Rust
-    crate records none, and opens with the sizes given).  Recovery deletes
-    unfinished ``-tmp`` sstables, reads the sstables in id order, replays the
-    log on top and cuts off a torn tail.  Everything is checked before
-    anything on disk is changed.
+    A new store is made only in a new or empty directory, and records
+    ``key_size`` and ``value_size``; an existing one must be opened with the
+    sizes it records (a directory written by the Rust crate records none,
+    and opens with the sizes given).  Recovery deletes unfinished ``-tmp``
+    sstables, reads the sstables in id order, replays the log on top and
+    cuts the log after the last change it can trust; bytes after that point
+    that may be data are first copied to a ``tinylsm.kept-*`` file (see
+    ``Stats.kept_files``).  Everything is checked before anything on disk is
+    changed.
 
     With ``readonly`` nothing on disk is changed (no truncation, no deletion,
     no compaction, no metadata); sizes default to the recorded ones;
@@ -98,7 +107,10 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
 
     Raises ``LockedError`` if a writer holds the directory (or, for a writer,
     anyone does), ``ValueError`` for sizes that do not match the recorded
-    ones, ``CorruptionError`` for damage recovery must not paper over.
+    ones, ``CorruptionError`` for damage recovery must not paper over (a
+    damaged ``tinylsm.meta``, a log whose first frame is not one, a lost
+    ``sstables/``, an odd file where a store file belongs), and
+    ``FileExistsError`` for a directory of files that are not a store.
     """
     return Lsm(path, key_size=key_size, value_size=value_size, config=config,
                readonly=readonly, _files=_files)
@@ -144,7 +156,7 @@ class Lsm(StoreCore, MutableMapping):
         readonly: bool = False,
         _files: Optional[Files] = None,
     ) -> None:
-        self._closed = True  # until fully opened, for __del__
+        self._state = OPENING  # until fully opened (for __del__ too)
         SortedMap.__init__(self, 1, 0)  # empty; the real sizes come below
         self._set_fast_cap(-1)
         if config is None:
@@ -157,28 +169,39 @@ class Lsm(StoreCore, MutableMapping):
         self._files = _files if _files is not None else DEFAULT_FILES
         self._lock = threading.RLock()
         self._pid = os.getpid()
-        self._lock_fd = -1
+        self._dirlock: Optional[StoreLock] = None
         self._log: Optional[LogWriter] = None
         self._compactor: Optional[Compactor] = None
         self._read_bytes = 0
         self._written_sst_bytes = 0
+        self._kept: List[Tuple[str, int]] = []
 
-        created = self._prepare_directory(key_size, value_size)
         try:
+            created = self._prepare_directory(key_size, value_size)
             self._recover(created)
         except BaseException:
-            self._release()
+            self._release_files()
+            self._state = CLOSED
             raise
-        self._closed = False
+        self._state = OPEN
         _open_stores[id(self)] = self
 
     # -- opening -------------------------------------------------------------------
 
+    @property
+    def _closed(self) -> bool:
+        return self._state is not OPEN
+
     def _prepare_directory(self, key_size: Optional[int], value_size: Optional[int]) -> bool:
-        """Check the path, create a new store, take the lock, settle K and V."""
+        """Check the path, take the lock, settle K and V; True for a new store.
+
+        A new store is made only in a new or empty directory.  Its
+        ``sstables/`` comes first and its size record last, so a crash in
+        between leaves a directory that holds no data and records no sizes,
+        which the next open with sizes completes.
+        """
         path = self.path
         files = self._files
-        created = False
         if os.path.exists(path) and not os.path.isdir(path):
             raise NotADirectoryError(errno.ENOTDIR, "store path exists and is not a directory", path)
         if not os.path.exists(path):
@@ -186,33 +209,45 @@ class Lsm(StoreCore, MutableMapping):
                 raise FileNotFoundError(errno.ENOENT, "no store to open read-only", path)
             self._check_given_sizes(key_size, value_size)
             os.makedirs(path, exist_ok=True)
-            created = True
-        self._lock_fd = _meta.lock(path, shared=self.readonly)
-        try:
-            recorded = _meta.read_sizes(files, path)
-            if recorded is None:
-                self._check_given_sizes(key_size, value_size)
+            _layout.fsync_parents(files, path)
+        self._dirlock = StoreLock(path, shared=self.readonly)
+        layout = _layout.inspect(files, path)
+        created = not layout.is_store
+        if created:
+            foreign = _layout.foreign_names(layout)
+            if foreign:
+                _layout.refuse_foreign(path, foreign)
+            if self.readonly:
+                raise FileNotFoundError(errno.ENOENT, "no store to open read-only", path)
+        recorded = _meta.read_sizes(files, path) if layout.has_meta else None
+        if recorded is None:
+            if (key_size is None or value_size is None) and not layout.holds_data:
+                raise TypeError(
+                    f"store {path!r} records no key and value sizes, and holds no data "
+                    "yet (an interrupted creation, or an empty store of the Rust crate): "
+                    "pass key_size and value_size")
+            self._check_given_sizes(key_size, value_size)
+        else:
+            if key_size is None and value_size is None:
+                key_size, value_size = recorded
             else:
-                if key_size is None and value_size is None:
-                    key_size, value_size = recorded
-                else:
-                    self._check_given_sizes(key_size, value_size)
-                if (key_size, value_size) != recorded:
-                    raise ValueError(
-                        f"store {path!r} was created with key_size={recorded[0]}, "
-                        f"value_size={recorded[1]}; opened with key_size={key_size}, "
-                        f"value_size={value_size}"
-                    )
-            assert key_size is not None and value_size is not None
-            self._set_sizes(key_size, value_size)
-            self._frame_size = codec.frame_size(key_size, value_size)
-            self._record_size = codec.record_size(key_size, value_size)
-            self._has_meta = recorded is not None
-            if created:
-                self._make_layout(fsync_parents=True)
-        except BaseException:
-            self._release()
-            raise
+                self._check_given_sizes(key_size, value_size)
+            if (key_size, value_size) != recorded:
+                raise ValueError(
+                    f"store {path!r} was created with key_size={recorded[0]}, "
+                    f"value_size={recorded[1]}; opened with key_size={key_size}, "
+                    f"value_size={value_size}"
+                )
+        assert key_size is not None and value_size is not None  # checked above
+        self._set_sizes(key_size, value_size)
+        self._frame_size = codec.frame_size(key_size, value_size)
+        self._record_size = codec.record_size(key_size, value_size)
+        self._meta_state = "none" if recorded is None else "ok"
+        if recorded is not None and not self.readonly and _meta.is_legacy(files, path):
+            self._meta_state = "legacy"
+        self._dirlock.lock_file()
+        if created:
+            _layout.make_sstables_dir(files, path)
         return created
 
     @staticmethod
@@ -222,36 +257,13 @@ class Lsm(StoreCore, MutableMapping):
                             "that does not record them")
         check_sizes(key_size, value_size)
 
-    def _make_layout(self, fsync_parents: bool) -> None:
-        """Create ``sstables/`` and the metadata, durably."""
-        files = self._files
-        ssdir = os.path.join(self.path, sstable.SSTABLE_DIR)
-        if not os.path.isdir(ssdir):
-            files.mkdir(ssdir)
-            files.fsync_dir(self.path)
-        if not self._has_meta:
-            _meta.write_sizes(files, self.path, self.key_size, self.value_size)
-            self._has_meta = True
-        if fsync_parents:
-            # os.makedirs may have made several levels; make each entry durable
-            parent = os.path.dirname(os.path.abspath(self.path))
-            while parent and parent != os.path.dirname(parent):
-                try:
-                    files.fsync_dir(parent)
-                except OSError:
-                    break  # not ours to sync (permissions); the store itself is
-                parent = os.path.dirname(parent)
-
     def _recover(self, created: bool) -> None:
         files = self._files
         k, v = self.key_size, self.value_size
-        ssdir = os.path.join(self.path, sstable.SSTABLE_DIR)
+        ssdir = os.path.join(self.path, SSTABLE_DIR)
 
         # 1. read and check everything, changing nothing
-        if os.path.isdir(ssdir):
-            ids, tmps = sstable.list_dir(files, ssdir)
-        else:
-            ids, tmps = {}, []
+        ids, tmps = sstable.list_dir(files, ssdir)
         tables = {}
         empty = None  # an empty newest sstable: tiny-lsm's flush torn at once
         for sst_id in sorted(ids):
@@ -274,33 +286,36 @@ class Lsm(StoreCore, MutableMapping):
             tables[sst_id] = Table(scan.count, nbytes)
         log_path = os.path.join(self.path, LOG_NAME)
         log_fd = -1
-        log_existed = os.path.exists(log_path)
+        log_existed = os.path.lexists(log_path)
         if log_existed or not self.readonly:
             log_fd = files.open_ro(log_path) if self.readonly else files.open_rw(log_path)
         try:
             data = files.pread_all(log_fd, files.size(log_fd)) if log_fd >= 0 else b""
             self._read_bytes += len(data)
             scan = codec.scan_log(data, k, v)
-            if (scan.count == 0 and scan.stop != STOP_END and len(data) >= self._frame_size
-                    and not self._has_meta):
-                raise ValueError(
-                    f"log {log_path!r} does not start with a valid frame for "
-                    f"key_size={k}, value_size={v} ({scan.stop} at offset 0): "
-                    "are these the sizes the store was written with?"
-                )
+            tail = data[scan.end:]
+            keep = _kept.may_hold_data(tail, k, v)
+            if keep and scan.end == 0 and scan.stop_offset == 0 and scan.stop != STOP_SHORT:
+                self._refuse_log(log_path, scan.stop, len(data))
             if empty is not None and scan.end == 0:
                 raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
                                       "changes: it is not an interrupted flush of tiny-lsm")
             _apply(self, scan.records, k, v)
-            if scan.end != len(data):
-                log.warning("tinylsm: log %s: %s at offset %d; %d bytes after offset %d "
-                            "are a torn tail and are %s", log_path, scan.stop,
-                            scan.stop_offset, len(data) - scan.end, scan.end,
-                            "ignored (read-only)" if self.readonly else "cut off")
+            del data
+            if tail:
+                log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
+                            "are %s", log_path, scan.stop, scan.stop_offset, len(tail),
+                            scan.end, "ignored (read-only)" if self.readonly else
+                            "set aside, then cut off" if keep else
+                            "a torn final frame (or zeros), and are cut off")
 
             # 2. repair: only now is anything on disk changed
             if not self.readonly:
-                if scan.end != len(data):
+                if tail:
+                    if keep:
+                        kept = _kept.set_aside(files, self.path, tail, scan.end)
+                        log.warning("tinylsm: log %s: %d bytes after offset %d kept in %s",
+                                    log_path, len(tail), scan.end, kept)
                     files.truncate(log_fd, scan.end)
                     files.fsync(log_fd)
                 for name in tmps:
@@ -317,8 +332,10 @@ class Lsm(StoreCore, MutableMapping):
                     # acknowledges anything in it (fsync of the file alone
                     # does not make its name survive a power cut)
                     files.fsync_dir(self.path)
-                if not created:
-                    self._make_layout(fsync_parents=False)
+                if self._meta_state != "ok":
+                    # last: the record completes a new store (see _prepare_directory)
+                    _meta.write_sizes(files, self.path, k, v)
+            self._kept = _kept.listing(files, self.path)
         except BaseException:
             if log_fd >= 0:
                 files.close(log_fd)
@@ -335,16 +352,38 @@ class Lsm(StoreCore, MutableMapping):
         if not self.readonly:
             self._compactor.start()
 
+    def _refuse_log(self, log_path: str, stop: str, size: int) -> None:
+        """The log's first frame is not one: wrong sizes, or damage.  Either
+        way its bytes are not a torn tail, and none is changed."""
+        k, v = self.key_size, self.value_size
+        if self._meta_state == "none":
+            raise ValueError(
+                f"log {log_path!r} does not start with a valid frame for "
+                f"key_size={k}, value_size={v} ({stop} at offset 0): "
+                "are these the sizes the store was written with?"
+            )
+        raise CorruptionError(
+            f"log {log_path}: {stop} at offset 0 of {size}: the log does not start with "
+            f"a valid frame for key_size={k}, value_size={v}, so it is damaged, or the "
+            f"sizes in {_meta.META_NAME} are wrong; nothing was changed (`tinylsm verify` "
+            "shows which frames are intact)"
+        )
+
     # -- reading -------------------------------------------------------------------
 
     def _key(self, key: object) -> bytes:
-        """``key`` as ``bytes`` of size K, or raise TypeError/ValueError."""
+        """``key`` as ``bytes`` of size K, or raise TypeError/ValueError.
+
+        The one rule for keys, hit or miss: any bytes-like object (buffer
+        protocol), read as its raw bytes.
+        """
         if type(key) is not bytes:
-            if not isinstance(key, (bytes, bytearray, memoryview)):
+            try:
+                key = memoryview(key).tobytes()  # type: ignore[arg-type]
+            except TypeError:
                 raise TypeError(
-                    f"key: expected bytes, bytearray or memoryview, got {type(key).__name__}"
-                )
-            key = bytes(key)
+                    f"key: expected a bytes-like object, got {type(key).__name__}"
+                ) from None
         if len(key) != self.key_size:
             raise ValueError(f"key: expected {self.key_size} bytes, got {len(key)}")
         return key
@@ -418,7 +457,7 @@ class Lsm(StoreCore, MutableMapping):
 
     def _slow_insert(self, key: bytes, value: bytes) -> Optional[bytes]:
         if value is None:  # encode_frame would make it a tombstone
-            raise TypeError("value: expected bytes, bytearray or memoryview, got "
+            raise TypeError("value: expected a bytes-like object, got "
                             "NoneType (use remove() to delete a key)")
         frame = codec.encode_frame(key, value, self.key_size, self.value_size)
         with _Exclusive(self):
@@ -530,7 +569,7 @@ class Lsm(StoreCore, MutableMapping):
             # nothing older for tombstones to hide
             records = codec.merge_runs([records], k, v, True)
         sst_id = self._next_id
-        ssdir = os.path.join(self.path, sstable.SSTABLE_DIR)
+        ssdir = os.path.join(self.path, SSTABLE_DIR)
         try:
             nbytes = sstable.write(files, ssdir, sst_id, records, k, v,
                                    self.config.zstd_sstable_compression_level)
@@ -556,13 +595,19 @@ class Lsm(StoreCore, MutableMapping):
 
         Tombstones are dropped, since nothing older is left for them to hide.
         Readers and other writers are not blocked while the merge runs.
+        Raises ``ClosedError`` (having changed nothing more) if the store is
+        closed from another thread before the merge is done.
         """
         with _Exclusive(self):
             self._writable()
             if self._log is not None and self._log.length:
                 self._flush_to_sstable()
-        assert self._compactor is not None
-        self._compactor.compact_all()
+            compactor = self._compactor
+        assert compactor is not None  # set while the store is open
+        try:
+            compactor.compact_all()
+        except Stopped:
+            raise ClosedError(f"store {self.path!r} was closed during compact()") from None
 
     # -- state -------------------------------------------------------------------
 
@@ -590,44 +635,54 @@ class Lsm(StoreCore, MutableMapping):
                 sstables=len(tables),
                 log_bytes=self._log.length,
                 merges=comp.merges,
-                compaction_error=None if error is None else repr(error),
+                compaction_error=None if error is None else describe(error),
+                kept_files=len(self._kept),
+                kept_bytes=sum(size for _, size in self._kept),
             )
 
     def close(self) -> None:
-        """Flush and fsync the log, stop the compaction thread, release the lock.
+        """Flush and fsync the log, stop merging, release the files and the lock.
 
-        Idempotent.  Any other use afterwards raises ``ClosedError``.  If the
-        background merge failed and has not succeeded since, the store is
-        still closed cleanly and the error is raised as ``tinylsm.Error``
-        (the data is safe: a failed merge changes nothing).
+        Idempotent, and safe from any thread while others use the store:
+        every write that returned before ``close()`` began is durable when it
+        returns; a write racing it either completes first (and is durable) or
+        raises ``ClosedError`` having changed nothing.  A ``compact()`` or
+        background merge in progress gives up at a safe point or finishes
+        first: when ``close()`` returns, this process touches no file of the
+        store again, and another opener may take it.  Any other use
+        afterwards raises ``ClosedError``.  If the background merge failed,
+        it is tried once more; if it fails again the store is still closed
+        cleanly and the error is raised as ``tinylsm.Error`` (the data is
+        safe: a failed merge changes nothing).
         """
         with self._lock:
-            if self._closed:
+            if self._state is not OPEN:
                 return
-            self._closed = True
+            self._state = CLOSING
             self._set_fast_cap(-1)  # other threads' writes now wait and fail
             error: Optional[BaseException] = None
             try:
                 if not self.readonly and self._log is not None and self._log.broken is None:
                     self._log.sync()
             finally:
-                if self._compactor is not None:
-                    self._compactor.stop()
-                    error = self._compactor.error
-                self._release()
-                self._invalidate(ClosedError, f"store {self.path!r} is closed")
+                try:
+                    compactor = self._compactor
+                    if compactor is not None:
+                        compactor.stop(retry=True)
+                        error = compactor.error
+                finally:
+                    self._release_files()
+                    self._state = CLOSED
+                    self._invalidate(ClosedError, f"store {self.path!r} is closed")
         if error is not None:
-            raise Error(f"background compaction of {self.path!r} failed: {error!r}") from error
+            raise Error(f"background compaction of {self.path!r} failed: {describe(error)}"
+                        ) from error
 
-    def _release(self) -> None:
-        if self._log is not None:
-            try:
-                self._log.close()
-            finally:
-                self._log = None
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # closing the descriptor drops the flock
-            self._lock_fd = -1
+    def _release_files(self) -> None:
+        """Close the log and give the lock up (any merge is stopped by now)."""
+        _release(self._log, self._dirlock)
+        self._log = None
+        self._dirlock = None
 
     def __enter__(self) -> "Lsm":
         return self
@@ -636,39 +691,78 @@ class Lsm(StoreCore, MutableMapping):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self)} keys"
+        state = f"{len(self)} keys" if self._state is OPEN else self._state
         return (f"<tinylsm.Lsm {self.path!r} key_size={self.key_size} "
                 f"value_size={self.value_size} {state}>")
+
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
+        # a copy would share the log's descriptor and the lock, and closing
+        # it (or collecting it) would close them under the original
+        raise TypeError(
+            f"tinylsm.Lsm cannot be copied or pickled: it owns the files and lock of "
+            f"{self.path!r}; open the store again (tinylsm.open) where it is needed")
+
+    __reduce__ = __reduce_ex__  # type: ignore[assignment]
+
+    def __copy__(self) -> NoReturn:
+        self.__reduce_ex__(None)
+
+    def __deepcopy__(self, memo: object) -> NoReturn:
+        self.__reduce_ex__(None)
 
     def __del__(self) -> None:
         # Garbage collection writes the buffer out (no fsync) so that what
         # was acknowledged survives a process crash, as documented.
-        if getattr(self, "_closed", True) or os.getpid() != self._pid:
+        if getattr(self, "_state", None) is not OPEN or os.getpid() != self._pid:
             return
+        self._state = CLOSING
         try:
             if self._log is not None and not self.readonly and self._log.broken is None:
                 self._log.write_out()
         except OSError as exc:
             log.error("tinylsm: could not write the log of %s at collection: %r", self.path, exc)
         finally:
-            self._closed = True
+            # the files are let go once no merge can touch them; if this runs
+            # on the compaction thread itself, that thread does it as it exits
+            release = functools.partial(_release, self._log, self._dirlock)
+            self._log = None
+            self._dirlock = None
             if self._compactor is not None:
-                self._compactor.stop()
-            self._release()
+                self._compactor.stop(after=release)
+            else:
+                release()
+            self._state = CLOSED
 
     def _forked(self) -> None:
-        """In a forked child: make every use fail, and never touch the files
-        (the parent still owns them, its lock and its buffered data)."""
-        self._closed = True
+        """In a forked child: make every use fail, never touch the files (the
+        parent still owns them, its lock and its buffered data), and close
+        the child's copies of the descriptors, so that the parent can reopen
+        the store once it has closed it, and the child can open it then."""
+        self._state = FORKED
         self._set_fast_cap(-1)
         self._invalidate(
             ClosedError,
             f"store {self.path!r} was opened in process {self._pid} and cannot "
-            f"be used in its forked child {os.getpid()}; open it in the child instead",
+            f"be used in its forked child {os.getpid()}; open it again in the child "
+            "once the parent has closed it",
         )
-        self._log = None
+        log_writer, self._log = self._log, None
+        if log_writer is not None and log_writer.fd >= 0:
+            fd, log_writer.fd = log_writer.fd, -1
+            self._files.close(fd)
+        if self._dirlock is not None:
+            self._dirlock.close()  # the child's copies only: the parent keeps its lock
+            self._dirlock = None
         self._compactor = None
-        self._lock_fd = -1
+
+
+def _release(log_writer: Optional[LogWriter], dirlock: Optional[StoreLock]) -> None:
+    try:
+        if log_writer is not None:
+            log_writer.close()
+    finally:
+        if dirlock is not None:
+            dirlock.close()
 
 
 class _Keys(KeysView):
@@ -710,6 +804,7 @@ def _after_fork_in_child() -> None:
     for store in list(_open_stores.values()):
         store._forked()
     _open_stores.clear()
+    DEFAULT_FILES.close_all_in_child()
 
 
 atexit.register(_close_all_at_exit)

@@ -73,10 +73,12 @@ def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTab
     ``short`` and the records before the tear.
     """
     data = files.read_file(path)
-    scan = codec.decode_sstable(decompress(data, path), key_size, value_size)
+    payload = decompress(data, path)
+    scan = codec.decode_sstable(payload, key_size, value_size)
     if scan.status == SST_CORRUPT:
         raise CorruptionError(
             f"sstable {path}: record {scan.error_index} of {scan.expected}: {scan.reason}"
+            + _sizes_hint(payload, scan.expected, key_size, value_size)
         )
     if scan.status == SST_SHORT and data and not _streamed(data):
         # Only the Rust crate's in-place flush tears an sstable (its data is
@@ -88,8 +90,23 @@ def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTab
             f"sstable {path}: cut short ({scan.count} of "
             f"{scan.expected if scan.expected >= 0 else '?'} records), and it is "
             "not a torn streaming write of tiny-lsm: the file is damaged"
+            + _sizes_hint(payload, scan.expected, key_size, value_size)
         )
     return scan, len(data)
+
+
+def _sizes_hint(payload: bytes, expected: int, key_size: int, value_size: int) -> str:
+    """A note for a payload whose length fits no whole number of records of
+    these sizes: the likelier cause is then a wrong key or value size (a
+    damaged size record, or sizes given for a Rust crate's store), not a
+    flipped bit in a record."""
+    rsize = codec.record_size(key_size, value_size)
+    body = len(payload) - 8
+    if body < 0 or (body % rsize == 0 and body // rsize == expected):
+        return ""
+    return (f" (its {body} bytes of records are not {expected} records of "
+            f"{rsize} bytes: is key_size={key_size}, value_size={value_size} right "
+            "for this store?)")
 
 
 def _streamed(data: bytes) -> bool:

@@ -1,0 +1,200 @@
+"""A lock that cannot be sidestepped, a store that cannot be copied, and one
+rule for keys (issue 10, items 4, 5, 6 and 10).
+
+An operator deleting or replacing ``tinylsm.lock``, a forked child holding
+inherited descriptors, ``copy.copy`` of a store: none of them may let two
+writers into one directory or point a store's writes at another file.
+"""
+from __future__ import annotations
+
+import array
+import copy
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tinylsm
+
+K, V = 8, 8
+REPO = Path(__file__).resolve().parent.parent
+
+
+def key(i: int) -> bytes:
+    return i.to_bytes(K, "big")
+
+
+def val(i: int) -> bytes:
+    return (i * 3).to_bytes(V, "little")
+
+
+@pytest.fixture
+def db(tmp_path):
+    store = tinylsm.open(tmp_path / "db", key_size=K, value_size=V)
+    yield store
+    store.close()
+
+
+def _second_writer_in_a_child(path: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    code = ("import sys, tinylsm\n"
+            "try:\n"
+            "    tinylsm.open(sys.argv[1], key_size=8, value_size=8).close()\n"
+            "except tinylsm.LockedError as exc:\n"
+            "    print(exc); sys.exit(3)\n")
+    return subprocess.run([sys.executable, "-c", code, str(path)], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+# -- item 5: deleting or replacing the lock file -----------------------------------
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_lock_file_gone_still_keeps_a_second_writer_out(db, how):
+    path = Path(db.path)
+    os.unlink(path / "tinylsm.lock")
+    if how == "replaced":
+        (path / "tinylsm.lock").write_bytes(b"")
+    with pytest.raises(tinylsm.LockedError, match="already open"):
+        tinylsm.open(path, key_size=K, value_size=V)
+    with pytest.raises(tinylsm.LockedError, match="already open for writing"):
+        tinylsm.open(path, readonly=True)
+    child = _second_writer_in_a_child(path)
+    assert child.returncode == 3, child.stderr
+    # and the first writer's flushed changes are all there afterwards
+    db[key(1)] = val(1)
+    db.flush()
+    db.close()
+    with tinylsm.open(path) as again:
+        assert again[key(1)] == val(1)
+
+
+def test_reader_after_the_lock_file_was_deleted(tmp_path):
+    path = tmp_path / "db"
+    with tinylsm.open(path, key_size=K, value_size=V) as w:
+        w[key(1)] = val(1)
+    os.unlink(path / "tinylsm.lock")
+    with tinylsm.open(path, readonly=True) as r1, tinylsm.open(path, readonly=True) as r2:
+        assert r1[key(1)] == r2[key(1)] == val(1)
+        with pytest.raises(tinylsm.LockedError):
+            tinylsm.open(path, key_size=K, value_size=V)
+    assert not (path / "tinylsm.lock").exists()  # a reader creates nothing
+
+
+# -- item 4: a forked child and the lock ----------------------------------------------
+
+
+def _wait_line(fd: int) -> bytes:
+    out = b""
+    while not out.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def test_forked_child_gives_the_lock_back_and_can_open_after_the_parent(db):
+    """The child drops its inherited descriptors at once: the parent can
+    close and reopen its store while the child lives, and the child can
+    open the store once the parent has closed it."""
+    path = Path(db.path)
+    db[key(1)] = val(1)
+    db.flush()
+    to_child_r, to_child_w = os.pipe()
+    to_parent_r, to_parent_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 10
+        try:
+            os.close(to_child_w)
+            os.close(to_parent_r)
+            try:
+                tinylsm.open(path, key_size=K, value_size=V)
+                code = 11  # got in while the parent still had it open
+            except tinylsm.LockedError:
+                os.write(to_parent_w, b"locked out\n")
+                _wait_line(to_child_r)  # the parent has closed its store
+                with tinylsm.open(path, key_size=K, value_size=V) as mine:
+                    assert mine[key(1)] == val(1)
+                    mine[key(2)] = val(2)
+                code = 0
+        except BaseException:  # noqa: BLE001 - reported through the exit code
+            code = 12
+        os._exit(code)
+    os.close(to_child_r)
+    os.close(to_parent_w)
+    try:
+        assert _wait_line(to_parent_r) == b"locked out\n"
+        db.close()
+        # the child still lives: the parent can take its store again at once
+        with tinylsm.open(path, key_size=K, value_size=V) as again:
+            assert again[key(1)] == val(1)
+        os.write(to_child_w, b"closed\n")
+    finally:
+        os.close(to_child_w)  # a child still waiting sees the end and exits
+        os.close(to_parent_r)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    with tinylsm.open(path) as after:
+        assert after[key(2)] == val(2)
+
+
+def test_descriptors_are_close_on_exec(db):
+    """A program run by the store's process inherits none of its files."""
+    fds = sorted(int(n) for n in os.listdir(f"/proc/{os.getpid()}/fd"))
+    store_fds = [fd for fd in fds
+                 if os.path.realpath(f"/proc/self/fd/{fd}").startswith(db.path)]
+    assert len(store_fds) >= 3  # the directory, the lock file, the log
+    import fcntl
+    for fd in store_fds:
+        assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC, fd
+
+
+# -- item 6: copying a store ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["copy", "deepcopy", "pickle"])
+def test_copying_a_store_is_refused(db, how):
+    db[key(1)] = val(1)
+    do = {"copy": copy.copy, "deepcopy": copy.deepcopy,
+          "pickle": lambda x: pickle.dumps(x, protocol=pickle.HIGHEST_PROTOCOL)}[how]
+    with pytest.raises(TypeError, match="cannot be copied or pickled"):
+        do(db)
+    import gc
+    gc.collect()  # no half-made copy may close the original's files
+    db[key(2)] = val(2)
+    db.flush()
+    path = db.path
+    db.close()
+    with tinylsm.open(path) as again:
+        assert dict(again.items()) == {key(1): val(1), key(2): val(2)}
+
+
+# -- item 10: one rule for keys, hit or miss -----------------------------------------
+
+
+def test_any_bytes_like_key_hit_or_miss(db):
+    db[key(1)] = val(1)
+    present = array.array("B", key(1))
+    absent = array.array("B", key(2))
+    assert db[present] == val(1) and db.get(present) == val(1) and present in db
+    assert db.get(absent) is None and absent not in db
+    with pytest.raises(KeyError):
+        db[absent]
+    for wrong in (array.array("B", b"123"), array.array("I", [1, 2, 3])):
+        for op in (db.get, db.__contains__, db.__getitem__, db.remove):
+            with pytest.raises(ValueError, match=r"key: expected 8 bytes, got"):
+                op(wrong)
+    db.insert(array.array("B", key(3)), memoryview(val(3)))
+    db.write_batch([(array.array("B", key(4)), array.array("B", val(4)))])
+    assert db[key(3)] == val(3) and db[key(4)] == val(4)
+    assert db.remove(array.array("B", key(3))) == val(3)
+    for not_bytes in ("abcdefgh", 12345678, None, [1] * 8):
+        for op in (db.get, db.__contains__, db.__getitem__, db.remove):
+            with pytest.raises(TypeError, match="key: expected a bytes-like object"):
+                op(not_bytes)

@@ -1,0 +1,73 @@
+"""Log tails that recovery sets aside instead of destroying.
+
+Recovery replays the log up to the first frame it cannot trust and cuts the
+log there (point-in-time recovery, as the Rust crate and RocksDB do).  The
+bytes after that point may still hold data: a bit flip in one frame stops
+the replay, yet every frame after it may be intact.  Only bytes that cannot
+be data are dropped: a tail of zeros (a file extended by a crash before its
+data reached the disk), or a single torn final frame (at most one frame's
+bytes, and not a well-formed frame).  Anything else is first copied, durably,
+to ``tinylsm.kept-<n>-at-<offset>`` in the store directory (never in
+``sstables/``, so the Rust crate ignores it), then the log is cut.
+``tinylsm verify`` lists these files; nothing reads them back.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import List, Tuple
+
+from . import codec
+from ._format import STOP_SHORT
+from ._fs import Files
+
+KEPT_PREFIX = "tinylsm.kept-"
+_KEPT_NAME = re.compile(r"tinylsm\.kept-(\d+)-at-(\d+)\Z")
+
+
+def is_kept_name(name: str) -> bool:
+    return _KEPT_NAME.match(name) is not None
+
+
+def may_hold_data(tail: bytes, key_size: int, value_size: int) -> bool:
+    """False only for a tail that provably holds no change: all zeros, or a
+    torn final frame (at most one frame, and not a well-formed one)."""
+    if not tail or tail.count(0) == len(tail):
+        return False
+    frame = codec.frame_size(key_size, value_size)
+    if len(tail) > frame:
+        return True
+    return len(tail) == frame and _well_formed(tail, key_size, value_size)
+
+
+def _well_formed(frame: bytes, key_size: int, value_size: int) -> bool:
+    """True if ``frame`` passes every check of a log scan: a change, or a
+    batch header (whose batch was cut short)."""
+    scan = codec.scan_log(frame, key_size, value_size)
+    return scan.end == len(frame) or (frame[4] == 2 and scan.stop == STOP_SHORT)
+
+
+def listing(files: Files, directory: str) -> List[Tuple[str, int]]:
+    """``(name, size)`` of every kept tail in ``directory``, by name."""
+    out = []
+    for name in sorted(files.listdir(directory)):
+        if is_kept_name(name):
+            out.append((name, files.file_size(os.path.join(directory, name))))
+    return out
+
+
+def set_aside(files: Files, directory: str, tail: bytes, offset: int) -> str:
+    """Copy ``tail`` (the log's bytes from ``offset``) to a new kept file,
+    durably (written, fsynced, renamed, directory fsynced); return its path.
+
+    Only after this returns may the log be cut: a crash in between leaves
+    the tail in both places, and the next recovery keeps it again.
+    """
+    seqs = [int(m.group(1)) for m in map(_KEPT_NAME.match, files.listdir(directory)) if m]
+    name = f"{KEPT_PREFIX}{max(seqs, default=0) + 1:06d}-at-{offset}"
+    path = os.path.join(directory, name)
+    tmp = path + ".tmp"
+    files.write_new_file(tmp, tail)
+    files.rename(tmp, path)
+    files.fsync_dir(directory)
+    return path
