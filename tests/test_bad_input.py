@@ -354,7 +354,7 @@ def test_read_only_directory(store):
             _writer_refused(path, (errno.EROFS,))
             with tinylsm.open(path, readonly=True) as ro:
                 assert contents(ro) == model
-                with pytest.raises(tinylsm.Error, match="read-only"):
+                with pytest.raises(tinylsm.ReadOnlyError, match="read-only"):
                     ro[key(1, K)] = b"x" * V
     assert snapshot(path) == before
 

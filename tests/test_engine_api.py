@@ -39,13 +39,33 @@ def db(tmp_path):
 
 
 def test_public_names_are_pinned():
-    assert set(tinylsm.__all__) >= {
-        "open", "Lsm", "Config", "Stats", "Error", "CorruptionError",
-        "LockedError", "ClosedError", "BACKEND",
-    }
-    for name in ("CorruptionError", "LockedError", "ClosedError"):
+    """Exactly these names: an addition or a loss is a decision, not an accident."""
+    assert sorted(tinylsm.__all__) == sorted([
+        "BACKEND", "ClosedError", "CompactionError", "Config", "CorruptionError", "Error",
+        "LockedError", "LogFailedError", "Lsm", "ReadOnlyError", "Stats", "__version__",
+        "open",
+    ])
+    for name in ("CorruptionError", "LockedError", "ClosedError", "ReadOnlyError",
+                 "LogFailedError", "CompactionError"):
         assert issubclass(getattr(tinylsm, name), tinylsm.Error)
     assert tinylsm.BACKEND in ("cython", "python")
+
+
+@pytest.mark.parametrize("kind,status", [
+    ("CorruptionError", 1), ("LockedError", 3), ("ReadOnlyError", 4),
+    ("LogFailedError", 5), ("CompactionError", 6),
+])
+def test_each_error_kind_has_its_exit_status(monkeypatch, capsys, kind, status):
+    from tinylsm import cli
+
+    def fail(args):
+        raise getattr(tinylsm, kind)("what went wrong")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["stats"].set_defaults(func=fail)
+    assert cli.main(["stats", "somewhere"]) == status
+    assert "what went wrong" in capsys.readouterr().err
 
 
 def test_mapping_protocol(db):

@@ -137,9 +137,9 @@ def test_failed_log_fsync_refuses_writes(tmp_path, k, v):
         db.flush()
     assert exc.value.errno == errno.EIO
     assert not _still_works_or_refuses(db, dict(acked), k, v)
-    with pytest.raises(tinylsm.Error, match="refuses writes"):
+    with pytest.raises(tinylsm.LogFailedError, match="refuses writes"):
         db.flush()  # its data may be lost: a retried fsync would lie
-    with pytest.raises(tinylsm.Error, match="refuses writes"):
+    with pytest.raises(tinylsm.LogFailedError, match="refuses writes"):
         db.write_batch([(key(1, k), None)])
     assert contents(db) == {**acked, key(50, k): b"\x32" * v}  # reads still work
     db.close()  # does not try the broken log again
@@ -276,7 +276,7 @@ def test_background_merge_failure_is_reported(tmp_path, monkeypatch, code, recor
     model[key(99, k)] = b"\x63" * v
     db.flush()
     assert contents(db) == model
-    with pytest.raises(tinylsm.Error, match="background compaction") as exc:
+    with pytest.raises(tinylsm.CompactionError, match="background compaction") as exc:
         db.close()
     assert isinstance(exc.value.__cause__, OSError) and exc.value.__cause__.errno == code
     with pytest.raises(tinylsm.ClosedError):

@@ -243,7 +243,7 @@ def test_writes_raise_error(tmp_path, write):
     before = snapshot(db_dir)
     key = sorted(data)[3]
     with tinylsm.open(db_dir, readonly=True) as db:
-        with pytest.raises(tinylsm.Error, match="read-only"):
+        with pytest.raises(tinylsm.ReadOnlyError, match="read-only"):
             WRITES[write](db, key)
         assert dict(db.items()) == data
     assert snapshot(db_dir) == before

@@ -14,7 +14,15 @@ b'xy' 1
 """
 from .codec import BACKEND
 from .config import Config, Stats
-from .errors import ClosedError, CorruptionError, Error, LockedError
+from .errors import (
+    ClosedError,
+    CompactionError,
+    CorruptionError,
+    Error,
+    LockedError,
+    LogFailedError,
+    ReadOnlyError,
+)
 from .lsm import Lsm, open
 
 __version__ = "0.1.0"
@@ -22,11 +30,14 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKEND",
     "ClosedError",
+    "CompactionError",
     "Config",
     "CorruptionError",
     "Error",
     "LockedError",
+    "LogFailedError",
     "Lsm",
+    "ReadOnlyError",
     "Stats",
     "__version__",
     "open",

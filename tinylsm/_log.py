@@ -6,7 +6,7 @@ import time
 from typing import Optional, Tuple
 
 from ._fs import Files
-from .errors import Error
+from .errors import LogFailedError
 
 #: Roles in a group-commit flush (see ``LogWriter.begin_sync``).
 LEAD, FOLLOW, GATHER = 0, 1, 2
@@ -60,7 +60,7 @@ class LogWriter:
 
     def check(self) -> None:
         if self.broken is not None:
-            raise Error(
+            raise LogFailedError(
                 f"log {self.path} refuses writes after an earlier failure "
                 f"({self.broken!r}); close the store and open it again"
             )

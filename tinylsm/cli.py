@@ -29,19 +29,31 @@ import tinylsm
 from . import _kept, _meta, _progress, codec, sstable
 from ._format import SST_COMPLETE, SST_SHORT, STOP_END, STOP_SHORT, check_sizes
 from ._fs import DEFAULT as FILES
-from .errors import CorruptionError, Error, LockedError
+from .errors import (
+    CompactionError,
+    CorruptionError,
+    Error,
+    LockedError,
+    LogFailedError,
+    ReadOnlyError,
+)
 
 EXIT_OK = 0
 EXIT_DAMAGED = 1
 EXIT_USAGE = 2
 EXIT_FAILED = 3
+EXIT_READONLY = 4
+EXIT_LOG_FAILED = 5
+EXIT_COMPACTION_FAILED = 6
 
 PROG = "tinylsm"
 
 EXIT_HELP = """\
 exit status: 0 success; 1 damage found (verify, or a corrupt store) or key not
 found (get); 2 bad arguments, missing directory or unknown sizes; 3 the store
-could not be read (locked by a writer, or an operating-system error)."""
+could not be read (locked by a writer, or an operating-system error); 4 the
+store refused a change (read-only); 5 the log refused writes after a failed
+fsync; 6 a compaction failed (the data is safe)."""
 
 EXAMPLES = """\
 examples:
@@ -546,6 +558,14 @@ def _os_error(exc: OSError) -> str:
     return str(exc)
 
 
+_EXIT_BY_KIND = {
+    CorruptionError: EXIT_DAMAGED,
+    ReadOnlyError: EXIT_READONLY,
+    LogFailedError: EXIT_LOG_FAILED,
+    CompactionError: EXIT_COMPACTION_FAILED,
+}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``tinylsm`` command with ``argv`` (default ``sys.argv[1:]``);
     return the exit status."""
@@ -567,9 +587,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except LockedError as exc:
         _error(f"{exc}; try again once it is closed")
         return EXIT_FAILED
-    except Error as exc:  # CorruptionError and the rest
+    except Error as exc:
         _error(exc)
-        return EXIT_DAMAGED
+        return _EXIT_BY_KIND.get(type(exc), EXIT_DAMAGED)
     except ValueError as exc:  # e.g. sizes that do not fit the files
         _error(exc)
         return EXIT_USAGE

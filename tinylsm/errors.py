@@ -20,6 +20,26 @@ class ClosedError(Error):
     """The store was closed (or its process forked) and cannot be used."""
 
 
+class ReadOnlyError(Error):
+    """A change was asked of a store opened with ``readonly=True``."""
+
+
+class LogFailedError(Error):
+    """The log refuses writes after a failure it cannot vouch for (a failed
+    fsync, or a failed write it could not cut off again).
+
+    Retrying would lie: after a failed fsync Linux may drop the dirty pages
+    and report a later fsync as successful.  Close the store and open it
+    again; recovery keeps every change that reached the disk.
+    """
+
+
+class CompactionError(Error):
+    """The background merge failed (and failed again when retried at
+    ``close()``).  The data is safe: a failed merge changes nothing; the
+    cause (``__cause__``, usually an ``OSError``) says what went wrong."""
+
+
 def describe(exc: BaseException) -> str:
     """``exc`` for a message: its type and text, with the file an OSError
     names (``repr`` leaves the file out)."""

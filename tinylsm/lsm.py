@@ -21,7 +21,8 @@ from ._format import SST_COMPLETE, STOP_END, STOP_SHORT, check_sizes
 from ._layout import LOG_NAME, SSTABLE_DIR
 from ._meta import StoreLock
 from .config import Config, Stats
-from .errors import ClosedError, CorruptionError, Error, describe
+from .errors import (ClosedError, CompactionError, CorruptionError, ReadOnlyError,
+                     describe)
 
 log = logging.getLogger("tinylsm")
 
@@ -447,7 +448,7 @@ class Lsm(StoreCore, MutableMapping):
         log_writer = self._log
         if self._closed or self.readonly or log_writer is None:
             self._check_open()
-            raise Error(f"store {self.path!r} is open read-only")
+            raise ReadOnlyError(f"store {self.path!r} is open read-only")
         if log_writer.length > self.config.max_log_length:
             self._flush_to_sstable()
         return log_writer
@@ -652,7 +653,7 @@ class Lsm(StoreCore, MutableMapping):
         store again, and another opener may take it.  Any other use
         afterwards raises ``ClosedError``.  If the background merge failed,
         it is tried once more; if it fails again the store is still closed
-        cleanly and the error is raised as ``tinylsm.Error`` (the data is
+        cleanly and the error is raised as ``CompactionError`` (the data is
         safe: a failed merge changes nothing).
         """
         with self._lock:
@@ -675,8 +676,9 @@ class Lsm(StoreCore, MutableMapping):
                     self._state = CLOSED
                     self._invalidate(ClosedError, f"store {self.path!r} is closed")
         if error is not None:
-            raise Error(f"background compaction of {self.path!r} failed: {describe(error)}"
-                        ) from error
+            raise CompactionError(
+                f"background compaction of {self.path!r} failed: {describe(error)}"
+            ) from error
 
     def _release_files(self) -> None:
         """Close the log and give the lock up (any merge is stopped by now)."""
