@@ -7,6 +7,8 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tinylsm._backend import PAIRS, switch
+
 # CI gets bounded example counts so the suite stays well inside its time
 # budget; TINYLSM_HYPOTHESIS=thorough asks for a long local run.
 settings.register_profile(
@@ -18,29 +20,42 @@ settings.load_profile(
     os.environ.get("TINYLSM_HYPOTHESIS", "ci" if os.environ.get("CI") else "dev")
 )
 
-CODEC_MODULES = {
-    "cython-codec": "tinylsm._codec",
-    "python-codec": "tinylsm._codec_py",
-}
+#: The two builds every twin test runs against.
+BUILDS = ("cython", "python")
 
 
-def load_codec(name: str):
-    """Import one codec implementation by its fixture id, or skip naming why."""
+def load_twin(module: str, build: str):
+    """``tinylsm.<module>`` (``"_codec"`` or ``"_map"``) of one build; the
+    compiled one may be skipped only when TINYLSM_PUREPYTHON=1 asks for pure
+    Python (an install that built nothing), saying so."""
+    name = f"tinylsm.{module}" if build == "cython" else f"tinylsm.{PAIRS[module]}"
     try:
-        return importlib.import_module(CODEC_MODULES[name])
-    except ImportError as exc:
-        if os.environ.get("TINYLSM_PUREPYTHON", "") not in ("", "0"):
-            pytest.skip(f"{name}: compiled codec not built (TINYLSM_PUREPYTHON set)")
-        raise exc
+        return importlib.import_module(name)
+    except ImportError:
+        if build == "cython" and switch(os.environ):
+            pytest.skip(f"{name}: not built (TINYLSM_PUREPYTHON=1)")
+        raise
 
 
-@pytest.fixture(params=sorted(CODEC_MODULES), scope="session")
+@pytest.fixture(params=BUILDS, ids=[f"{b}-codec" for b in BUILDS], scope="session")
 def codec(request):
-    """Each codec implementation in turn: every codec test runs against both."""
-    return load_codec(request.param)
+    """Each codec in turn: every codec test runs against both builds."""
+    return load_twin("_codec", request.param)
 
 
 @pytest.fixture(scope="session")
 def both_codecs():
     """The compiled and the pure-Python codec together, for parity tests."""
-    return load_codec("cython-codec"), load_codec("python-codec")
+    return load_twin("_codec", "cython"), load_twin("_codec", "python")
+
+
+@pytest.fixture(params=BUILDS, ids=[f"{b}-map" for b in BUILDS], scope="session")
+def Map(request):
+    """Each sorted map class in turn."""
+    return load_twin("_map", request.param).SortedMap
+
+
+@pytest.fixture(scope="session")
+def both_maps():
+    """The compiled and the pure-Python map classes, for parity runs."""
+    return load_twin("_map", "cython").SortedMap, load_twin("_map", "python").SortedMap

@@ -23,7 +23,7 @@ from typing import Callable, Dict, Tuple
 import pytest
 
 import tinylsm
-from tinylsm import codec
+from tinylsm._backend import codec
 from tinylsm._fs import Files
 
 from faults import Crash, FaultyFiles, abandon, report

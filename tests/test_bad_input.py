@@ -265,7 +265,7 @@ def test_rust_torn_flush_with_its_data_in_the_log(tmp_path):
     in place to the next sstable, torn half-way.  The map must be exact."""
     scenario, path, tables = _golden_copy(tmp_path)
     log = (path / "log").read_bytes()
-    from tinylsm import codec
+    from tinylsm._backend import codec
 
     scan = codec.scan_log(log, 8, 8)
     assert scan.count > 0

@@ -18,7 +18,8 @@ import pytest
 import zstandard
 
 import tinylsm
-from tinylsm import _meta, cli, codec, sstable
+from tinylsm import _meta, cli, sstable
+from tinylsm._backend import codec
 
 import golden
 

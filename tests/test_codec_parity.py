@@ -11,7 +11,6 @@ under a minute with the default profiles.
 from __future__ import annotations
 
 import array
-import os
 import struct
 import zlib
 
@@ -19,7 +18,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tinylsm
 from tinylsm import _codec_py as py  # builds test inputs; always importable
 from tinylsm import _format
 
@@ -158,20 +156,6 @@ def damaged_payloads(draw, k: int, v: int):
             payload[at:at] = payload[at:at + rsize]
             payload[:8] = struct.pack("<Q", count + 1)
     return bytes(payload)
-
-
-# -- the backend switch --------------------------------------------------------
-
-
-def test_compiled_codec_loaded_unless_purepython():
-    pure = os.environ.get("TINYLSM_PUREPYTHON", "") not in ("", "0")
-    assert tinylsm.BACKEND == ("python" if pure else "cython")
-    # the store's map and hot paths follow the same switch
-    from tinylsm import sortedmap
-
-    want = "tinylsm._sortedmap_py" if pure else "tinylsm._map"
-    assert sortedmap.StoreCore.__module__ == want
-    assert tinylsm.Lsm.__mro__[1] is sortedmap.StoreCore
 
 
 def test_same_public_functions(both_codecs):

@@ -8,7 +8,8 @@ import pytest
 import golden
 from workload import run_op
 import tinylsm
-from tinylsm import codec, sstable
+from tinylsm import sstable
+from tinylsm._backend import codec
 
 SCENARIOS = golden.scenario_names()
 

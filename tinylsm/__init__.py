@@ -12,7 +12,7 @@ or ``"python"`` when ``TINYLSM_PUREPYTHON=1`` asks for the pure-Python twin.
 ...     print(db[b"abcd"], len(db))
 b'xy' 1
 """
-from .codec import BACKEND
+from ._backend import BACKEND
 from .config import Config, Stats
 from .errors import (
     ClosedError,

@@ -58,10 +58,20 @@ from ._format import (
     check_sizes,
 )
 
-cdef extern from "_crc32.h":
+cdef extern from "_format.h":
     # zlib's CRC-32, slicing-by-8: 2 to 4 times zlib's speed on records
     void tinylsm_crc32_init() noexcept nogil
     uint32_t tinylsm_crc32(uint32_t crc, const unsigned char *p, size_t n) noexcept nogil
+    # the frame layout, shared with the store's fast path in _map.pyx
+    uint32_t _ld32 "tl_ld32"(const unsigned char *p) noexcept nogil
+    uint64_t _ld64 "tl_ld64"(const unsigned char *p) noexcept nogil
+    void _st32 "tl_st32"(unsigned char *p, uint32_t x) noexcept nogil
+    void _st64 "tl_st64"(unsigned char *p, uint64_t x) noexcept nogil
+    uint64_t tl_prefix(const unsigned char *p, size_t n) noexcept nogil
+    void _finish_frame "tl_frame_finish"(unsigned char *f, size_t k, size_t v,
+                                          size_t pad) noexcept nogil
+    void _put_header "tl_batch_header"(unsigned char *f, uint64_t n, size_t fsize) noexcept nogil
+    enum: _MAX_ITEM "TL_MAX_ITEM"
 
 tinylsm_crc32_init()
 
@@ -80,10 +90,8 @@ cdef PyObject *_NONE = <PyObject *>None
 
 _U64 = struct.Struct("<Q")
 
-# Largest item size as a C constant; equal to _format.MAX_ITEM_SIZE (checked
-# at import below) so the fast size check agrees with check_sizes.
-cdef enum:
-    _MAX_ITEM = 65536
+# _MAX_ITEM (from _format.h) must equal _format.MAX_ITEM_SIZE, so that the
+# fast size check agrees with check_sizes.
 if MAX_ITEM_SIZE != _MAX_ITEM:  # pragma: no cover - guards an edit of _format
     raise ImportError("tinylsm._codec was built for MAX_ITEM_SIZE 65536")
 
@@ -151,35 +159,6 @@ cdef inline bint _is_zero(const unsigned char *p, Py_ssize_t n) noexcept nogil:
         p += step
         n -= step
     return True
-
-
-cdef inline uint32_t _ld32(const unsigned char *p) noexcept nogil:
-    return (<uint32_t>p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16)
-            | (<uint32_t>p[3] << 24))
-
-
-cdef inline uint64_t _ld64(const unsigned char *p) noexcept nogil:
-    return <uint64_t>_ld32(p) | (<uint64_t>_ld32(p + 4) << 32)
-
-
-cdef inline void _st32(unsigned char *p, uint32_t x) noexcept nogil:
-    p[0] = <unsigned char>x
-    p[1] = <unsigned char>(x >> 8)
-    p[2] = <unsigned char>(x >> 16)
-    p[3] = <unsigned char>(x >> 24)
-
-
-cdef inline void _st64(unsigned char *p, uint64_t x) noexcept nogil:
-    _st32(p, <uint32_t>x)
-    _st32(p + 4, <uint32_t>(x >> 32))
-
-
-cdef inline void _put_header(unsigned char *p, uint64_t n, Py_ssize_t fsize) noexcept nogil:
-    """A batch header of ``n`` frames: crc, tag 2, n, zero padding."""
-    _st64(p + 5, n)
-    _st32(p, _crc(0, p + 5, 8) ^ 0xFF)
-    p[4] = 2
-    memset(p + 13, 0, fsize - 13)
 
 
 cdef class _Out:
@@ -312,14 +291,6 @@ cdef bytes _records_data(object records, Py_ssize_t rsize, str what="packed reco
 
 
 # -- log ------------------------------------------------------------------------
-
-
-cdef inline void _finish_frame(unsigned char *dest, Py_ssize_t k, Py_ssize_t v,
-                               Py_ssize_t pad) noexcept nogil:
-    """Zero the padding and write the checksum of the record at ``dest``."""
-    if pad:
-        memset(dest + 5 + k + v, 0, pad)
-    _st32(dest, _crc(0, dest + 4, 1 + k + v) ^ 0xFF)
 
 
 cdef inline bint _fast_item(PyObject *item, unsigned char *dest, Py_ssize_t k,
@@ -608,6 +579,19 @@ def scan_log(buf: bytes, key_size: int, value_size: int) -> LogScan:
 # -- records and sstables ---------------------------------------------------------
 
 
+def batch_records(frames: bytes, key_size: int, value_size: int):
+    """The packed records of one batch made by ``encode_log(..., batch=True)``.
+
+    When K + V >= 8 a frame has no padding, so the frames after the header
+    already are the records: a view of them is returned, without a copy.
+    """
+    cdef Py_ssize_t k, v
+    _sizes(key_size, value_size, &k, &v)
+    if k + v >= 8:
+        return memoryview(frames)[_fsize(k, v):]
+    return frame_records(memoryview(frames)[_fsize(k, v):], key_size, value_size)
+
+
 def frame_records(frames: bytes, key_size: int, value_size: int) -> bytes:
     """The packed records of log frames made by ``encode_log``.
 
@@ -793,14 +777,6 @@ ctypedef struct _Ent:
     Py_ssize_t off
 
 
-cdef inline uint64_t _prefix(const unsigned char *key, Py_ssize_t k) noexcept nogil:
-    cdef uint64_t x = 0
-    cdef Py_ssize_t j
-    for j in range(8):
-        x = (x << 8) | (key[j] if j < k else 0)
-    return x
-
-
 cdef inline int _ent_cmp(const _Ent *a, const _Ent *b, const unsigned char *data,
                          Py_ssize_t k) noexcept nogil:
     """Compare the keys of two records: <0, 0 or >0."""
@@ -870,7 +846,7 @@ cdef Py_ssize_t _sort_last(const unsigned char *data, Py_ssize_t n, Py_ssize_t k
     ``dict`` of latest records followed by ``sorted``."""
     cdef Py_ssize_t i, written = 0
     for i in range(n):
-        ents[i].pre = _prefix(data + i * rsize + 5, k)
+        ents[i].pre = tl_prefix(data + i * rsize + 5, <size_t>k)
         ents[i].off = i * rsize
     _merge_sort(ents, tmp, n, data, k)
     for i in range(n):

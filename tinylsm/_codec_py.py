@@ -276,6 +276,18 @@ def frame_records(frames: bytes, key_size: int, value_size: int) -> bytes:
     )
 
 
+def batch_records(frames: bytes, key_size: int, value_size: int) -> "bytes | memoryview":
+    """The packed records of one batch made by ``encode_log(..., batch=True)``.
+
+    When K + V >= 8 a frame has no padding, so the frames after the header
+    already are the records: a view of them is returned, without a copy.
+    """
+    fsize = frame_size(key_size, value_size)
+    if key_size + value_size >= 8:
+        return memoryview(frames)[fsize:]
+    return frame_records(memoryview(frames)[fsize:], key_size, value_size)
+
+
 def pack_records(items: Iterable[object], key_size: int, value_size: int) -> bytes:
     """Pack ``(key, value_or_None)`` pairs into records, checksums included.
 

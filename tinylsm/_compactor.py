@@ -7,7 +7,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
-from . import codec, sstable
+from . import sstable
+from ._backend import codec
 from ._format import SST_COMPLETE
 from ._fs import Files
 from .config import Config

@@ -79,3 +79,40 @@ def check_sizes(key_size: int, value_size: int) -> None:
             raise ValueError(
                 f"{name}: expected {low} to {MAX_ITEM_SIZE}, got {value}"
             )
+
+
+# -- the one rule for keys and values -------------------------------------------
+#
+# Every method of every build accepts a key or value the same way: ``bytes``
+# as it is, any other object with the buffer protocol as its raw bytes
+# (``memoryview(obj).tobytes()``); anything else is a TypeError, and the wrong
+# length a ValueError.  The compiled modules apply the rule in C and build
+# their messages here, so the words cannot drift.
+
+
+def bad_type(what: str, obj: object) -> TypeError:
+    """The error for ``obj`` that is not bytes-like."""
+    return TypeError(f"{what}: expected a bytes-like object, got {type(obj).__name__}")
+
+
+def bad_size(what: str, expected: int, got: int) -> ValueError:
+    """The error for a bytes-like ``what`` of ``got`` bytes, not ``expected``."""
+    return ValueError(f"{what}: expected {expected} bytes, got {got}")
+
+
+def as_bytes(obj: object, what: str) -> bytes:
+    """``obj`` as ``bytes`` of any length, by the rule above."""
+    if type(obj) is bytes:
+        return obj  # type: ignore[return-value]
+    try:
+        return memoryview(obj).tobytes()  # type: ignore[arg-type]
+    except TypeError:
+        raise bad_type(what, obj) from None
+
+
+def as_sized(obj: object, size: int, what: str) -> bytes:
+    """``obj`` as ``bytes`` of exactly ``size``, by the rule above."""
+    data = as_bytes(obj, what)
+    if len(data) != size:
+        raise bad_size(what, size, len(data))
+    return data

@@ -17,7 +17,7 @@ import os
 import re
 from typing import List, Tuple
 
-from . import codec
+from ._backend import codec
 from ._format import STOP_SHORT
 from ._fs import Files
 

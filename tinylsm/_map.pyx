@@ -1,6 +1,6 @@
 # cython: language_level=3, embedsignature=True, boundscheck=False, wraparound=False
 # cython: cdivision=True, initializedcheck=False, annotation_typing=False
-"""The in-memory sorted map, compiled: the twin of ``tinylsm._sortedmap_py``.
+"""The in-memory sorted map, compiled: the twin of ``tinylsm._map_py``.
 
 Fixed-size keys (K bytes) map to fixed-size values (V bytes, V may be 0).
 No Python object is kept per key; all data sits in a few C arrays:
@@ -44,7 +44,8 @@ from cpython.ref cimport PyObject
 
 import os
 
-from ._format import MAX_ITEM_SIZE, check_sizes
+from ._format import MAX_ITEM_SIZE, bad_size, bad_type, check_sizes
+from .errors import ClosedError
 
 cdef extern from "Python.h":
     # Raw forms, so that reference counts are explicit where it matters.
@@ -55,136 +56,7 @@ cdef extern from "Python.h":
     Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
     void _decref "Py_DECREF"(PyObject *o)
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-
-    /* Hand a new reference to Cython without an extra incref. */
-    #define TL_STEAL(o) (o)
-
-    #define TL_NOPOS ((size_t)-1)      /* no position */
-    #define TL_MAX_SLOTS ((size_t)0xFFFFFFFEu)
-    #define TL_REMOVED ((uint32_t)0xFFFFFFFFu)
-
-    #if defined(__GNUC__) || defined(__clang__)
-    #define TL_PREFETCH(p) __builtin_prefetch((const void *)(p))
-    #define TL_LIKELY(x) __builtin_expect(!!(x), 1)
-    #else
-    #define TL_PREFETCH(p) ((void)0)
-    #define TL_LIKELY(x) (x)
-    #endif
-
-    static inline uint64_t tl_load64(const uint8_t *p) {
-        uint64_t v; memcpy(&v, p, 8); return v;
-    }
-    /* 8 bytes as a big-endian number: compilers turn this into load + bswap. */
-    static inline uint64_t tl_load64be(const uint8_t *p) {
-        return ((uint64_t)p[0] << 56) | ((uint64_t)p[1] << 48) | ((uint64_t)p[2] << 40)
-             | ((uint64_t)p[3] << 32) | ((uint64_t)p[4] << 24) | ((uint64_t)p[5] << 16)
-             | ((uint64_t)p[6] << 8) | (uint64_t)p[7];
-    }
-    /* Up to 8 bytes as a big-endian number, zero-padded on the right. */
-    static inline uint64_t tl_prefix(const uint8_t *p, size_t n) {
-        uint64_t v = 0; size_t i;
-        if (n >= 8) return tl_load64be(p);
-        for (i = 0; i < n; i++) v |= (uint64_t)p[i] << (56 - 8 * i);
-        return v;
-    }
-    /* murmur3's 64-bit finalizer: every input bit affects every output bit. */
-    static inline uint64_t tl_fmix(uint64_t x) {
-        x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
-        x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
-        x ^= x >> 33; return x;
-    }
-    /* The table hash of a K-byte key: 8 bytes a step, each step a bijection
-       of the state for a fixed word, then the finalizer.  The seed is random
-       per process, so collisions cannot be planned from outside. */
-    static inline uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) {
-        uint64_t h = seed ^ ((uint64_t)k * 0x9e3779b97f4a7c15ULL);
-        uint64_t w;
-        while (k >= 8) {
-            h = (h ^ tl_load64(p)) * 0x9e3779b97f4a7c15ULL;
-            h ^= h >> 32;
-            p += 8; k -= 8;
-        }
-        if (k) {
-            w = 0; memcpy(&w, p, k);
-            h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
-        }
-        return tl_fmix(h);
-    }
-    /* Memory: arrays of 1 MiB or more are mapped pages of their own, so that
-       freeing one always gives its memory back to the system (glibc keeps
-       freed heap memory resident once its mmap threshold has risen, as it
-       does after Python frees any large buffer), growth is mremap (no copy)
-       on Linux, and a new hash table starts as untouched zero pages.
-       Callers pass each block's size back on realloc and free. */
-    #if !defined(_WIN32)
-    #include <sys/mman.h>
-    #define TL_MMAP_MIN ((size_t)1 << 20)
-    #define TL_HUGE_MIN ((size_t)4 << 20)
-    #else
-    #define TL_MMAP_MIN ((size_t)-1)
-    #endif
-    static void *tl_alloc(size_t n, int zero) {
-    #if !defined(_WIN32)
-        if (n >= TL_MMAP_MIN) {
-            void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (p == MAP_FAILED) return NULL;  /* else zero-filled */
-    #if defined(MADV_HUGEPAGE)
-            /* Hash tables (the zeroed blocks): random lookups touch a new
-               page almost every time, and with 4 KiB pages each costs a TLB
-               miss (a two-level walk under a VM).  Not the arena: it grows
-               by mremap, and huge pages made bulk inserts 1.8x slower. */
-            if (zero && n >= TL_HUGE_MIN) (void)madvise(p, n, MADV_HUGEPAGE);
-    #endif
-            return p;
-        }
-    #endif
-        return zero ? calloc(n ? n : 1, 1) : malloc(n ? n : 1);
-    }
-    static void tl_free(void *p, size_t n) {
-        if (p == NULL) return;
-    #if !defined(_WIN32)
-        if (n >= TL_MMAP_MIN) { munmap(p, n); return; }
-    #endif
-        free(p);
-    }
-    /* Resize a block of ``old`` bytes (p may be NULL, old 0) to ``n`` bytes,
-       keeping the contents; NULL (p untouched) when memory is short. */
-    static void *tl_realloc(void *p, size_t old, size_t n) {
-        void *q;
-        if (p == NULL) return tl_alloc(n, 0);
-        if (old < TL_MMAP_MIN && n < TL_MMAP_MIN) return realloc(p, n ? n : 1);
-    #if defined(__linux__) && defined(MREMAP_MAYMOVE)
-        if (old >= TL_MMAP_MIN && n >= TL_MMAP_MIN) {
-            q = mremap(p, old, n, MREMAP_MAYMOVE);
-            return q == MAP_FAILED ? NULL : q;
-        }
-    #endif
-        q = tl_alloc(n, 0);
-        if (q == NULL) return NULL;
-        memcpy(q, p, old < n ? old : n);
-        tl_free(p, old);
-        return q;
-    }
-
-    static inline int tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) {
-        if (TL_LIKELY(k == 8)) return tl_load64(a) == tl_load64(b);
-        return memcmp(a, b, k) == 0;
-    }
-    /* memcmp order, 8 bytes at a time. */
-    static inline int tl_keycmp(const uint8_t *a, const uint8_t *b, size_t k) {
-        uint64_t x, y;
-        while (k >= 8) {
-            x = tl_load64be(a); y = tl_load64be(b);
-            if (x != y) return x < y ? -1 : 1;
-            a += 8; b += 8; k -= 8;
-        }
-        return k ? memcmp(a, b, k) : 0;
-    }
-    """
+cdef extern from "_map.h":
     uint64_t tl_load64be(const uint8_t *p) noexcept nogil
     uint64_t tl_prefix(const uint8_t *p, size_t n) noexcept nogil
     uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) noexcept nogil
@@ -202,8 +74,11 @@ cdef extern from *:
 # Per-process hash seed.
 cdef uint64_t _SEED = int.from_bytes(os.urandom(8), "little")
 
-cdef enum:
-    _MAX_ITEM = 65536
+cdef extern from "_format.h":
+    enum: _MAX_ITEM "TL_MAX_ITEM"
+    void tinylsm_crc32_init() noexcept nogil
+    void tl_frame_put(unsigned char *f, const unsigned char *key, const unsigned char *value,
+                      size_t k, size_t v, size_t pad) noexcept nogil
 if MAX_ITEM_SIZE != _MAX_ITEM:  # pragma: no cover - guards an edit of _format
     raise ImportError("tinylsm._map was built for MAX_ITEM_SIZE 65536")
 
@@ -341,14 +216,15 @@ cdef void _radix_sort(_Pair *a, size_t n, int byte, int nbytes) noexcept nogil:
 
 
 @cython.auto_pickle(False)
+@cython.final
+@cython.auto_pickle(False)
 cdef class SortedMap:
     """Fixed-size ``bytes`` keys to ``bytes`` values, iterable in key order.
 
     ``get``, ``set``, ``delete`` and ``in`` are O(1); the sorted index is
     brought up to date on the first ordered read after changes, in
     O(m log m + m log(n/m) + n) for m changes (the ``n`` term is a ``memmove``
-    of 4-byte ids).  ``m[key]`` raises ``KeyError`` for an absent key, or
-    returns ``type(m).__missing__(m, key)`` when a subclass defines it.
+    of 4-byte ids).  ``m[key]`` raises ``KeyError`` for an absent key.
     """
 
     cdef size_t K, V, S           # key, value and slot sizes
@@ -370,19 +246,17 @@ cdef class SortedMap:
     #: Bumped by every change; iterators compare it to detect writes.
     cdef readonly unsigned long long version
 
-    def __cinit__(self, *args, **kwargs):
-        # A table of 8 empty entries even before __init__, so that lookups
-        # are safe (and find nothing) in a subclass that has not called it.
+    def __cinit__(self, key_size, value_size):
+        check_sizes(key_size, value_size)
         self.table = <uint32_t *>tl_alloc(8 * sizeof(uint32_t), 1)
         if self.table == NULL:
             raise MemoryError()
         self.tmask = 7
         self.tlimit = 5
         self.pending_sorted = True
-
-    def __init__(self, key_size, value_size):
-        check_sizes(key_size, value_size)
-        self._reset(key_size, value_size)
+        self.K = key_size
+        self.V = value_size
+        self.S = self.K + self.V
         self.dead = None
 
     def __dealloc__(self):
@@ -405,53 +279,17 @@ cdef class SortedMap:
         self.tmask = self.tlimit = 0
         self.pending_sorted = True
 
-    @cython.final
-    cdef int _reset(self, Py_ssize_t key_size, Py_ssize_t value_size) except -1:
-        """Drop everything and start empty with the given sizes."""
-        cdef uint32_t *table = <uint32_t *>tl_alloc(8 * sizeof(uint32_t), 1)
-        if table == NULL:
-            raise MemoryError()
-        self._free_all()
-        self.table = table
-        self.tmask = 7
-        self.tlimit = 5
-        if self.K:  # re-initialised: outdate every iterator
-            self.version += 1
-        self.K = key_size
-        self.V = value_size
-        self.S = key_size + value_size
-        return 0
-
     # -- sizes --------------------------------------------------------------------
 
     @property
     def key_size(self):
-        """K; settable only while the map is empty (which resets it)."""
+        """K, fixed when the map is made."""
         return self.K
-
-    @key_size.setter
-    def key_size(self, value):
-        self._set_sizes(value, self.V)
 
     @property
     def value_size(self):
-        """V; settable only while the map is empty (which resets it)."""
+        """V, fixed when the map is made."""
         return self.V
-
-    @value_size.setter
-    def value_size(self, value):
-        self._set_sizes(self.K, value)
-
-    def _set_sizes(self, key_size, value_size):
-        self._alive()
-        check_sizes(key_size, value_size)
-        if key_size == self.K and value_size == self.V:
-            return
-        if self.n:
-            raise ValueError("cannot change the key or value size of a map that holds keys")
-        version = self.version
-        self._reset(key_size, value_size)
-        self.version = version + 1
 
     @property
     def nbytes(self):
@@ -930,10 +768,6 @@ cdef class SortedMap:
             self._raise_dead()
         pos = self._lookup(key)
         if pos == _NOPOS:
-            if type(self) is not SortedMap:
-                missing = getattr(type(self), "__missing__", None)
-                if missing is not None:
-                    return missing(self, key)
             raise KeyError(key)
         return self._value_at(pos)
 
@@ -1124,20 +958,19 @@ cdef class SortedMap:
 
 
 cdef bytes _require_bytes(object obj, str what):
-    """``obj`` as ``bytes`` (any length), or TypeError naming it."""
-    if PyBytes_Check(obj):
-        return obj if type(obj) is bytes else bytes(obj)
+    """``obj`` as ``bytes`` (any length), by ``_format``'s rule for keys."""
+    if type(obj) is bytes:
+        return obj
     if PyObject_CheckBuffer(obj):
         return memoryview(obj).tobytes()
-    raise TypeError(
-        f"{what}: expected a bytes-like object, got {type(obj).__name__}")
+    raise bad_type(what, obj)
 
 
 cdef bytes _coerce(object obj, size_t size, str what):
-    """``obj`` as ``bytes`` of ``size``, or TypeError/ValueError naming it."""
+    """``obj`` as ``bytes`` of ``size``, by ``_format``'s rule for keys."""
     cdef bytes data = _require_bytes(obj, what)
     if <size_t>PyBytes_GET_SIZE(data) != size:
-        raise ValueError(f"{what}: expected {size} bytes, got {PyBytes_GET_SIZE(data)}")
+        raise bad_size(what, size, PyBytes_GET_SIZE(data))
     return data
 
 
@@ -1220,40 +1053,48 @@ cdef class _Iter:
 
 # -- the store's hot paths ------------------------------------------------------------
 
-cdef extern from "_crc32.h":
-    void tinylsm_crc32_init() noexcept nogil
-    uint32_t tinylsm_crc32(uint32_t crc, const unsigned char *p, size_t n) noexcept nogil
-
 from cpython.bytearray cimport PyByteArray_Resize
 
 tinylsm_crc32_init()
 
+# The map of a store that is not open (yet): every use raises.
+cdef SortedMap _UNOPENED = SortedMap(1, 0)
+_UNOPENED._invalidate(ClosedError, "the store is not open")
 
-cdef class StoreCore(SortedMap):
+
+@cython.auto_pickle(False)
+cdef class StoreCore:
     """The hot paths of a store, in one C call each: base class of ``Lsm``.
 
-    ``insert`` and ``remove`` append their log frame to the log buffer and
-    change the map, when nothing else needs doing: the buffer has room, the
-    log is below its limit, the key and value are exact ``bytes`` of the
-    right sizes, the store is open for writing and no slow path is under way
-    (``_busy``).  Anything else goes to the owner's ``_slow_insert`` /
-    ``_slow_remove``, which take the store's lock.  A fast path runs entirely
-    while holding the GIL, so it is atomic with respect to other threads;
-    the slow paths raise ``_busy`` for as long as they hold the lock, because
-    they release the GIL for I/O.
+    It holds the store's map (``_map``, given by ``_attach`` once the sizes
+    are known) and the log buffer.  ``insert`` and ``remove`` append their
+    log frame to the buffer and change the map when nothing else needs
+    doing: the buffer has room, the log is below its limit, the key and
+    value are exact ``bytes`` of the right sizes, the store is open for
+    writing and no slow path is under way (``_busy``).  Anything else goes to
+    ``_slow_insert`` / ``_slow_remove``, which the owner implements under its
+    lock.  A fast path runs entirely while holding the GIL, so it is atomic
+    with respect to other threads; the slow paths raise ``_busy`` for as
+    long as they hold the lock, because they release the GIL for I/O.
 
-    Lookups (``[]``, ``get``, ``in``) check the key only on a miss, through
-    the owner's ``_key``, so a hit costs what a ``dict`` lookup costs.
+    Lookups (``[]``, ``get``, ``in``) check the key only on a miss, so a hit
+    costs what a ``dict`` lookup costs.  All of these are O(1) and do no I/O.
     """
 
-    cdef bytearray buf           # the log buffer (the LogWriter's object)
-    cdef Py_ssize_t F            # log frame size
-    cdef Py_ssize_t fast_cap     # the buffer may grow to this; -1: never fast
+    cdef readonly SortedMap _map  # the store's data
+    cdef bytearray buf            # the log buffer (the LogWriter's object)
+    cdef Py_ssize_t F             # log frame size
+    cdef Py_ssize_t fast_cap      # the buffer may grow to this; -1: never fast
     cdef public int _busy
-    cdef public unsigned long long _logged   # bytes appended to the log
 
-    def _core_attach(self, bytearray buf, Py_ssize_t frame_size):
-        """Use ``buf`` as the log buffer, frames of ``frame_size`` bytes."""
+    def __cinit__(self, *args, **kwargs):
+        self._map = _UNOPENED
+        self.fast_cap = -1
+
+    def _attach(self, SortedMap map not None, bytearray buf not None, Py_ssize_t frame_size):
+        """Hold ``map`` as the store's data and append frames of
+        ``frame_size`` bytes to ``buf``."""
+        self._map = map
         self.buf = buf
         self.F = frame_size
 
@@ -1261,6 +1102,24 @@ cdef class StoreCore(SortedMap):
         """Let fast paths run while the buffer stays within ``cap`` bytes
         (-1: send every write to the slow path)."""
         self.fast_cap = cap
+
+    def _slow_insert(self, key, value):
+        """The owner's insert when the fast path cannot finish it."""
+        raise NotImplementedError
+
+    def _slow_remove(self, key):
+        """The owner's remove when the fast path cannot finish it."""
+        raise NotImplementedError
+
+    @property
+    def key_size(self):
+        """K, the size of every key in bytes."""
+        return self._map.K
+
+    @property
+    def value_size(self):
+        """V, the size of every value in bytes."""
+        return self._map.V
 
     @cython.final
     cdef inline bint _fast_room(self):
@@ -1271,25 +1130,10 @@ cdef class StoreCore(SortedMap):
     cdef int _append_frame(self, const uint8_t *key, const uint8_t *value) except -1:
         """Append the frame of ``key`` -> ``value`` (NULL: a tombstone)."""
         cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.buf)
-        cdef size_t K = self.K, V = self.V
-        cdef uint8_t *p
-        cdef uint32_t c
+        cdef size_t K = self._map.K, V = self._map.V
         PyByteArray_Resize(self.buf, n + self.F)
-        p = <uint8_t *>PyByteArray_AS_STRING(self.buf) + n
-        memcpy(p + 5, key, K)
-        if value != NULL:
-            p[4] = 1
-            memcpy(p + 5 + K, value, V)
-        else:
-            p[4] = 0
-            memset(p + 5 + K, 0, V)
-        memset(p + 5 + K + V, 0, self.F - 5 - K - V)
-        c = tinylsm_crc32(0, p + 4, 1 + K + V) ^ 0xFF
-        p[0] = c & 0xFF
-        p[1] = (c >> 8) & 0xFF
-        p[2] = (c >> 16) & 0xFF
-        p[3] = c >> 24
-        self._logged += self.F
+        tl_frame_put(<unsigned char *>PyByteArray_AS_STRING(self.buf) + n, key, value,
+                     K, V, self.F - 5 - K - V)
         return 0
 
     @cython.final
@@ -1300,28 +1144,28 @@ cdef class StoreCore(SortedMap):
             PyByteArray_Resize(self.buf, n - self.F)
         except MemoryError:
             pass  # shrinking does not allocate
-        self._logged -= self.F
 
     def insert(self, key, value):
         """Set ``key`` to ``value``; return the previous value or ``None``.
 
         The change is in memory and in the log buffer when this returns (see
         ``tinylsm.Lsm`` for when it is durable).  Raises ``TypeError`` or
-        ``ValueError`` for a key or value that is not bytes of the store's
-        sizes, and ``OSError`` if the log cannot take the change: nothing
-        changed then.
+        ``ValueError`` for a key or value that is not bytes-like of the
+        store's sizes, and ``OSError`` if the log cannot take the change:
+        nothing changed then.  O(1) amortized.
         """
+        cdef SortedMap m = self._map
         cdef const uint8_t *kp
         cdef const uint8_t *vp
         if (PyBytes_Check(key) and PyBytes_Check(value)
-                and <size_t>PyBytes_GET_SIZE(key) == self.K
-                and <size_t>PyBytes_GET_SIZE(value) == self.V
+                and <size_t>PyBytes_GET_SIZE(key) == m.K
+                and <size_t>PyBytes_GET_SIZE(value) == m.V
                 and self._fast_room()):
             kp = <const uint8_t *>PyBytes_AS_STRING(key)
             vp = <const uint8_t *>PyBytes_AS_STRING(value)
             self._append_frame(kp, vp)
             try:
-                return self._set(kp, vp, tl_hash(kp, self.K, _SEED), True)
+                return m._set(kp, vp, tl_hash(kp, m.K, _SEED), True)
             except BaseException:
                 self._drop_frame()
                 raise
@@ -1334,21 +1178,22 @@ cdef class StoreCore(SortedMap):
         """Delete ``key``; return its value, or ``None`` if it was absent.
 
         Removing an absent key changes nothing and logs nothing.  Raises as
-        ``insert`` does.
+        ``insert`` does.  O(1) amortized.
         """
+        cdef SortedMap m = self._map
         cdef const uint8_t *kp
         cdef uint64_t h
         cdef bint found
-        if (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == self.K
+        if (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == m.K
                 and self._fast_room()):
             kp = <const uint8_t *>PyBytes_AS_STRING(key)
-            h = tl_hash(kp, self.K, _SEED)
-            self._probe(kp, h, &found)
+            h = tl_hash(kp, m.K, _SEED)
+            m._probe(kp, h, &found)
             if not found:
                 return None  # nothing to remove, nothing to log
             self._append_frame(kp, NULL)
             try:
-                return self._delete(kp, h, True)
+                return m._delete(kp, h, True)
             except BaseException:
                 self._drop_frame()
                 raise
@@ -1358,21 +1203,40 @@ cdef class StoreCore(SortedMap):
         if self.remove(key) is None:
             raise KeyError(key)
 
+    def __len__(self):
+        cdef SortedMap m = self._map
+        if m.dead is not None:
+            m._raise_dead()
+        return m.n
+
+    def __getitem__(self, key):
+        cdef SortedMap m = self._map
+        cdef size_t pos
+        if m.dead is not None:
+            m._raise_dead()
+        pos = m._lookup(key)
+        if pos == _NOPOS:
+            _coerce(key, m.K, "key")  # raises for a key of the wrong type or size
+            raise KeyError(key)
+        return m._value_at(pos)
+
     def get(self, key, default=None):
         """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
+        cdef SortedMap m = self._map
         cdef size_t pos
-        if self.dead is not None:
-            self._raise_dead()
-        pos = self._lookup(key)
+        if m.dead is not None:
+            m._raise_dead()
+        pos = m._lookup(key)
         if pos == _NOPOS:
-            self._key(key)  # raises for a key of the wrong type or size
+            _coerce(key, m.K, "key")
             return default
-        return self._value_at(pos)
+        return m._value_at(pos)
 
     def __contains__(self, key):
-        if self.dead is not None:
-            self._raise_dead()
-        if self._lookup(key) != _NOPOS:
+        cdef SortedMap m = self._map
+        if m.dead is not None:
+            m._raise_dead()
+        if m._lookup(key) != _NOPOS:
             return True
-        self._key(key)
+        _coerce(key, m.K, "key")
         return False

@@ -51,7 +51,8 @@ from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence
 
 import tinylsm
 
-from . import _progress, codec
+from . import _progress
+from ._backend import codec
 from .cli import size_arg
 
 try:  # optional peer

@@ -26,7 +26,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import tinylsm
 
-from . import _kept, _meta, _progress, codec, sstable
+from . import _kept, _meta, _progress, sstable
+from ._backend import codec
 from ._format import SST_COMPLETE, SST_SHORT, STOP_END, STOP_SHORT, check_sizes
 from ._fs import DEFAULT as FILES
 from .errors import (

@@ -11,13 +11,13 @@ import weakref
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from typing import Iterable, Iterator, List, NoReturn, Optional, Tuple, Union
 
-from . import _kept, _layout, _meta, codec, sstable
+from . import _kept, _layout, _meta, sstable
+from ._backend import codec, maps
 from ._compactor import Compactor, Stopped, Table
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import GATHER, LEAD, LogWriter
-from .sortedmap import SortedMap, StoreCore
-from ._format import SST_COMPLETE, STOP_END, STOP_SHORT, check_sizes
+from ._format import SST_COMPLETE, STOP_END, STOP_SHORT, as_sized, check_sizes
 from ._layout import LOG_NAME, SSTABLE_DIR
 from ._meta import StoreLock
 from .config import Config, Stats
@@ -34,24 +34,6 @@ OPENING, OPEN, CLOSING, CLOSED, FORKED = "opening", "open", "closing", "closed",
 
 # id -> store; Lsm is a Mapping, hence unhashable, so no WeakSet
 _open_stores: "weakref.WeakValueDictionary[int, Lsm]" = weakref.WeakValueDictionary()
-
-
-# The map's own mutators change memory without logging: a store calls them
-# through these names only, and hides them from its users (_Hidden).
-_put = SortedMap.set
-_pop = SortedMap.delete
-_apply = SortedMap.apply_records
-_ordered = SortedMap.items
-
-
-class _Hidden:
-    """Hides an inherited map method that would bypass the log."""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    def __get__(self, obj: object, objtype: Optional[type] = None):
-        raise AttributeError(f"'Lsm' object has no attribute {self.name!r}")
 
 
 class _Exclusive:
@@ -117,7 +99,7 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
                readonly=readonly, _files=_files)
 
 
-class Lsm(StoreCore, MutableMapping):
+class Lsm(maps.StoreCore, MutableMapping):
     """A crash-safe sorted map of fixed-size ``bytes`` keys to ``bytes`` values.
 
     All data lives in memory; reads never touch the disk.  Every change is
@@ -143,10 +125,6 @@ class Lsm(StoreCore, MutableMapping):
     ``remove`` calls run in compiled code in one call (see ``StoreCore``).
     """
 
-    set = _Hidden()
-    delete = _Hidden()
-    apply_records = _Hidden()
-
     def __init__(
         self,
         path: PathLike,
@@ -158,8 +136,6 @@ class Lsm(StoreCore, MutableMapping):
         _files: Optional[Files] = None,
     ) -> None:
         self._state = OPENING  # until fully opened (for __del__ too)
-        SortedMap.__init__(self, 1, 0)  # empty; the real sizes come below
-        self._set_fast_cap(-1)
         if config is None:
             config = Config()
         elif not isinstance(config, Config):
@@ -240,8 +216,8 @@ class Lsm(StoreCore, MutableMapping):
                     f"value_size={value_size}"
                 )
         assert key_size is not None and value_size is not None  # checked above
-        self._set_sizes(key_size, value_size)
         self._frame_size = codec.frame_size(key_size, value_size)
+        self._attach(maps.SortedMap(key_size, value_size), bytearray(), self._frame_size)
         self._record_size = codec.record_size(key_size, value_size)
         self._meta_state = "none" if recorded is None else "ok"
         if recorded is not None and not self.readonly and _meta.is_legacy(files, path):
@@ -283,7 +259,7 @@ class Lsm(StoreCore, MutableMapping):
                     path, scan.count, scan.expected if scan.expected >= 0 else "?",
                 )
             self._read_bytes += nbytes
-            _apply(self, scan.records, k, v)
+            self._map.apply_records(scan.records, k, v)
             tables[sst_id] = Table(scan.count, nbytes)
         log_path = os.path.join(self.path, LOG_NAME)
         log_fd = -1
@@ -301,7 +277,7 @@ class Lsm(StoreCore, MutableMapping):
             if empty is not None and scan.end == 0:
                 raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
                                       "changes: it is not an interrupted flush of tiny-lsm")
-            _apply(self, scan.records, k, v)
+            self._map.apply_records(scan.records, k, v)
             del data
             if tail:
                 log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
@@ -343,7 +319,7 @@ class Lsm(StoreCore, MutableMapping):
             raise
         self._log = LogWriter(files, log_path, log_fd, scan.end, self.config.log_bufwriter_size)
         self._next_id = max(tables, default=0) + 1
-        self._core_attach(self._log.buf, self._frame_size)
+        self._attach(self._map, self._log.buf, self._frame_size)
         self._refresh_fast_cap()
         # the thread must not keep the store alive (its collection writes
         # the buffer out), hence a weak reference
@@ -372,28 +348,6 @@ class Lsm(StoreCore, MutableMapping):
 
     # -- reading -------------------------------------------------------------------
 
-    def _key(self, key: object) -> bytes:
-        """``key`` as ``bytes`` of size K, or raise TypeError/ValueError.
-
-        The one rule for keys, hit or miss: any bytes-like object (buffer
-        protocol), read as its raw bytes.
-        """
-        if type(key) is not bytes:
-            try:
-                key = memoryview(key).tobytes()  # type: ignore[arg-type]
-            except TypeError:
-                raise TypeError(
-                    f"key: expected a bytes-like object, got {type(key).__name__}"
-                ) from None
-        if len(key) != self.key_size:
-            raise ValueError(f"key: expected {self.key_size} bytes, got {len(key)}")
-        return key
-
-    def __missing__(self, key: object) -> bytes:
-        # a miss in the compiled lookup: a bad key raises, a good one KeyError
-        self._key(key)
-        raise KeyError(key)
-
     def __iter__(self) -> Iterator[bytes]:
         for key, _ in self.range():
             yield key
@@ -419,12 +373,13 @@ class Lsm(StoreCore, MutableMapping):
         come in descending order.  Raises ``RuntimeError`` on the next step
         if the store changes while the iterator is in use.
         """
+        k = self.key_size
         if start is not None:
-            start = self._key(start)
+            start = as_sized(start, k, "key")
         if stop is not None:
-            stop = self._key(stop)
+            stop = as_sized(stop, k, "key")
         with self._lock:
-            return _ordered(self, start, stop, reverse)
+            return self._map.items(start, stop, reverse)
 
     # -- writing -------------------------------------------------------------------
 
@@ -463,19 +418,17 @@ class Lsm(StoreCore, MutableMapping):
         frame = codec.encode_frame(key, value, self.key_size, self.value_size)
         with _Exclusive(self):
             self._writable().append(frame)
-            self._logged += len(frame)
-            return _put(self, key, value)  # type: ignore[no-any-return]
+            return self._map.set(key, value)
 
     def _slow_remove(self, key: bytes) -> Optional[bytes]:
-        key = self._key(key)
+        key = as_sized(key, self.key_size, "key")
         with _Exclusive(self):
-            if not SortedMap.__contains__(self, key):
+            if key not in self._map:
                 self._writable()
                 return None
             frame = codec.encode_frame(key, None, self.key_size, self.value_size)
             self._writable().append(frame)
-            self._logged += len(frame)
-            return _pop(self, key)  # type: ignore[no-any-return]
+            return self._map.delete(key)
 
     def write_batch(self, items: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         """Apply ``(key, value_or_None)`` changes atomically, in order.
@@ -489,15 +442,10 @@ class Lsm(StoreCore, MutableMapping):
             items = list(items)
         k, v = self.key_size, self.value_size
         frames = codec.encode_log(items, k, v, batch=True)
-        if k + v >= 8:
-            # frames without padding: after the header they are the records
-            records = memoryview(frames)[self._frame_size:]
-        else:
-            records = codec.frame_records(frames, k, v)
+        records = codec.batch_records(frames, k, v)
         with _Exclusive(self):
             self._writable().append(frames)
-            self._logged += len(frames)
-            _apply(self, records, k, v)
+            self._map.apply_records(records, k, v)
 
     def flush(self) -> None:
         """Write the log buffer out and fsync it: every change made before
@@ -622,16 +570,18 @@ class Lsm(StoreCore, MutableMapping):
             keys = len(self)
             resident = keys * (self.key_size + self.value_size)
             on_disk = self._log.size + sum(t.nbytes for t in tables.values())
+            # every byte appended to the log is written out or still buffered
+            logged = self._log.written + len(self._log.buf)
             written = self._log.written + self._written_sst_bytes + comp.written_bytes
             error = comp.error
             return Stats(
                 resident_bytes=resident,
                 on_disk_bytes=on_disk,
-                logged_bytes=self._logged,
+                logged_bytes=logged,
                 written_bytes=written,
                 read_bytes=self._read_bytes + comp.read_bytes,
                 space_amp=on_disk / max(resident, 1),
-                write_amp=written / max(self._logged, 1),
+                write_amp=written / max(logged, 1),
                 keys=keys,
                 sstables=len(tables),
                 log_bytes=self._log.length,
@@ -674,7 +624,7 @@ class Lsm(StoreCore, MutableMapping):
                 finally:
                     self._release_files()
                     self._state = CLOSED
-                    self._invalidate(ClosedError, f"store {self.path!r} is closed")
+                    self._map._invalidate(ClosedError, f"store {self.path!r} is closed")
         if error is not None:
             raise CompactionError(
                 f"background compaction of {self.path!r} failed: {describe(error)}"
@@ -742,7 +692,7 @@ class Lsm(StoreCore, MutableMapping):
         the store once it has closed it, and the child can open it then."""
         self._state = FORKED
         self._set_fast_cap(-1)
-        self._invalidate(
+        self._map._invalidate(
             ClosedError,
             f"store {self.path!r} was opened in process {self._pid} and cannot "
             f"be used in its forked child {os.getpid()}; open it again in the child "
@@ -789,7 +739,7 @@ def _live_keys(ref: "weakref.ReferenceType[Lsm]") -> int:
     if store is None:
         return 0
     try:
-        return SortedMap.__len__(store)  # type: ignore[no-any-return]
+        return len(store._map)
     except ClosedError:
         return 0
 

@@ -12,7 +12,7 @@ from typing import Dict, List, Tuple
 
 import zstandard
 
-from . import codec
+from ._backend import codec
 from ._format import SST_CORRUPT, SST_SHORT, SSTableScan
 from ._fs import Files
 from .errors import CorruptionError

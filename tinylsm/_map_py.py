@@ -18,35 +18,24 @@ from typing import Iterator, List, Optional, Tuple
 
 from ._codec_py import _records_data
 from ._codec_py import encode_frame as _encode_frame
-from ._format import check_sizes
+from ._format import as_bytes, as_sized, check_sizes
+from .errors import ClosedError
 
 _CHANGED = "tinylsm store changed during iteration"
 
 
 def _as_bytes(obj: object) -> Optional[bytes]:
-    """``obj`` as ``bytes`` if it is bytes-like, else None."""
-    if isinstance(obj, bytes):
-        return bytes(obj) if type(obj) is not bytes else obj
+    """A lookup key as ``bytes`` if it is bytes-like, else None (absent)."""
+    if type(obj) is bytes:
+        return obj  # type: ignore[return-value]
     try:
         return memoryview(obj).tobytes()  # type: ignore[arg-type]
     except (TypeError, ValueError, BufferError):
         return None
 
 
-def _require_bytes(obj: object, what: str) -> bytes:
-    """``obj`` as ``bytes`` (any length), or TypeError naming it."""
-    data = _as_bytes(obj)
-    if data is None:
-        raise TypeError(f"{what}: expected a bytes-like object, got {type(obj).__name__}")
-    return data
-
-
-def _coerce(obj: object, size: int, what: str) -> bytes:
-    """``obj`` as ``bytes`` of ``size``, or TypeError/ValueError naming it."""
-    data = _require_bytes(obj, what)
-    if len(data) != size:
-        raise ValueError(f"{what}: expected {size} bytes, got {len(data)}")
-    return data
+_require_bytes = as_bytes  # the one rule for keys (see _format)
+_coerce = as_sized
 
 
 def _rounded(size: int) -> int:
@@ -72,8 +61,7 @@ class SortedMap:
     Point operations are O(1).  The sorted key list is rebuilt on the first
     ordered read after a change: O(m log m + n) for m new keys when nothing
     was removed since the last ordered read, O(n) otherwise.  ``m[key]``
-    raises ``KeyError`` for an absent key, or returns
-    ``type(m).__missing__(m, key)`` when a subclass defines it.
+    raises ``KeyError`` for an absent key.
     """
 
     def __init__(self, key_size: int, value_size: int) -> None:
@@ -91,32 +79,13 @@ class SortedMap:
 
     @property
     def key_size(self) -> int:
-        """K; settable only while the map is empty (which resets it)."""
+        """K, fixed when the map is made."""
         return self._k
-
-    @key_size.setter
-    def key_size(self, value: int) -> None:
-        self._set_sizes(value, self._v)
 
     @property
     def value_size(self) -> int:
-        """V; settable only while the map is empty (which resets it)."""
+        """V, fixed when the map is made."""
         return self._v
-
-    @value_size.setter
-    def value_size(self, value: int) -> None:
-        self._set_sizes(self._k, value)
-
-    def _set_sizes(self, key_size: int, value_size: int) -> None:
-        len(self._d)  # raises once invalidated
-        check_sizes(key_size, value_size)
-        if (key_size, value_size) == (self._k, self._v):
-            return
-        if self._d:
-            raise ValueError("cannot change the key or value size of a map that holds keys")
-        version = self.version
-        SortedMap.__init__(self, key_size, value_size)
-        self.version = version + 1
 
     @property
     def nbytes(self) -> int:
@@ -153,9 +122,6 @@ class SortedMap:
     def __getitem__(self, key: bytes) -> bytes:
         value = self._d.get(key if type(key) is bytes else _as_bytes(key))
         if value is None:
-            missing = getattr(type(self), "__missing__", None)
-            if missing is not None:
-                return missing(self, key)  # type: ignore[no-any-return]
             raise KeyError(key)
         return value  # type: ignore[no-any-return]
 
@@ -222,7 +188,7 @@ class SortedMap:
 
     # -- ordered reads -------------------------------------------------------------
 
-    def sorted_keys(self) -> List[bytes]:
+    def _sorted_keys(self) -> List[bytes]:
         """The live keys in order; the list must not be modified by callers."""
         keys = self._keys
         d = self._d
@@ -257,7 +223,7 @@ class SortedMap:
             start = _require_bytes(start, "start")
         if stop is not None and type(stop) is not bytes:
             stop = _require_bytes(stop, "stop")
-        keys = self.sorted_keys()
+        keys = self._sorted_keys()
         lo = 0 if start is None else bisect_left(keys, start)
         hi = len(keys) if stop is None else bisect_left(keys, stop)
         indexes = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
@@ -276,7 +242,7 @@ class SortedMap:
 
     def _check(self) -> None:
         """Verify the invariants; for tests."""
-        keys = self.sorted_keys()
+        keys = self._sorted_keys()
         if keys != sorted(self._d):
             raise AssertionError("sorted key list does not match the map")
         for k, v in self._d.items():
@@ -286,64 +252,110 @@ class SortedMap:
                 raise AssertionError(f"bad sizes for {k!r}")
 
 
-class StoreCore(SortedMap):
+class _Unopened:
+    """The map of a store that is not open (yet): every use raises."""
+
+    key_size = 1
+    value_size = 0
+    _k = 1
+    _v = 0
+
+    def __init__(self) -> None:
+        self._d = _Dead(ClosedError, "the store is not open")
+
+    def __getattr__(self, name: str) -> object:
+        self._d._raise()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def __len__(self) -> int:
+        return len(self._d)  # type: ignore[arg-type]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d  # type: ignore[operator]
+
+
+class StoreCore:
     """The hot paths of a store: the twin of ``tinylsm._map.StoreCore``.
 
-    ``insert`` and ``remove`` append their log frame to the log buffer and
-    change the map when nothing else needs doing (room in the buffer, log
-    below its limit, exact ``bytes`` of the right sizes, no slow path under
-    way); anything else goes to the owner's ``_slow_insert`` /
-    ``_slow_remove``.  Lookups check the key only on a miss, through the
-    owner's ``_key``.  Here the "fast" path is no faster than the slow one's
-    work, but it takes the same decisions, so both backends behave alike.
+    It holds the store's map (``_map``, given by ``_attach`` once the sizes
+    are known) and the log buffer.  ``insert`` and ``remove`` append their
+    log frame to the buffer and change the map when nothing else needs
+    doing (room in the buffer, log below its limit, exact ``bytes`` of the
+    right sizes, no slow path under way); anything else goes to
+    ``_slow_insert`` / ``_slow_remove``, which the owner implements under its
+    lock.  Lookups check the key only on a miss.  Here the "fast" path is no
+    faster than the slow one's work, but it takes the same decisions, so both
+    builds behave alike.  All of these are O(1) and do no I/O.
     """
 
+    _map: SortedMap = _Unopened()  # type: ignore[assignment]
     buf: Optional[bytearray] = None
     _frame_size = 0
     _fast_cap = -1
     _busy = 0
-    _logged = 0
 
-    def _core_attach(self, buf: bytearray, frame_size: int) -> None:
-        """Use ``buf`` as the log buffer, frames of ``frame_size`` bytes."""
+    def __reduce_ex__(self, protocol: object) -> object:
+        raise TypeError(f"cannot pickle {type(self).__name__!r} object")
+
+    def _attach(self, map: SortedMap, buf: bytearray, frame_size: int) -> None:
+        """Hold ``map`` as the store's data and append frames of
+        ``frame_size`` bytes to ``buf``."""
+        self._map = map
         self.buf = buf
         self._frame_size = frame_size
 
     def _set_fast_cap(self, cap: int) -> None:
-        """Let fast paths run while the buffer stays within ``cap`` bytes."""
+        """Let fast paths run while the buffer stays within ``cap`` bytes
+        (-1: send every write to the slow path)."""
         self._fast_cap = cap
+
+    def _slow_insert(self, key: object, value: object) -> Optional[bytes]:
+        """The owner's insert when the fast path cannot finish it."""
+        raise NotImplementedError
+
+    def _slow_remove(self, key: object) -> Optional[bytes]:
+        """The owner's remove when the fast path cannot finish it."""
+        raise NotImplementedError
+
+    @property
+    def key_size(self) -> int:
+        """K, the size of every key in bytes."""
+        return self._map._k
+
+    @property
+    def value_size(self) -> int:
+        """V, the size of every value in bytes."""
+        return self._map._v
 
     def _fast_room(self) -> bool:
         return (self._busy == 0 and self.buf is not None
                 and len(self.buf) + self._frame_size <= self._fast_cap)
 
     def _append_frame(self, key: bytes, value: Optional[bytes]) -> None:
-        frame = _encode_frame(key, value, self._k, self._v)
-        self.buf += frame  # type: ignore[operator]
-        self._logged += len(frame)
+        self.buf += _encode_frame(key, value, self._map._k, self._map._v)  # type: ignore[operator]
 
     def _drop_frame(self) -> None:
-        del self.buf[len(self.buf) - self._frame_size:]  # type: ignore[index]
-        self._logged -= self._frame_size
+        del self.buf[len(self.buf) - self._frame_size:]  # type: ignore[index,arg-type]
 
     def insert(self, key: bytes, value: bytes) -> Optional[bytes]:
         """Set ``key`` to ``value``; return the previous value or ``None``.
 
         The change is in memory and in the log buffer when this returns (see
         ``tinylsm.Lsm`` for when it is durable).  Raises ``TypeError`` or
-        ``ValueError`` for a key or value that is not bytes of the store's
-        sizes, and ``OSError`` if the log cannot take the change: nothing
-        changed then.
+        ``ValueError`` for a key or value that is not bytes-like of the
+        store's sizes, and ``OSError`` if the log cannot take the change:
+        nothing changed then.  O(1) amortized.
         """
-        if (type(key) is bytes and type(value) is bytes and len(key) == self._k
-                and len(value) == self._v and self._fast_room()):
+        m = self._map
+        if (type(key) is bytes and type(value) is bytes and len(key) == m._k
+                and len(value) == m._v and self._fast_room()):
             self._append_frame(key, value)
             try:
-                return SortedMap.set(self, key, value)
+                return m.set(key, value)
             except BaseException:
                 self._drop_frame()
                 raise
-        return self._slow_insert(key, value)  # type: ignore[attr-defined,no-any-return]
+        return self._slow_insert(key, value)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.insert(key, value)
@@ -352,33 +364,47 @@ class StoreCore(SortedMap):
         """Delete ``key``; return its value, or ``None`` if it was absent.
 
         Removing an absent key changes nothing and logs nothing.  Raises as
-        ``insert`` does.
+        ``insert`` does.  O(1) amortized.
         """
-        if type(key) is bytes and len(key) == self._k and self._fast_room():
-            if key not in self._d:
+        m = self._map
+        if type(key) is bytes and len(key) == m._k and self._fast_room():
+            if key not in m._d:
                 return None  # nothing to remove, nothing to log
             self._append_frame(key, None)
             try:
-                return SortedMap.delete(self, key)
+                return m.delete(key)
             except BaseException:
                 self._drop_frame()
                 raise
-        return self._slow_remove(key)  # type: ignore[attr-defined,no-any-return]
+        return self._slow_remove(key)
 
     def __delitem__(self, key: bytes) -> None:
         if self.remove(key) is None:
             raise KeyError(key)
 
-    def get(self, key: bytes, default: Optional[bytes] = None) -> Optional[bytes]:  # type: ignore[override]
-        """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
-        value = SortedMap.get(self, key)
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def __getitem__(self, key: bytes) -> bytes:
+        m = self._map
+        value = m.get(key)
         if value is None:
-            self._key(key)  # type: ignore[attr-defined]
+            _coerce(key, m._k, "key")  # raises for a key of the wrong type or size
+            raise KeyError(key)
+        return value
+
+    def get(self, key: bytes, default: Optional[bytes] = None) -> Optional[bytes]:
+        """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
+        m = self._map
+        value = m.get(key)
+        if value is None:
+            _coerce(key, m._k, "key")
             return default
         return value
 
     def __contains__(self, key: object) -> bool:
-        if SortedMap.__contains__(self, key):
+        m = self._map
+        if key in m:
             return True
-        self._key(key)  # type: ignore[attr-defined]
+        _coerce(key, m._k, "key")
         return False

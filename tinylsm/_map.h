@@ -1,0 +1,125 @@
+/* The compiled map's C helpers (tinylsm/_map.pyx): key loads and order,
+ * the table hash, and the allocator that maps large arrays.  Kept out of the
+ * .pyx so that it is compiled, linted and read as C. */
+#ifndef TINYLSM_MAP_H
+#define TINYLSM_MAP_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "_format.h"  /* tl_load64be, tl_prefix */
+
+/* Hand a new reference to Cython without an extra incref. */
+#define TL_STEAL(o) (o)
+
+#define TL_NOPOS ((size_t)-1)      /* no position */
+#define TL_MAX_SLOTS ((size_t)0xFFFFFFFEu)
+#define TL_REMOVED ((uint32_t)0xFFFFFFFFu)
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TL_PREFETCH(p) __builtin_prefetch((const void *)(p))
+#define TL_LIKELY(x) __builtin_expect(!!(x), 1)
+#else
+#define TL_PREFETCH(p) ((void)0)
+#define TL_LIKELY(x) (x)
+#endif
+
+static inline uint64_t tl_load64(const uint8_t *p) {
+    uint64_t v; memcpy(&v, p, 8); return v;
+}
+/* murmur3's 64-bit finalizer: every input bit affects every output bit. */
+static inline uint64_t tl_fmix(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33; return x;
+}
+/* The table hash of a K-byte key: 8 bytes a step, each step a bijection
+   of the state for a fixed word, then the finalizer.  The seed is random
+   per process, so collisions cannot be planned from outside. */
+static inline uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) {
+    uint64_t h = seed ^ ((uint64_t)k * 0x9e3779b97f4a7c15ULL);
+    uint64_t w;
+    while (k >= 8) {
+        h = (h ^ tl_load64(p)) * 0x9e3779b97f4a7c15ULL;
+        h ^= h >> 32;
+        p += 8; k -= 8;
+    }
+    if (k) {
+        w = 0; memcpy(&w, p, k);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ULL;
+    }
+    return tl_fmix(h);
+}
+/* Memory: arrays of 1 MiB or more are mapped pages of their own, so that
+   freeing one always gives its memory back to the system (glibc keeps
+   freed heap memory resident once its mmap threshold has risen, as it
+   does after Python frees any large buffer), growth is mremap (no copy)
+   on Linux, and a new hash table starts as untouched zero pages.
+   Callers pass each block's size back on realloc and free. */
+#if !defined(_WIN32)
+#include <sys/mman.h>
+#define TL_MMAP_MIN ((size_t)1 << 20)
+#define TL_HUGE_MIN ((size_t)4 << 20)
+#else
+#define TL_MMAP_MIN ((size_t)-1)
+#endif
+static void *tl_alloc(size_t n, int zero) {
+#if !defined(_WIN32)
+    if (n >= TL_MMAP_MIN) {
+        void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return NULL;  /* else zero-filled */
+#if defined(MADV_HUGEPAGE)
+        /* Hash tables (the zeroed blocks): random lookups touch a new
+           page almost every time, and with 4 KiB pages each costs a TLB
+           miss (a two-level walk under a VM).  Not the arena: it grows
+           by mremap, and huge pages made bulk inserts 1.8x slower. */
+        if (zero && n >= TL_HUGE_MIN) (void)madvise(p, n, MADV_HUGEPAGE);
+#endif
+        return p;
+    }
+#endif
+    return zero ? calloc(n ? n : 1, 1) : malloc(n ? n : 1);
+}
+static void tl_free(void *p, size_t n) {
+    if (p == NULL) return;
+#if !defined(_WIN32)
+    if (n >= TL_MMAP_MIN) { munmap(p, n); return; }
+#endif
+    free(p);
+}
+/* Resize a block of ``old`` bytes (p may be NULL, old 0) to ``n`` bytes,
+   keeping the contents; NULL (p untouched) when memory is short. */
+static void *tl_realloc(void *p, size_t old, size_t n) {
+    void *q;
+    if (p == NULL) return tl_alloc(n, 0);
+    if (old < TL_MMAP_MIN && n < TL_MMAP_MIN) return realloc(p, n ? n : 1);
+#if defined(__linux__) && defined(MREMAP_MAYMOVE)
+    if (old >= TL_MMAP_MIN && n >= TL_MMAP_MIN) {
+        q = mremap(p, old, n, MREMAP_MAYMOVE);
+        return q == MAP_FAILED ? NULL : q;
+    }
+#endif
+    q = tl_alloc(n, 0);
+    if (q == NULL) return NULL;
+    memcpy(q, p, old < n ? old : n);
+    tl_free(p, old);
+    return q;
+}
+
+static inline int tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) {
+    if (TL_LIKELY(k == 8)) return tl_load64(a) == tl_load64(b);
+    return memcmp(a, b, k) == 0;
+}
+/* memcmp order, 8 bytes at a time. */
+static inline int tl_keycmp(const uint8_t *a, const uint8_t *b, size_t k) {
+    uint64_t x, y;
+    while (k >= 8) {
+        x = tl_load64be(a); y = tl_load64be(b);
+        if (x != y) return x < y ? -1 : 1;
+        a += 8; b += 8; k -= 8;
+    }
+    return k ? memcmp(a, b, k) : 0;
+}
+
+#endif
