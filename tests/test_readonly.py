@@ -16,7 +16,7 @@ from typing import Dict, Tuple
 import pytest
 
 import tinylsm
-from tinylsm import _meta, sstable
+from tinylsm import _format
 
 import golden
 
@@ -70,8 +70,8 @@ def test_golden_opens_without_change(tmp_path, name):
         assert dict(db.items()) == sc.data
         assert db.readonly
     assert snapshot(db_dir) == before
-    assert not (db_dir / _meta.LOCK_NAME).exists()
-    assert not (db_dir / _meta.META_NAME).exists()
+    assert not (db_dir / _format.LOCK_NAME).exists()
+    assert not (db_dir / _format.META_NAME).exists()
 
 
 def test_torn_log_is_not_truncated(tmp_path):
@@ -89,7 +89,7 @@ def test_torn_log_is_not_truncated(tmp_path):
 def test_tmp_sstable_is_not_deleted(tmp_path):
     db_dir = tmp_path / "db"
     data = make_store(db_dir, max_log_length=400)
-    tmp = db_dir / sstable.SSTABLE_DIR / "ff-tmp"
+    tmp = db_dir / _format.SSTABLE_DIR / "ff-tmp"
     tmp.write_bytes(b"half-written")
     before = snapshot(db_dir)
     with tinylsm.open(db_dir, readonly=True) as db:
@@ -116,7 +116,7 @@ def test_no_compaction_thread_and_no_merge(tmp_path):
                 db[k] = v
                 data[k] = v
             db.flush()
-    n_sst = len(os.listdir(db_dir / sstable.SSTABLE_DIR))
+    n_sst = len(os.listdir(db_dir / _format.SSTABLE_DIR))
     assert n_sst > 3
     before = snapshot(db_dir)
     threads = compactor_threads()
@@ -128,7 +128,7 @@ def test_no_compaction_thread_and_no_merge(tmp_path):
     # the same directory opened for writing merges: the check above can fail
     with tinylsm.open(db_dir, config=tinylsm.Config(**cfg)) as db:
         db.compact()
-    assert len(os.listdir(db_dir / sstable.SSTABLE_DIR)) < n_sst
+    assert len(os.listdir(db_dir / _format.SSTABLE_DIR)) < n_sst
 
 
 def test_rust_directory_gets_no_metadata_or_lock(tmp_path):

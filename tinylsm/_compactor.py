@@ -9,7 +9,7 @@ from typing import Callable, Dict, List, Optional
 
 from . import sstable
 from ._backend import codec
-from ._format import SST_COMPLETE
+from ._format import SST_COMPLETE, sstable_name
 from ._fs import Files
 from .config import Config
 from .errors import describe
@@ -223,7 +223,7 @@ class Compactor:
     # -- the merge ---------------------------------------------------------------
 
     def _path(self, sst_id: int) -> str:
-        return os.path.join(self.directory, sstable.sstable_name(sst_id))
+        return os.path.join(self.directory, sstable_name(sst_id))
 
     def _merge(self, run: List[int], closing: bool = False) -> None:
         """Merge sstables ``run`` (ascending ids, contiguous) into its first id.

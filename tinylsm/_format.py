@@ -1,11 +1,62 @@
-"""Names shared by both codecs: result types, stop reasons and size checks.
+"""Every on-disk fact in Python: file names and their rules, the batch
+header, sizes, stop reasons and result types, and the rule for keys.
 
-Both codecs return these exact objects and strings, so a parity test can
-compare results with ``==``.
+FORMAT.md describes the format; this module (with ``_format.h``, its C
+side) is the one place the code says it.  Both codecs return these exact
+objects and strings, so a parity test can compare results with ``==``.
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
+
+# -- names in a store directory (FORMAT.md, "Directory") ---------------------------
+
+#: The write-ahead log.
+LOG_NAME = "log"
+#: The directory of sstables.
+SSTABLE_DIR = "sstables"
+#: tinylsm's record of the key and value sizes (the Rust crate ignores it).
+META_NAME = "tinylsm.meta"
+#: tinylsm 0.1's lock file, still locked for it (the lock is the directory's).
+LOCK_NAME = "tinylsm.lock"
+#: A file written under this name + ".tmp" first, then renamed.
+TMP_SUFFIX = ".tmp"
+#: An sstable's name: its id as 16 lower-case hex digits.
+SSTABLE_NAME = re.compile(r"[0-9a-f]{16}\Z")
+#: A name the Rust crate would parse as an sstable id (and fail to open if
+#: it is not an SSTABLE_NAME).
+HEX_NAME = re.compile(r"\+?[0-9a-fA-F]+\Z")
+#: An unfinished sstable write, deleted at recovery (``%x-tmp``).
+SSTABLE_TMP_SUFFIX = "-tmp"
+#: Log bytes that recovery set aside: ``tinylsm.kept-<seq>-at-<offset>``.
+KEPT_NAME = re.compile(r"tinylsm\.kept-(\d+)-at-(\d+)\Z")
+
+
+def sstable_name(sst_id: int) -> str:
+    """The file name of sstable ``sst_id``: 16 lower-case hex digits."""
+    return f"{sst_id:016x}"
+
+
+def sstable_tmp_name(sst_id: int) -> str:
+    """The name an sstable is written under before its rename (as in tiny-lsm)."""
+    return f"{sst_id:x}{SSTABLE_TMP_SUFFIX}"
+
+
+def kept_name(seq: int, offset: int) -> str:
+    """The name of the ``seq``-th kept log tail, cut from log ``offset``."""
+    return f"tinylsm.kept-{seq:06d}-at-{offset}"
+
+
+# -- the log's batch header (FORMAT.md, "Log") ---------------------------------
+
+#: The tag of a batch header frame.
+BATCH_TAG = 2
+
+
+def batch_count(frame: bytes) -> int:
+    """The number of frames a batch header announces (u64 LE after the tag)."""
+    return int.from_bytes(frame[5:13], "little")
 
 #: Largest key or value size accepted, a guard against absurd allocations.
 MAX_ITEM_SIZE = 1 << 16

@@ -14,19 +14,16 @@ to ``tinylsm.kept-<n>-at-<offset>`` in the store directory (never in
 from __future__ import annotations
 
 import os
-import re
 from typing import List, Tuple
 
 from ._backend import codec
-from ._format import STOP_SHORT
+from ._format import KEPT_NAME, STOP_SHORT, TMP_SUFFIX, kept_name
 from ._fs import Files
 
-KEPT_PREFIX = "tinylsm.kept-"
-_KEPT_NAME = re.compile(r"tinylsm\.kept-(\d+)-at-(\d+)\Z")
 
 
 def is_kept_name(name: str) -> bool:
-    return _KEPT_NAME.match(name) is not None
+    return KEPT_NAME.match(name) is not None
 
 
 def may_hold_data(tail: bytes, key_size: int, value_size: int) -> bool:
@@ -63,10 +60,10 @@ def set_aside(files: Files, directory: str, tail: bytes, offset: int) -> str:
     Only after this returns may the log be cut: a crash in between leaves
     the tail in both places, and the next recovery keeps it again.
     """
-    seqs = [int(m.group(1)) for m in map(_KEPT_NAME.match, files.listdir(directory)) if m]
-    name = f"{KEPT_PREFIX}{max(seqs, default=0) + 1:06d}-at-{offset}"
+    seqs = [int(m.group(1)) for m in map(KEPT_NAME.match, files.listdir(directory)) if m]
+    name = kept_name(max(seqs, default=0) + 1, offset)
     path = os.path.join(directory, name)
-    tmp = path + ".tmp"
+    tmp = path + TMP_SUFFIX
     files.write_new_file(tmp, tail)
     files.rename(tmp, path)
     files.fsync_dir(directory)

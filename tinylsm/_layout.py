@@ -14,15 +14,13 @@ from typing import FrozenSet, NamedTuple, Optional
 
 from . import _kept
 from ._fs import Files, not_a_file
-from ._meta import LOCK_NAME, META_NAME
+from ._format import LOCK_NAME, LOG_NAME, META_NAME, SSTABLE_DIR, TMP_SUFFIX
 from .errors import CorruptionError
 
-LOG_NAME = "log"
-SSTABLE_DIR = "sstables"
 #: The names whose presence means "a store is (being) made here".
 STORE_NAMES = frozenset({LOG_NAME, SSTABLE_DIR, META_NAME})
 #: tinylsm's helper names, which alone do not make a store.
-_HELPER_NAMES = frozenset({LOCK_NAME, META_NAME + ".tmp"})
+_HELPER_NAMES = frozenset({LOCK_NAME, META_NAME + TMP_SUFFIX})
 
 
 class Layout(NamedTuple):

@@ -12,12 +12,10 @@ import os
 import zlib
 from typing import List, Optional, Tuple
 
-from ._format import check_sizes
+from ._format import LOCK_NAME, META_NAME, TMP_SUFFIX, check_sizes
 from ._fs import Files
 from .errors import CorruptionError, LockedError
 
-LOCK_NAME = "tinylsm.lock"
-META_NAME = "tinylsm.meta"
 _FORMAT = "tiny-lsm"
 #: A size record is one short line; anything longer is not one of ours.
 MAX_META_BYTES = 512
@@ -160,7 +158,7 @@ def write_sizes(files: Files, directory: str, key_size: int, value_size: int) ->
     """Record the sizes durably (write a temporary file, rename, fsync dir)."""
     data = json.dumps({"format": _FORMAT, "key_size": key_size, "value_size": value_size,
                        "crc32": zlib.crc32(_canonical(key_size, value_size))}).encode() + b"\n"
-    tmp = os.path.join(directory, META_NAME + ".tmp")
+    tmp = os.path.join(directory, META_NAME + TMP_SUFFIX)
     files.write_new_file(tmp, data)
     files.rename(tmp, os.path.join(directory, META_NAME))
     files.fsync_dir(directory)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import atexit
-import errno
 import functools
 import logging
 import os
@@ -11,14 +10,13 @@ import weakref
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from typing import Iterable, Iterator, List, NoReturn, Optional, Tuple, Union
 
-from . import _kept, _layout, _meta, sstable
+from . import _recovery, sstable
 from ._backend import codec, maps
-from ._compactor import Compactor, Stopped, Table
+from ._compactor import Compactor, Stopped
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import GATHER, LEAD, LogWriter
-from ._format import SST_COMPLETE, STOP_END, STOP_SHORT, as_sized, check_sizes
-from ._layout import LOG_NAME, SSTABLE_DIR
+from ._format import SSTABLE_DIR, STOP_END, as_sized, sstable_tmp_name
 from ._meta import StoreLock
 from .config import Config, Stats
 from .errors import (ClosedError, CompactionError, CorruptionError, ReadOnlyError,
@@ -154,197 +152,38 @@ class Lsm(maps.StoreCore, MutableMapping):
         self._kept: List[Tuple[str, int]] = []
 
         try:
-            created = self._prepare_directory(key_size, value_size)
-            self._recover(created)
+            opening = _recovery.prepare(self._files, self.path, key_size, value_size,
+                                        self.readonly)
+            self._dirlock = opening.lock
+            k, v = opening.key_size, opening.value_size
+            self._frame_size = codec.frame_size(k, v)
+            self._record_size = codec.record_size(k, v)
+            self._attach(maps.SortedMap(k, v), bytearray(), self._frame_size)
+            done = _recovery.recover(self._files, self.path, self._map.apply_records,
+                                     opening, self.readonly, config.log_bufwriter_size)
         except BaseException:
             self._release_files()
             self._state = CLOSED
             raise
+        self._log = done.log
+        self._read_bytes = done.read_bytes
+        self._kept = done.kept
+        self._next_id = max(done.tables, default=0) + 1
+        self._attach(self._map, self._log.buf, self._frame_size)
+        # the thread must not keep the store alive (its collection writes
+        # the buffer out), hence a weak reference
+        ref = weakref.ref(self)
+        self._compactor = Compactor(self._files, os.path.join(self.path, SSTABLE_DIR), k, v,
+                                    config, done.tables, lambda: _live_keys(ref))
+        if not self.readonly:
+            self._compactor.start()
         self._state = OPEN
+        self._refresh_fast_cap()
         _open_stores[id(self)] = self
-
-    # -- opening -------------------------------------------------------------------
 
     @property
     def _closed(self) -> bool:
         return self._state is not OPEN
-
-    def _prepare_directory(self, key_size: Optional[int], value_size: Optional[int]) -> bool:
-        """Check the path, take the lock, settle K and V; True for a new store.
-
-        A new store is made only in a new or empty directory.  Its
-        ``sstables/`` comes first and its size record last, so a crash in
-        between leaves a directory that holds no data and records no sizes,
-        which the next open with sizes completes.
-        """
-        path = self.path
-        files = self._files
-        if os.path.exists(path) and not os.path.isdir(path):
-            raise NotADirectoryError(errno.ENOTDIR, "store path exists and is not a directory", path)
-        if not os.path.exists(path):
-            if self.readonly:
-                raise FileNotFoundError(errno.ENOENT, "no store to open read-only", path)
-            self._check_given_sizes(key_size, value_size)
-            os.makedirs(path, exist_ok=True)
-            _layout.fsync_parents(files, path)
-        self._dirlock = StoreLock(path, shared=self.readonly)
-        layout = _layout.inspect(files, path)
-        created = not layout.is_store
-        if created:
-            foreign = _layout.foreign_names(layout)
-            if foreign:
-                _layout.refuse_foreign(path, foreign)
-            if self.readonly:
-                raise FileNotFoundError(errno.ENOENT, "no store to open read-only", path)
-        recorded = _meta.read_sizes(files, path) if layout.has_meta else None
-        if recorded is None:
-            if (key_size is None or value_size is None) and not layout.holds_data:
-                raise TypeError(
-                    f"store {path!r} records no key and value sizes, and holds no data "
-                    "yet (an interrupted creation, or an empty store of the Rust crate): "
-                    "pass key_size and value_size")
-            self._check_given_sizes(key_size, value_size)
-        else:
-            if key_size is None and value_size is None:
-                key_size, value_size = recorded
-            else:
-                self._check_given_sizes(key_size, value_size)
-            if (key_size, value_size) != recorded:
-                raise ValueError(
-                    f"store {path!r} was created with key_size={recorded[0]}, "
-                    f"value_size={recorded[1]}; opened with key_size={key_size}, "
-                    f"value_size={value_size}"
-                )
-        assert key_size is not None and value_size is not None  # checked above
-        self._frame_size = codec.frame_size(key_size, value_size)
-        self._attach(maps.SortedMap(key_size, value_size), bytearray(), self._frame_size)
-        self._record_size = codec.record_size(key_size, value_size)
-        self._meta_state = "none" if recorded is None else "ok"
-        if recorded is not None and not self.readonly and _meta.is_legacy(files, path):
-            self._meta_state = "legacy"
-        self._dirlock.lock_file()
-        if created:
-            _layout.make_sstables_dir(files, path)
-        return created
-
-    @staticmethod
-    def _check_given_sizes(key_size: Optional[int], value_size: Optional[int]) -> None:
-        if key_size is None or value_size is None:
-            raise TypeError("key_size and value_size are required for a store "
-                            "that does not record them")
-        check_sizes(key_size, value_size)
-
-    def _recover(self, created: bool) -> None:
-        files = self._files
-        k, v = self.key_size, self.value_size
-        ssdir = os.path.join(self.path, SSTABLE_DIR)
-
-        # 1. read and check everything, changing nothing
-        ids, tmps = sstable.list_dir(files, ssdir)
-        tables = {}
-        empty = None  # an empty newest sstable: tiny-lsm's flush torn at once
-        for sst_id in sorted(ids):
-            path = os.path.join(ssdir, ids[sst_id])
-            scan, nbytes = sstable.read(files, path, k, v)
-            if nbytes == 0:
-                if sst_id != max(ids):
-                    raise CorruptionError(f"sstable {path} is empty, and is not the newest: "
-                                          "it is not an interrupted flush of tiny-lsm")
-                empty = path
-                continue
-            if scan.status != SST_COMPLETE:
-                log.warning(
-                    "tinylsm: sstable %s is cut short (%d of %s records): an "
-                    "interrupted flush of tiny-lsm, whose data is still in the log",
-                    path, scan.count, scan.expected if scan.expected >= 0 else "?",
-                )
-            self._read_bytes += nbytes
-            self._map.apply_records(scan.records, k, v)
-            tables[sst_id] = Table(scan.count, nbytes)
-        log_path = os.path.join(self.path, LOG_NAME)
-        log_fd = -1
-        log_existed = os.path.lexists(log_path)
-        if log_existed or not self.readonly:
-            log_fd = files.open_ro(log_path) if self.readonly else files.open_rw(log_path)
-        try:
-            data = files.pread_all(log_fd, files.size(log_fd)) if log_fd >= 0 else b""
-            self._read_bytes += len(data)
-            scan = codec.scan_log(data, k, v)
-            tail = data[scan.end:]
-            keep = _kept.may_hold_data(tail, k, v)
-            if keep and scan.end == 0 and scan.stop_offset == 0 and scan.stop != STOP_SHORT:
-                self._refuse_log(log_path, scan.stop, len(data))
-            if empty is not None and scan.end == 0:
-                raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
-                                      "changes: it is not an interrupted flush of tiny-lsm")
-            self._map.apply_records(scan.records, k, v)
-            del data
-            if tail:
-                log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
-                            "are %s", log_path, scan.stop, scan.stop_offset, len(tail),
-                            scan.end, "ignored (read-only)" if self.readonly else
-                            "set aside, then cut off" if keep else
-                            "a torn final frame (or zeros), and are cut off")
-
-            # 2. repair: only now is anything on disk changed
-            if not self.readonly:
-                if tail:
-                    if keep:
-                        kept = _kept.set_aside(files, self.path, tail, scan.end)
-                        log.warning("tinylsm: log %s: %d bytes after offset %d kept in %s",
-                                    log_path, len(tail), scan.end, kept)
-                    files.truncate(log_fd, scan.end)
-                    files.fsync(log_fd)
-                for name in tmps:
-                    log.warning("tinylsm: removing unfinished sstable write %s", name)
-                    files.unlink(os.path.join(ssdir, name))
-                if empty is not None:  # it holds nothing; its changes are in the log
-                    log.warning("tinylsm: removing empty sstable %s (a torn flush of "
-                                "tiny-lsm, whose changes are in the log)", empty)
-                    files.unlink(empty)
-                if tmps or empty is not None:
-                    files.fsync_dir(ssdir)
-                if not log_existed:
-                    # the new log's entry must be durable before a flush()
-                    # acknowledges anything in it (fsync of the file alone
-                    # does not make its name survive a power cut)
-                    files.fsync_dir(self.path)
-                if self._meta_state != "ok":
-                    # last: the record completes a new store (see _prepare_directory)
-                    _meta.write_sizes(files, self.path, k, v)
-            self._kept = _kept.listing(files, self.path)
-        except BaseException:
-            if log_fd >= 0:
-                files.close(log_fd)
-            raise
-        self._log = LogWriter(files, log_path, log_fd, scan.end, self.config.log_bufwriter_size)
-        self._next_id = max(tables, default=0) + 1
-        self._attach(self._map, self._log.buf, self._frame_size)
-        self._refresh_fast_cap()
-        # the thread must not keep the store alive (its collection writes
-        # the buffer out), hence a weak reference
-        ref = weakref.ref(self)
-        self._compactor = Compactor(files, ssdir, k, v, self.config, tables,
-                                    lambda: _live_keys(ref))
-        if not self.readonly:
-            self._compactor.start()
-
-    def _refuse_log(self, log_path: str, stop: str, size: int) -> None:
-        """The log's first frame is not one: wrong sizes, or damage.  Either
-        way its bytes are not a torn tail, and none is changed."""
-        k, v = self.key_size, self.value_size
-        if self._meta_state == "none":
-            raise ValueError(
-                f"log {log_path!r} does not start with a valid frame for "
-                f"key_size={k}, value_size={v} ({stop} at offset 0): "
-                "are these the sizes the store was written with?"
-            )
-        raise CorruptionError(
-            f"log {log_path}: {stop} at offset 0 of {size}: the log does not start with "
-            f"a valid frame for key_size={k}, value_size={v}, so it is damaged, or the "
-            f"sizes in {_meta.META_NAME} are wrong; nothing was changed (`tinylsm verify` "
-            "shows which frames are intact)"
-        )
 
     # -- reading -------------------------------------------------------------------
 
@@ -531,7 +370,7 @@ class Lsm(maps.StoreCore, MutableMapping):
         log_writer.reset()
 
     def _discard_tmp(self, ssdir: str, sst_id: int) -> None:
-        tmp = os.path.join(ssdir, sstable.tmp_name(sst_id))
+        tmp = os.path.join(ssdir, sstable_tmp_name(sst_id))
         try:
             self._files.unlink(tmp)
         except FileNotFoundError:

@@ -7,30 +7,24 @@ streaming decompressor, which returns what the complete blocks hold.
 from __future__ import annotations
 
 import os
-import re
 from typing import Dict, List, Tuple
 
 import zstandard
 
 from ._backend import codec
-from ._format import SST_CORRUPT, SST_SHORT, SSTableScan
+from ._format import (
+    HEX_NAME,
+    SST_CORRUPT,
+    SST_SHORT,
+    SSTABLE_DIR,
+    SSTABLE_NAME,
+    SSTABLE_TMP_SUFFIX,
+    SSTableScan,
+    sstable_name,
+    sstable_tmp_name,
+)
 from ._fs import Files
 from .errors import CorruptionError
-
-SSTABLE_DIR = "sstables"
-_ID_NAME = re.compile(r"[0-9a-f]{16}\Z")
-_HEX = re.compile(r"\+?[0-9a-fA-F]+\Z")
-
-
-def sstable_name(sst_id: int) -> str:
-    """The file name of sstable ``sst_id``: 16 lower-case hex digits."""
-    return f"{sst_id:016x}"
-
-
-def tmp_name(sst_id: int) -> str:
-    """The name an sstable is written under before its rename (as in tiny-lsm)."""
-    return f"{sst_id:x}-tmp"
-
 
 def list_dir(files: Files, directory: str) -> Tuple[Dict[int, str], List[str]]:
     """Sort the names in ``directory`` into sstables and unfinished writes.
@@ -43,15 +37,15 @@ def list_dir(files: Files, directory: str) -> Tuple[Dict[int, str], List[str]]:
     tables: Dict[int, str] = {}
     tmps: List[str] = []
     for name in sorted(files.listdir(directory)):
-        if _ID_NAME.match(name):
+        if SSTABLE_NAME.match(name):
             tables[int(name, 16)] = name
-        elif _HEX.match(name):
+        elif HEX_NAME.match(name):
             raise CorruptionError(
                 f"sstable name {os.path.join(directory, name)!r} is hex but not "
                 f"16 lower-case hex digits: rename it to "
                 f"{sstable_name(int(name, 16))!r} if it is an sstable, or move it away"
             )
-        elif name.endswith("-tmp"):
+        elif name.endswith(SSTABLE_TMP_SUFFIX):
             tmps.append(name)
     return tables, tmps
 
@@ -136,7 +130,7 @@ def write(
     """
     payload = codec.encode_sstable(records, key_size, value_size)
     data = zstandard.ZstdCompressor(level=level).compress(payload)
-    tmp = os.path.join(directory, tmp_name(sst_id))
+    tmp = os.path.join(directory, sstable_tmp_name(sst_id))
     files.write_new_file(tmp, data)
     files.rename(tmp, os.path.join(directory, sstable_name(sst_id)))
     files.fsync_dir(directory)

@@ -1,0 +1,254 @@
+"""Opening a store directory: the lock, the sizes, and recovery.
+
+``prepare`` takes the lock and settles the key and value sizes; ``recover``
+reads the sstables and the log into the map and only then repairs what it
+must (cuts a torn log tail after setting aside what may be data, deletes
+unfinished ``-tmp`` sstables, completes a new store).  ``plan_log`` is the
+one verdict on a log, shared with ``tinylsm verify``.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from . import _kept, _layout, _meta, sstable
+from ._backend import codec
+from ._compactor import Table
+from ._format import LOG_NAME, META_NAME, SST_COMPLETE, SSTABLE_DIR, STOP_SHORT, LogScan, check_sizes
+from ._fs import Files
+from ._log import LogWriter
+from ._meta import StoreLock
+from .errors import CorruptionError
+
+log = logging.getLogger("tinylsm")
+
+#: The size record's state: none yet, written by tinylsm 0.1 (no checksum), ok.
+META_NONE, META_LEGACY, META_OK = "none", "legacy", "ok"
+
+
+class Opening(NamedTuple):
+    """What ``prepare`` settled."""
+
+    lock: StoreLock
+    key_size: int
+    value_size: int
+    created: bool  # a new store: its sstables/ was just made
+    meta: str  # META_NONE, META_LEGACY or META_OK
+
+
+def prepare(files: Files, path: str, key_size: Optional[int], value_size: Optional[int],
+            readonly: bool) -> Opening:
+    """Check the path, take the lock, settle K and V.
+
+    A new store is made only in a new or empty directory.  Its ``sstables/``
+    comes first and its size record last (in ``recover``), so a crash in
+    between leaves a directory that holds no data and records no sizes,
+    which the next open with sizes completes.
+    """
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(errno.ENOTDIR, "store path exists and is not a directory", path)
+    if not os.path.exists(path):
+        if readonly:
+            raise FileNotFoundError(errno.ENOENT, "no store to open read-only", path)
+        given_sizes(key_size, value_size)
+        os.makedirs(path, exist_ok=True)
+        _layout.fsync_parents(files, path)
+    lock = StoreLock(path, shared=readonly)
+    try:
+        layout = _layout.inspect(files, path)
+        created = not layout.is_store
+        if created:
+            foreign = _layout.foreign_names(layout)
+            if foreign:
+                _layout.refuse_foreign(path, foreign)
+            if readonly:
+                raise FileNotFoundError(errno.ENOENT, "no store to open read-only", path)
+        recorded = _meta.read_sizes(files, path) if layout.has_meta else None
+        k, v = settle_sizes(path, recorded, key_size, value_size, layout.holds_data)
+        meta = META_NONE if recorded is None else META_OK
+        if recorded is not None and not readonly and _meta.is_legacy(files, path):
+            meta = META_LEGACY
+        lock.lock_file()
+        if created:
+            _layout.make_sstables_dir(files, path)
+    except BaseException:
+        lock.close()
+        raise
+    return Opening(lock, k, v, created, meta)
+
+
+def given_sizes(key_size: Optional[int], value_size: Optional[int]) -> Tuple[int, int]:
+    """The sizes a caller gave, checked; both are needed."""
+    if key_size is None or value_size is None:
+        raise TypeError("key_size and value_size are required for a store "
+                        "that does not record them")
+    check_sizes(key_size, value_size)
+    return key_size, value_size
+
+
+def settle_sizes(path: str, recorded: Optional[Tuple[int, int]], key_size: Optional[int],
+                 value_size: Optional[int], holds_data: bool = True) -> Tuple[int, int]:
+    """The store's sizes: the recorded ones (which given ones must match),
+    or the given ones for a store that records none."""
+    if recorded is None:
+        if (key_size is None or value_size is None) and not holds_data:
+            raise TypeError(
+                f"store {path!r} records no key and value sizes, and holds no data "
+                "yet (an interrupted creation, or an empty store of the Rust crate): "
+                "pass key_size and value_size")
+        return given_sizes(key_size, value_size)
+    if key_size is None and value_size is None:
+        return recorded
+    given = given_sizes(key_size, value_size)
+    if given != recorded:
+        raise ValueError(
+            f"store {path!r} was created with key_size={recorded[0]}, "
+            f"value_size={recorded[1]}; opened with key_size={given[0]}, "
+            f"value_size={given[1]}")
+    return given
+
+
+# -- the log ------------------------------------------------------------------------
+
+
+class LogPlan(NamedTuple):
+    """What recovery makes of a log's bytes."""
+
+    scan: LogScan  # the changes it replays, up to scan.end
+    tail: bytes  # the bytes after scan.end, cut off
+    keep: bool  # the tail may hold data: set it aside before the cut
+    refuse: bool  # the first frame is not one: refuse the store, change nothing
+
+
+def plan_log(data: bytes, key_size: int, value_size: int) -> LogPlan:
+    """The one verdict on a log, for ``open()`` and ``tinylsm verify`` alike.
+
+    Point-in-time recovery: the changes up to the first frame that cannot be
+    trusted are replayed.  What follows is kept aside unless it provably
+    holds no change (``_kept.may_hold_data``).  A log whose very first frame
+    is damaged (not merely cut short) is no torn tail: the store is refused.
+    """
+    scan = codec.scan_log(data, key_size, value_size)
+    tail = data[scan.end:]
+    keep = _kept.may_hold_data(tail, key_size, value_size)
+    refuse = keep and scan.end == 0 and scan.stop_offset == 0 and scan.stop != STOP_SHORT
+    return LogPlan(scan, tail, keep, refuse)
+
+
+def refuse_log(log_path: str, plan: LogPlan, size: int, k: int, v: int, meta: str) -> None:
+    """Raise for a log whose first frame is not one: the sizes given for a
+    store that records none are likely wrong (ValueError); otherwise the log
+    is damaged or the record is wrong (CorruptionError)."""
+    stop = plan.scan.stop
+    if meta == META_NONE:
+        raise ValueError(
+            f"log {log_path!r} does not start with a valid frame for "
+            f"key_size={k}, value_size={v} ({stop} at offset 0): "
+            "are these the sizes the store was written with?")
+    raise CorruptionError(
+        f"log {log_path}: {stop} at offset 0 of {size}: the log does not start with "
+        f"a valid frame for key_size={k}, value_size={v}, so it is damaged, or the "
+        f"sizes in {META_NAME} are wrong; nothing was changed (`tinylsm verify` "
+        "shows which frames are intact)")
+
+
+# -- recovery ------------------------------------------------------------------------
+
+
+class Recovered(NamedTuple):
+    """What ``recover`` leaves for the store."""
+
+    log: LogWriter
+    tables: Dict[int, Table]
+    read_bytes: int
+    kept: List[Tuple[str, int]]  # (name, size) of the kept log tails
+
+
+def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
+            bufsize: int) -> Recovered:
+    """Read the sstables in id order and the log into ``apply(records, k,
+    v)``, checking everything; only then repair (never when ``readonly``)."""
+    k, v = opening.key_size, opening.value_size
+    ssdir = os.path.join(path, SSTABLE_DIR)
+    read_bytes = 0
+
+    # 1. read and check everything, changing nothing
+    ids, tmps = sstable.list_dir(files, ssdir)
+    tables = {}
+    empty = None  # an empty newest sstable: tiny-lsm's flush torn at once
+    for sst_id in sorted(ids):
+        table = os.path.join(ssdir, ids[sst_id])
+        scan, nbytes = sstable.read(files, table, k, v)
+        if nbytes == 0:
+            if sst_id != max(ids):
+                raise CorruptionError(f"sstable {table} is empty, and is not the newest: "
+                                      "it is not an interrupted flush of tiny-lsm")
+            empty = table
+            continue
+        if scan.status != SST_COMPLETE:
+            log.warning(
+                "tinylsm: sstable %s is cut short (%d of %s records): an "
+                "interrupted flush of tiny-lsm, whose data is still in the log",
+                table, scan.count, scan.expected if scan.expected >= 0 else "?")
+        read_bytes += nbytes
+        apply(scan.records, k, v)
+        tables[sst_id] = Table(scan.count, nbytes)
+    log_path = os.path.join(path, LOG_NAME)
+    log_fd = -1
+    log_existed = os.path.lexists(log_path)
+    if log_existed or not readonly:
+        log_fd = files.open_ro(log_path) if readonly else files.open_rw(log_path)
+    try:
+        data = files.pread_all(log_fd, files.size(log_fd)) if log_fd >= 0 else b""
+        read_bytes += len(data)
+        plan = plan_log(data, k, v)
+        if plan.refuse:
+            refuse_log(log_path, plan, len(data), k, v, opening.meta)
+        scan, tail = plan.scan, plan.tail
+        if empty is not None and scan.end == 0:
+            raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
+                                  "changes: it is not an interrupted flush of tiny-lsm")
+        apply(scan.records, k, v)
+        del data
+        if tail:
+            log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
+                        "are %s", log_path, scan.stop, scan.stop_offset, len(tail),
+                        scan.end, "ignored (read-only)" if readonly else
+                        "set aside, then cut off" if plan.keep else
+                        "a torn final frame (or zeros), and are cut off")
+
+        # 2. repair: only now is anything on disk changed
+        if not readonly:
+            if tail:
+                if plan.keep:
+                    kept = _kept.set_aside(files, path, tail, scan.end)
+                    log.warning("tinylsm: log %s: %d bytes after offset %d kept in %s",
+                                log_path, len(tail), scan.end, kept)
+                files.truncate(log_fd, scan.end)
+                files.fsync(log_fd)
+            for name in tmps:
+                log.warning("tinylsm: removing unfinished sstable write %s", name)
+                files.unlink(os.path.join(ssdir, name))
+            if empty is not None:  # it holds nothing; its changes are in the log
+                log.warning("tinylsm: removing empty sstable %s (a torn flush of "
+                            "tiny-lsm, whose changes are in the log)", empty)
+                files.unlink(empty)
+            if tmps or empty is not None:
+                files.fsync_dir(ssdir)
+            if not log_existed:
+                # the new log's entry must be durable before a flush()
+                # acknowledges anything in it (fsync of the file alone does
+                # not make its name survive a power cut)
+                files.fsync_dir(path)
+            if opening.meta != META_OK:
+                # last: the record completes a new store (see prepare)
+                _meta.write_sizes(files, path, k, v)
+        kept_tails = _kept.listing(files, path)
+    except BaseException:
+        if log_fd >= 0:
+            files.close(log_fd)
+        raise
+    return Recovered(LogWriter(files, log_path, log_fd, scan.end, bufsize), tables,
+                     read_bytes, kept_tails)
