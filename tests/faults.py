@@ -37,6 +37,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 
 from tinylsm._fs import Files
 
+from helpers import snapshot  # noqa: F401 - re-exported: the crash tests import it from here
+
 # Operations that are counted and can be faulted.  ``read_file`` and
 # ``write_new_file`` are made of counted operations (``write_new_file`` of
 # ``create``, ``pwrite``, ``fsync``), not counted themselves.
@@ -393,19 +395,6 @@ def abandon(db) -> None:
         db.close()
     except Crash:
         pass
-
-
-def snapshot(path: str) -> Dict[str, bytes]:
-    """Every file under ``path`` (relative name -> bytes), the lock file too."""
-    out: Dict[str, bytes] = {}
-    for dirpath, _, filenames in os.walk(path):
-        for name in filenames:
-            full = os.path.join(dirpath, name)
-            with open(full, "rb") as f:
-                out[os.path.relpath(full, path)] = f.read()
-        if dirpath != path and not filenames:
-            out[os.path.relpath(dirpath, path) + "/"] = b""
-    return out
 
 
 def copy_state(src: str, dest: str) -> str:

@@ -15,10 +15,9 @@ import os
 import re
 import shutil
 import socket
-import stat
 import threading
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict
 
 import pytest
 
@@ -27,6 +26,7 @@ from tinylsm._backend import codec
 from tinylsm._fs import Files
 
 from faults import Crash, FaultyFiles, abandon, report
+from helpers import snapshot
 
 K, V = 8, 8
 F = codec.frame_size(K, V)
@@ -38,19 +38,6 @@ def key(i: int) -> bytes:
 
 def val(i: int) -> bytes:
     return (i * 7).to_bytes(V, "little")
-
-
-def listing(path: Path) -> Dict[str, Tuple[str, bytes]]:
-    """Every entry under ``path``: its kind, and its bytes if a regular file.
-    (Never opens anything else: a FIFO would block a plain read.)"""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in dirnames + filenames:
-            full = os.path.join(dirpath, name)
-            mode = os.lstat(full).st_mode
-            data = Path(full).read_bytes() if stat.S_ISREG(mode) else b""
-            out[os.path.relpath(full, path)] = (stat.filemode(mode)[0], data)
-    return out
 
 
 def make_store(path: Path, n: int = 100, flushed_sstables: bool = False) -> Dict[bytes, bytes]:
@@ -70,10 +57,10 @@ def make_store(path: Path, n: int = 100, flushed_sstables: bool = False) -> Dict
 
 def refused(path: Path, exc_type, match: str, **kw) -> None:
     """open() raises ``exc_type`` matching ``match`` and changes nothing."""
-    before = listing(path)
+    before = snapshot(path)
     with pytest.raises(exc_type, match=match):
         tinylsm.open(path, **kw)
-    assert listing(path) == before
+    assert snapshot(path) == before
 
 
 # -- item 2: the size record -----------------------------------------------------
@@ -243,10 +230,10 @@ def test_read_only_open_sets_nothing_aside(tmp_path):
     path = tmp_path / "db"
     make_store(path)
     _flip(path / "log", 50 * F + 7)
-    before = listing(path)
+    before = snapshot(path)
     with tinylsm.open(path, readonly=True) as db:
         assert len(db) == 50
-    assert listing(path) == before
+    assert snapshot(path) == before
 
 
 def test_crash_while_setting_aside_keeps_the_tail_somewhere(tmp_path, record_property):
@@ -349,12 +336,12 @@ def test_odd_file_is_an_error_naming_it(tmp_path, kind, where):
         else:
             target.unlink()
     ODD[kind](target)
-    before = listing(path)
+    before = snapshot(path)
     for kw in ({}, {"readonly": True}):
         exc = _open_in_thread(path, **kw)
         assert isinstance(exc, (tinylsm.CorruptionError, OSError)), repr(exc)
         assert str(target) in str(exc), f"{exc!r} does not name {target}"
-    assert listing(path) == before
+    assert snapshot(path) == before
 
 
 @pytest.mark.parametrize("kind", ["file", "fifo", "missing"])

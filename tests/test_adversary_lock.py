@@ -19,8 +19,9 @@ import pytest
 
 import tinylsm
 
+from helpers import child_env
+
 K, V = 8, 8
-REPO = Path(__file__).resolve().parent.parent
 
 
 def key(i: int) -> bytes:
@@ -39,8 +40,7 @@ def db(tmp_path):
 
 
 def _second_writer_in_a_child(path: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = child_env()
     code = ("import sys, tinylsm\n"
             "try:\n"
             "    tinylsm.open(sys.argv[1], key_size=8, value_size=8).close()\n"

@@ -6,7 +6,6 @@ import inspect
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +13,15 @@ import tinylsm
 from tinylsm import _backend
 
 from conftest import load_twin
+from helpers import child_env
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _python(code: str, **env: str) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter that imports this checkout."""
-    full = {k: v for k, v in os.environ.items() if k != "TINYLSM_PUREPYTHON"}
-    full.update(env)
-    full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full.get("PYTHONPATH")]))
+    full = child_env(**env)
+    if "TINYLSM_PUREPYTHON" not in env:
+        full.pop("TINYLSM_PUREPYTHON", None)
     return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True,
                           text=True, timeout=60)
 

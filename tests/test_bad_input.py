@@ -17,7 +17,7 @@ import zstandard
 
 import golden
 import tinylsm
-from faults import snapshot
+from helpers import child_env, snapshot
 from workload import contents, key, make_ops, open_db, prefix_models, run
 
 K, V = 8, 10
@@ -168,7 +168,7 @@ def test_second_opener_in_another_process(store):
         else:
             print("opened")
     """)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = child_env()
     with unchanged(db, path, model):
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              env=env, timeout=120)
@@ -383,6 +383,21 @@ def test_config_of_wrong_type(bad):
     with pytest.raises(TypeError, match=rf"Config\.merge_ratio: expected int, got "
                                         rf"{type(bad).__name__}"):
         tinylsm.Config(merge_ratio=bad)
+
+
+@pytest.mark.parametrize("sizes,exc,match", [
+    ((0, 1), ValueError, "key_size: expected 1 to 65536, got 0"),
+    ((1, -1), ValueError, "value_size: expected 0 to 65536, got -1"),
+    ((1 << 16 + 1, 1), ValueError, "key_size: expected 1 to 65536"),
+    ((1, "8"), TypeError, "value_size: expected int, got str"),
+    ((True, 8), TypeError, "key_size: expected int, got bool"),
+    ((None, None), TypeError, "key_size and value_size are required"),
+    ((8, None), TypeError, "key_size and value_size are required"),
+])
+def test_sizes_of_a_new_store(tmp_path, sizes, exc, match):
+    with pytest.raises(exc, match=match):
+        tinylsm.open(tmp_path / "db", key_size=sizes[0], value_size=sizes[1])
+    assert not (tmp_path / "db").exists()
 
 
 def test_config_not_a_config(tmp_path):

@@ -1,4 +1,8 @@
-"""The public API of the store: mapping behaviour, errors, lifecycle, threads."""
+"""The public API of the store: mapping behaviour, lifecycle, threads.
+
+Bad input of every kind (keys, values, batches, sizes, config, a second
+opener, use after close) is the list in ``test_bad_input.py``.
+"""
 from __future__ import annotations
 
 import os
@@ -12,6 +16,7 @@ import pytest
 
 import tinylsm
 
+
 K, V = 8, 8
 
 
@@ -21,14 +26,6 @@ def key(i: int) -> bytes:
 
 def val(i: int) -> bytes:
     return i.to_bytes(V, "little")
-
-
-def snapshot(path: Path) -> dict:
-    """Every file under ``path`` with its bytes, to prove nothing changed."""
-    return {
-        str(p.relative_to(path)): p.read_bytes()
-        for p in sorted(path.rglob("*")) if p.is_file()
-    }
 
 
 @pytest.fixture
@@ -120,152 +117,11 @@ def test_write_batch_last_wins_and_removes(db):
     assert dict(db) == {key(2): val(22)}
 
 
-@pytest.mark.parametrize("bad,exc,message", [
-    ("abcdefgh", TypeError, "key: expected a bytes-like object, got str"),
-    (12345678, TypeError, "got int"),
-    (None, TypeError, "got NoneType"),
-    (b"short", ValueError, "key: expected 8 bytes, got 5"),
-    (b"much too long", ValueError, "expected 8 bytes, got 13"),
-])
-def test_bad_keys(tmp_path, bad, exc, message):
-    path = tmp_path / "db"
-    with tinylsm.open(path, key_size=K, value_size=V) as db:
-        db[key(1)] = val(1)
-        db.flush()
-        before = snapshot(path)
-        with pytest.raises(exc, match=message):
-            db.insert(bad, val(1))
-        with pytest.raises(exc, match=message):
-            db.remove(bad)
-        with pytest.raises(exc, match=message):
-            db[bad]
-        with pytest.raises(exc, match=message):
-            db.get(bad)
-        db.flush()
-        assert snapshot(path) == before
-        assert dict(db) == {key(1): val(1)}
-
-
-@pytest.mark.parametrize("bad,exc,message", [
-    ("abcdefgh", TypeError, "value: expected a bytes-like object, got str"),
-    (5, TypeError, "got int"),
-    (b"1234567", ValueError, "value: expected 8 bytes, got 7"),
-])
-def test_bad_values(tmp_path, bad, exc, message):
-    path = tmp_path / "db"
-    with tinylsm.open(path, key_size=K, value_size=V) as db:
-        db.flush()
-        before = snapshot(path)
-        with pytest.raises(exc, match=message):
-            db.insert(key(1), bad)
-        with pytest.raises(exc, match=message):
-            db[key(1)] = bad
-        db.flush()
-        assert snapshot(path) == before
-        assert len(db) == 0
-
-
-def test_bad_batch_item_applies_nothing(tmp_path):
-    path = tmp_path / "db"
-    with tinylsm.open(path, key_size=K, value_size=V) as db:
-        db[key(1)] = val(1)
-        db.flush()
-        before = snapshot(path)
-        with pytest.raises(ValueError, match="value of item 2: expected 8 bytes, got 3"):
-            db.write_batch([(key(5), val(5)), (key(1), None), (key(6), b"bad")])
-        with pytest.raises(TypeError, match="item 1: expected a \\(key, value_or_None\\) pair"):
-            db.write_batch([(key(5), val(5)), key(6)])
-        db.flush()
-        assert snapshot(path) == before
-        assert dict(db) == {key(1): val(1)}
-
-
-def test_sizes_and_config_validation(tmp_path):
-    with pytest.raises(ValueError, match="key_size: expected 1 to"):
-        tinylsm.open(tmp_path / "a", key_size=0, value_size=1)
-    with pytest.raises(TypeError, match="value_size: expected int, got str"):
-        tinylsm.open(tmp_path / "a", key_size=1, value_size="8")
-    with pytest.raises(TypeError, match="key_size and value_size are required"):
-        tinylsm.open(tmp_path / "a")
-    assert not (tmp_path / "a").exists()
-    with pytest.raises(ValueError, match="Config.merge_window: expected 2 to 255, got 0"):
-        tinylsm.Config(merge_window=0)
-    with pytest.raises(ValueError, match="Config.zstd_sstable_compression_level"):
-        tinylsm.Config(zstd_sstable_compression_level=23)
-    with pytest.raises(TypeError, match="Config.max_log_length: expected int, got float"):
-        tinylsm.Config(max_log_length=1.5)
-    with pytest.raises(TypeError, match="config: expected tinylsm.Config, got dict"):
-        tinylsm.open(tmp_path / "a", key_size=1, value_size=1, config={})
+def test_config_defaults_are_tiny_lsms():
     assert tinylsm.Config() == tinylsm.Config(
         max_space_amp=2, max_log_length=32 << 20, merge_ratio=3, merge_window=10,
         log_bufwriter_size=32 << 10, zstd_sstable_compression_level=3,
     )
-
-
-def test_size_mismatch_on_reopen_changes_nothing(tmp_path):
-    path = tmp_path / "db"
-    with tinylsm.open(path, key_size=K, value_size=V) as db:
-        db[key(1)] = val(1)
-    before = snapshot(path)
-    with pytest.raises(ValueError, match="created with key_size=8, value_size=8; "
-                                         "opened with key_size=4, value_size=8"):
-        tinylsm.open(path, key_size=4, value_size=8)
-    assert snapshot(path) == before
-    with tinylsm.open(path) as db:  # sizes come from the metadata file
-        assert (db.key_size, db.value_size) == (K, V)
-        assert db[key(1)] == val(1)
-
-
-def test_second_opener_is_locked_out(tmp_path, db):
-    with pytest.raises(tinylsm.LockedError, match="already open"):
-        tinylsm.open(db.path, key_size=K, value_size=V)
-    code = (
-        "import sys, tinylsm\n"
-        "try:\n"
-        f"    tinylsm.open({db.path!r}, key_size=8, value_size=8)\n"
-        "except tinylsm.LockedError as e:\n"
-        "    print('locked:', e); sys.exit(3)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
-    assert proc.returncode == 3, proc.stderr
-    assert "already open" in proc.stdout
-    db.close()
-    tinylsm.open(db.path, key_size=K, value_size=V).close()  # the lock is released
-
-
-def test_file_in_place_of_directory(tmp_path):
-    path = tmp_path / "db"
-    path.write_bytes(b"not a store")
-    with pytest.raises(NotADirectoryError, match="not a directory"):
-        tinylsm.open(path, key_size=K, value_size=V)
-    assert path.read_bytes() == b"not a store"
-
-
-def test_hex_sstable_name_of_wrong_length_is_reported(tmp_path):
-    path = tmp_path / "db"
-    with tinylsm.open(path, key_size=K, value_size=V) as db:
-        db[key(1)] = val(1)
-    (path / "sstables" / "2a").write_bytes(b"")
-    before = snapshot(path)
-    with pytest.raises(tinylsm.CorruptionError, match="sstables/2a' is hex but not 16 lower-case"):
-        tinylsm.open(path, key_size=K, value_size=V)
-    assert snapshot(path) == before
-
-
-def test_use_after_close(tmp_path):
-    db = tinylsm.open(tmp_path / "db", key_size=K, value_size=V)
-    db[key(1)] = val(1)
-    db.close()
-    db.close()  # idempotent
-    for action in (
-        lambda: db[key(1)], lambda: db.get(key(1)), lambda: key(1) in db, lambda: len(db),
-        lambda: db.insert(key(1), val(1)), lambda: db.remove(key(1)), lambda: list(db),
-        lambda: db.write_batch([]), lambda: db.flush(), lambda: db.stats(),
-        lambda: db.compact(), lambda: list(db.range()),
-    ):
-        with pytest.raises(tinylsm.ClosedError, match="is closed"):
-            action()
 
 
 def test_context_manager_closes_and_persists(tmp_path):

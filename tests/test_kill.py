@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import tinylsm
+from helpers import child_env
 from faults import report
 
 HERE = Path(__file__).resolve().parent
@@ -76,8 +77,7 @@ def _apply(model: Dict[bytes, bytes], op: tuple) -> None:
 
 
 def _one_kill(path: str, seed: int, rng: random.Random, stderr_path: Path) -> bytes:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
+    env = child_env()
     with open(stderr_path, "wb") as err:
         proc = subprocess.Popen([sys.executable, str(WRITER), path, str(seed)],
                                 stdout=subprocess.PIPE, stderr=err, env=env, cwd=str(REPO))

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict
 
 import pytest
 
@@ -19,21 +19,8 @@ import tinylsm
 from tinylsm import _format
 
 import golden
+from helpers import child_env, snapshot
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def snapshot(root: Path) -> Dict[str, Tuple[str, bytes, int]]:
-    """Every entry under ``root``: kind, content (files) and mtime in ns."""
-    out = {}
-    for p in sorted([root, *root.rglob("*")]):
-        st = p.stat()
-        rel = str(p.relative_to(root))
-        if p.is_dir():
-            out[rel] = ("dir", b"", st.st_mtime_ns)
-        else:
-            out[rel] = ("file", p.read_bytes(), st.st_mtime_ns)
-    return out
 
 
 def compactor_threads() -> int:
@@ -64,12 +51,12 @@ def test_golden_opens_without_change(tmp_path, name):
     lock or metadata file."""
     sc = golden.load(name)
     db_dir = golden.copy_db(sc, tmp_path)
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     with tinylsm.open(db_dir, key_size=sc.key_size, value_size=sc.value_size,
                       readonly=True) as db:
         assert dict(db.items()) == sc.data
         assert db.readonly
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
     assert not (db_dir / _format.LOCK_NAME).exists()
     assert not (db_dir / _format.META_NAME).exists()
 
@@ -91,10 +78,10 @@ def test_tmp_sstable_is_not_deleted(tmp_path):
     data = make_store(db_dir, max_log_length=400)
     tmp = db_dir / _format.SSTABLE_DIR / "ff-tmp"
     tmp.write_bytes(b"half-written")
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     with tinylsm.open(db_dir, readonly=True) as db:
         assert dict(db.items()) == data
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
     assert tmp.exists()
     with tinylsm.open(db_dir):  # a writer removes it
         pass
@@ -118,13 +105,13 @@ def test_no_compaction_thread_and_no_merge(tmp_path):
             db.flush()
     n_sst = len(os.listdir(db_dir / _format.SSTABLE_DIR))
     assert n_sst > 3
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     threads = compactor_threads()
     with tinylsm.open(db_dir, readonly=True, config=tinylsm.Config(**cfg)) as db:
         assert compactor_threads() == threads
         assert dict(db.items()) == data
         assert db.stats().sstables == n_sst
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
     # the same directory opened for writing merges: the check above can fail
     with tinylsm.open(db_dir, config=tinylsm.Config(**cfg)) as db:
         db.compact()
@@ -133,10 +120,10 @@ def test_no_compaction_thread_and_no_merge(tmp_path):
 
 def test_rust_directory_gets_no_metadata_or_lock(tmp_path):
     db_dir = golden.copy_db("sstables_k8_v8", tmp_path)
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     with tinylsm.open(db_dir, key_size=8, value_size=8, readonly=True):
         pass
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
     assert sorted(p.name for p in db_dir.iterdir()) == ["log", "sstables"]
 
 
@@ -144,11 +131,11 @@ def test_missing_log_file(tmp_path):
     """A directory without a log opens empty, and nothing is created."""
     db_dir = tmp_path / "db"
     (db_dir / "sstables").mkdir(parents=True)
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     db = tinylsm.open(db_dir, key_size=4, value_size=4, readonly=True)
     assert len(db) == 0
     db.close()
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
 
 
 def test_missing_directory_is_not_created(tmp_path):
@@ -160,7 +147,7 @@ def test_missing_directory_is_not_created(tmp_path):
 def test_reads_and_close_change_nothing(tmp_path):
     db_dir = tmp_path / "db"
     data = make_store(db_dir, max_log_length=1000)
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     db = tinylsm.open(db_dir, readonly=True)
     keys = sorted(data)
     assert list(db) == keys
@@ -171,7 +158,7 @@ def test_reads_and_close_change_nothing(tmp_path):
     assert db.stats().keys == len(data)
     db.close()
     db.close()
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
 
 
 # -- sharing -------------------------------------------------------------------
@@ -180,7 +167,7 @@ def test_reads_and_close_change_nothing(tmp_path):
 def test_several_readers_share_a_directory(tmp_path):
     db_dir = tmp_path / "db"
     data = make_store(db_dir)
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     a = tinylsm.open(db_dir, readonly=True)
     b = tinylsm.open(db_dir, readonly=True)
     # and one in another process, while both are open
@@ -189,8 +176,7 @@ def test_several_readers_share_a_directory(tmp_path):
         "with tinylsm.open(sys.argv[1], readonly=True) as db:\n"
         "    print(len(db))\n"
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env = child_env()
     out = subprocess.run([sys.executable, "-c", code, str(db_dir)], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -203,7 +189,7 @@ def test_several_readers_share_a_directory(tmp_path):
     with pytest.raises(tinylsm.LockedError):
         tinylsm.open(db_dir)
     b.close()
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
     tinylsm.open(db_dir).close()  # all readers gone: a writer may open
 
 
@@ -240,13 +226,13 @@ WRITES = {
 def test_writes_raise_error(tmp_path, write):
     db_dir = tmp_path / "db"
     data = make_store(db_dir, max_log_length=1000)
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     key = sorted(data)[3]
     with tinylsm.open(db_dir, readonly=True) as db:
         with pytest.raises(tinylsm.ReadOnlyError, match="read-only"):
             WRITES[write](db, key)
         assert dict(db.items()) == data
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
 
 
 # -- sizes -----------------------------------------------------------------------
@@ -256,7 +242,7 @@ def test_sizes_come_from_metadata(tmp_path):
     db_dir = tmp_path / "db"
     with tinylsm.open(db_dir, key_size=3, value_size=5) as db:
         db[b"abc"] = b"12345"
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     with tinylsm.open(db_dir, readonly=True) as db:
         assert (db.key_size, db.value_size) == (3, 5)
         assert db[b"abc"] == b"12345"
@@ -264,15 +250,15 @@ def test_sizes_come_from_metadata(tmp_path):
         assert len(db) == 1
     with pytest.raises(ValueError, match="key_size=3, value_size=5"):
         tinylsm.open(db_dir, key_size=5, value_size=3, readonly=True)
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before
 
 
 def test_rust_directory_needs_sizes(tmp_path):
     db_dir = golden.copy_db("basic_k8_v8", tmp_path)
-    before = snapshot(db_dir)
+    before = snapshot(db_dir, mtimes=True)
     with pytest.raises(TypeError, match="key_size and value_size are required"):
         tinylsm.open(db_dir, readonly=True)
     # wrong sizes are caught by the first frame, and nothing changes
     with pytest.raises(ValueError, match="sizes the store was written with"):
         tinylsm.open(db_dir, key_size=4, value_size=4, readonly=True)
-    assert snapshot(db_dir) == before
+    assert snapshot(db_dir, mtimes=True) == before

@@ -192,15 +192,15 @@ class Lsm(maps.StoreCore, MutableMapping):
             yield key
 
     def keys(self) -> KeysView:
-        """The keys, in key order."""
+        """The keys, in key order (costs as ``range``)."""
         return _Keys(self)
 
     def items(self) -> ItemsView:
-        """``(key, value)`` pairs, in key order."""
+        """``(key, value)`` pairs, in key order (costs as ``range``)."""
         return _Items(self)
 
     def values(self) -> ValuesView:
-        """The values, in key order."""
+        """The values, in key order (costs as ``range``)."""
         return _Values(self)
 
     def range(
@@ -211,6 +211,21 @@ class Lsm(maps.StoreCore, MutableMapping):
         Either end may be ``None`` (open).  With ``reverse`` the same pairs
         come in descending order.  Raises ``RuntimeError`` on the next step
         if the store changes while the iterator is in use.
+
+        Cost: O(log n) to find the start, then O(1) per pair, no I/O.  The
+        first ordered read (``range``, iteration, ``keys``/``items``/``values``)
+        after m inserts or removes first brings the sorted index up to date:
+        O(m log m + n) (a radix sort of the m new keys and one merge pass), so
+        alternating single writes with ordered reads costs O(n) each time.
+
+        >>> import tinylsm, tempfile, os
+        >>> db = tinylsm.open(os.path.join(tempfile.mkdtemp(), "db"), key_size=1, value_size=1)
+        >>> db.write_batch([(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
+        >>> list(db.range(b"b"))
+        [(b'b', b'2'), (b'c', b'3')]
+        >>> [k for k, _ in db.range(stop=b"c", reverse=True)]
+        [b'b', b'a']
+        >>> db.close()
         """
         k = self.key_size
         if start is not None:
@@ -275,7 +290,18 @@ class Lsm(maps.StoreCore, MutableMapping):
         ``None`` removes the key; a later item for the same key wins.  Every
         item is checked first: one bad item raises ``TypeError`` or
         ``ValueError`` naming it and nothing is applied.  Recovery applies
-        the whole batch or none of it.
+        the whole batch or none of it.  Cost: O(len(items)), one log append.
+
+        >>> import tinylsm, tempfile, os
+        >>> db = tinylsm.open(os.path.join(tempfile.mkdtemp(), "db"), key_size=1, value_size=1)
+        >>> db.write_batch([(b"a", b"1"), (b"b", b"2"), (b"a", None)])
+        >>> dict(db.items())
+        {b'b': b'2'}
+        >>> db.write_batch([(b"c", b"too long")])
+        Traceback (most recent call last):
+            ...
+        ValueError: value of item 0: expected 1 bytes, got 8
+        >>> db.close()
         """
         if not isinstance(items, (list, tuple)):
             items = list(items)
