@@ -424,7 +424,8 @@ def test_verify_flipped_byte_in_golden_sstable(tmp_path):
     rel = f"sstables/{target.name}"
     assert (f"{rel}: CORRUPT: record {scan.error_index} of {scan.expected}: {scan.reason}"
             in "\n".join(lines))
-    assert f"corrupt {rel} record {scan.error_index} ({scan.reason})" in lines[-1]
+    assert (f"corrupt {rel} (record {scan.error_index} of {scan.expected}: {scan.reason})"
+            in lines[-1])
     assert any(line.startswith("recovery: FAILS: CorruptionError") for line in lines)
 
 

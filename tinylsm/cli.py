@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
-import struct
 import sys
 from itertools import islice
 from typing import List, Optional, Sequence, Tuple
 
 import tinylsm
 
-from . import _kept, _meta, _progress, sstable
+from . import _meta, _progress, _recovery, _verify, sstable
+from ._args import ArgumentParser, size_arg
 from ._backend import codec
-from ._format import SST_COMPLETE, SST_SHORT, STOP_END, STOP_SHORT, check_sizes
+from ._format import LOG_NAME, META_NAME, SSTABLE_DIR
 from ._fs import DEFAULT as FILES
 from .errors import (
     CompactionError,
@@ -70,32 +69,13 @@ examples:
 
 """ + EXIT_HELP
 
-_U64 = struct.Struct("<Q")
 
 
 class UsageError(Exception):
     """A bad argument: reported on one line, exit status 2."""
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """Reports a usage error on one line (not argparse's usage block)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 # -- arguments -------------------------------------------------------------------
-
-
-def size_arg(text: str) -> int:
-    """argparse type for a size in bytes: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
 
 
 def parse_key(text: str, size: int, byte_order: Optional[str], what: str = "KEY") -> bytes:
@@ -139,28 +119,27 @@ def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
     if not os.path.isdir(directory):
         raise UsageError(f"{directory}: not a directory")
     names = set(os.listdir(directory))
-    if not names & {"log", sstable.SSTABLE_DIR, _meta.META_NAME}:
+    if not names & {LOG_NAME, SSTABLE_DIR, META_NAME}:
         raise UsageError(f"{directory}: not a tinylsm or tiny-lsm store "
-                         f"(no log, {sstable.SSTABLE_DIR}/ or {_meta.META_NAME})")
+                         f"(no {LOG_NAME}, {SSTABLE_DIR}/ or {META_NAME})")
     given = (args.key_size, args.value_size)
     if (given[0] is None) != (given[1] is None):
         raise UsageError("give both --key-size and --value-size, or neither")
     recorded = _meta.read_sizes(FILES, directory)
-    if recorded is not None:
-        if given[0] is not None and given != recorded:
-            raise UsageError(
-                f"{directory} records key size {recorded[0]} and value size {recorded[1]}, "
-                f"not {given[0]} and {given[1]}: leave --key-size and --value-size out")
-        return recorded[0], recorded[1], _meta.META_NAME
-    if given[0] is None:
+    try:
+        k, v = _recovery.settle_sizes(directory, recorded, *given)
+    except TypeError:
         raise UsageError(
             f"{directory} records no key and value sizes (a store written by the Rust "
-            "tiny-lsm?): give them with --key-size K --value-size V")
-    try:
-        check_sizes(given[0], given[1])
+            "tiny-lsm?): give them with --key-size K --value-size V") from None
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return given[0], given[1], "the command line"
+        if recorded is None:
+            raise UsageError(str(exc)) from None
+        raise UsageError(
+            f"{directory} records key size {recorded[0]} and value size {recorded[1]}, "
+            f"not {given[0]} and {given[1]}: leave --key-size and --value-size out"
+        ) from None
+    return k, v, META_NAME if recorded is not None else "the command line"
 
 
 def open_readonly(args: argparse.Namespace) -> tinylsm.Lsm:
@@ -173,7 +152,7 @@ def open_readonly(args: argparse.Namespace) -> tinylsm.Lsm:
 
 def _sstable_files(directory: str) -> Tuple[List[Tuple[str, int]], List[Tuple[str, int]]]:
     """``([(name, bytes)] of sstables in id order, [(name, bytes)] of -tmp files)``."""
-    ssdir = os.path.join(directory, sstable.SSTABLE_DIR)
+    ssdir = os.path.join(directory, SSTABLE_DIR)
     if not os.path.isdir(ssdir):
         return [], []
     ids, tmps = sstable.list_dir(FILES, ssdir)
@@ -186,7 +165,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         st = db.stats()
         k, v = db.key_size, db.value_size
         frame = codec.frame_size(k, v)
-        log_path = os.path.join(args.dir, "log")
+        log_path = os.path.join(args.dir, LOG_NAME)
         log_file = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         tables, tmps = _sstable_files(args.dir)
     torn = log_file - st.log_bytes
@@ -209,7 +188,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ("value size", f"{v} bytes"),
         ("keys", f"{st.keys:,}"),
         ("live data", f"{live:,} bytes (keys x (key size + value size))"),
-        ("log", f"{log_file:,} bytes, {st.log_bytes // frame:,} frames of {frame} bytes"
+        (LOG_NAME, f"{log_file:,} bytes, {st.log_bytes // frame:,} frames of {frame} bytes"
          + (f" + a torn tail of {torn:,} bytes (see tinylsm verify)" if torn else "")),
         ("sstables", f"{_plural(len(tables), 'file')}, {sst_bytes:,} bytes"),
     ]
@@ -267,167 +246,17 @@ def cmd_dump(args: argparse.Namespace) -> int:
 # -- verify ------------------------------------------------------------------------------
 
 
-class Report:
-    """Lines of ``verify``; problems also go into the summary."""
-
-    def __init__(self) -> None:
-        self.problems: List[str] = []
-
-    def ok(self, where: str, text: str) -> None:
-        print(f"{where}: ok: {text}")
-
-    def note(self, where: str, text: str) -> None:
-        print(f"{where}: note: {text}")
-
-    def problem(self, where: str, kind: str, text: str, summary: str) -> None:
-        print(f"{where}: {kind}: {text}")
-        self.problems.append(summary)
-
-
-def _verify_sstable(path: str, rel: str, k: int, v: int, report: Report) -> None:
-    data = FILES.read_file(path)
-    try:
-        payload = sstable.decompress(data, path)
-    except CorruptionError as exc:
-        reason = str(exc).split(": ", 1)[-1]
-        report.problem(rel, "CORRUPT", f"{reason} ({len(data):,} bytes)",
-                       f"corrupt {rel} ({reason})")
-        return
-    scan = codec.decode_sstable(payload, k, v)
-    if scan.status == SST_COMPLETE:
-        report.ok(rel, f"{scan.count:,} records ({scan.tombstones:,} tombstones), "
-                       f"{len(data):,} bytes")
-    elif scan.status == SST_SHORT:
-        of = f"{scan.expected:,}" if scan.expected >= 0 else "? (not even the count)"
-        report.problem(
-            rel, "CUT SHORT",
-            f"{scan.count:,} of {of} records; a flush of the Rust tiny-lsm was "
-            "interrupted, or the file is damaged",
-            f"{rel} cut short ({scan.count} of {scan.expected} records)")
-    else:
-        report.problem(
-            rel, "CORRUPT",
-            f"record {scan.error_index} of {scan.expected}: {scan.reason} "
-            f"(the {scan.count:,} records before it are intact)",
-            f"corrupt {rel} record {scan.error_index} ({scan.reason})")
-
-
-def _verify_log(path: str, k: int, v: int, sizes_from_meta: bool, report: Report) -> None:
-    data = FILES.read_file(path)
-    frame = codec.frame_size(k, v)
-    scan = codec.scan_log(data, k, v)
-    total = len(data)
-    applied = (f"{scan.count:,} records ({scan.tombstones:,} tombstones) in "
-               f"{scan.end:,} bytes")
-    if scan.stop == STOP_END and scan.end == total:
-        report.ok("log", applied)
-        return
-    lost = total - scan.end
-    batch = ""
-    if scan.end < scan.stop_offset and data[scan.end + 4] == 2:
-        n = _U64.unpack_from(data, scan.end + 5)[0]
-        batch = (f"; the write_batch of {n:,} items starting at offset {scan.end:,} is "
-                 "incomplete and is dropped whole")
-    tail = data[scan.stop_offset:]
-    if scan.stop in (STOP_END, STOP_SHORT) or not tail.strip(b"\0"):
-        if scan.stop in (STOP_END, STOP_SHORT):
-            what = (f"{total - scan.stop_offset} bytes of a cut-off frame at offset "
-                    f"{scan.stop_offset:,}" if scan.stop == STOP_SHORT else
-                    "the file ends inside a write_batch")
-        else:
-            what = (f"{len(tail):,} zero bytes from offset {scan.stop_offset:,} "
-                    "(space allocated but never written)")
-        kept = (f"sets the {lost:,} bytes after it aside in a tinylsm.kept-* file"
-                if _kept.may_hold_data(data[scan.end:], k, v) else
-                f"drops {lost:,} bytes that hold no complete change")
-        report.problem(
-            "log", "TORN TAIL",
-            f"{what}{batch}; recovery cuts the log to {scan.end:,} bytes and {kept} "
-            f"(changes that were never flushed). Before it: {applied}",
-            f"torn log tail ({lost:,} bytes after offset {scan.end:,})")
-        return
-    index = scan.stop_offset // frame
-    after = total - scan.stop_offset - frame
-    hint = ""
-    if scan.count == 0 and scan.stop_offset == 0:
-        hint = (f" (the very first frame is bad: is the store's key size {k} and value "
-                f"size {v}?)" if not sizes_from_meta else "")
-        fate = "recovery refuses to open the store and changes nothing"
-    else:
-        fate = (f"recovery stops there, sets the {lost:,} bytes after offset {scan.end:,} "
-                "aside in a tinylsm.kept-* file, and cuts the log there")
-    report.problem(
-        "log", "CORRUPT",
-        f"frame #{index:,} at offset {scan.stop_offset:,}: {scan.stop}{batch}; {fate}"
-        + (f" ({after // frame:,} more frames after the bad one)" if after >= frame else "")
-        + f"{hint}. Before it: {applied}",
-        f"corrupt log frame #{index} at offset {scan.stop_offset} ({scan.stop})")
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
-    report = Report()
     directory = args.dir
     try:
         k, v, source = store_sizes(args)
     except CorruptionError as exc:  # tinylsm.meta unreadable
-        print(f"{_meta.META_NAME}: CORRUPT: {exc}")
-        print(f"NOT CLEAN: {_meta.META_NAME} is unreadable")
+        print(f"{META_NAME}: CORRUPT: {exc}")
+        print(f"NOT CLEAN: {META_NAME} is unreadable")
         return EXIT_DAMAGED
-    lock = _meta.StoreLock(directory, shared=True)  # no writer may change files meanwhile
-    try:
-        lock.lock_file()
-        print(f"{directory}: key size {k}, value size {v} (from {source})")
-        ssdir = os.path.join(directory, sstable.SSTABLE_DIR)
-        names = sorted(os.listdir(ssdir)) if os.path.isdir(ssdir) else None
-        if names is None:
-            report.note(sstable.SSTABLE_DIR + "/", "missing; a writable open creates it")
-        tables = []
-        for name in names or []:
-            rel = f"{sstable.SSTABLE_DIR}/{name}"
-            if re.fullmatch(r"[0-9a-f]{16}", name):
-                tables.append((name, rel))
-            elif re.fullmatch(r"\+?[0-9a-fA-F]+", name):
-                report.problem(rel, "BAD NAME", "hex but not 16 lower-case hex digits; "
-                               "recovery refuses to open the store",
-                               f"bad sstable name {rel}")
-            elif name.endswith("-tmp"):
-                report.note(rel, "an unfinished sstable write; the next writable open "
-                                 "deletes it (nothing is lost)")
-        steps = [("sst", n, r) for n, r in tables] + [("log", "log", "log")]
-        for kind, name, rel in _progress.wrap(steps, desc="verify", unit="file"):
-            path = os.path.join(directory, sstable.SSTABLE_DIR, name) if kind == "sst" \
-                else os.path.join(directory, "log")
-            if kind == "sst":
-                _verify_sstable(path, rel, k, v, report)
-            elif os.path.exists(path):
-                _verify_log(path, k, v, source == _meta.META_NAME, report)
-            else:
-                report.note("log", "missing; a writable open creates it")
-        for name, size in _kept.listing(FILES, directory):
-            report.note(name, f"{size:,} bytes of log set aside by an earlier recovery "
-                              "(the log's bytes after the point it could replay to; "
-                              "tinylsm never reads them back)")
-        # what recovery makes of it all: the real thing, read-only
-        quiet = logging.getLogger("tinylsm")
-        was_disabled, quiet.disabled = quiet.disabled, True  # reported above already
-        try:
-            with tinylsm.open(directory, key_size=k, value_size=v, readonly=True) as db:
-                keys = len(db)
-            recovery = f"{keys:,} keys"
-            report.ok("recovery", f"a read-only open recovers {keys:,} keys")
-        except (Error, ValueError, OSError) as exc:
-            recovery = "recovery fails"
-            report.problem("recovery", "FAILS", f"{type(exc).__name__}: {exc}",
-                           "recovery fails")
-        finally:
-            quiet.disabled = was_disabled
-    finally:
-        lock.close()
-    if report.problems:
-        print(f"NOT CLEAN: {'; '.join(report.problems)}")
-        return EXIT_DAMAGED
-    print(f"clean: {_plural(len(tables), 'sstable')} and the log checked, {recovery}")
-    return EXIT_OK
+    clean, summary = _verify.verify(directory, k, v, source)
+    print(summary)
+    return EXIT_OK if clean else EXIT_DAMAGED
 
 
 # -- compact -------------------------------------------------------------------------------
@@ -441,7 +270,7 @@ def _space(st: tinylsm.Stats) -> str:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     k, v, source = store_sizes(args)
-    had_meta = source == _meta.META_NAME
+    had_meta = source == META_NAME
     with tinylsm.open(args.dir, key_size=k, value_size=v) as db:
         print(f"before: {_space(db.stats())}")
         if _progress.enabled():
@@ -450,7 +279,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         after = db.stats()
     print(f"after:  {_space(after)}")
     if not had_meta:
-        print(f"note: recorded the sizes in {_meta.META_NAME} (the Rust tiny-lsm ignores "
+        print(f"note: recorded the sizes in {META_NAME} (the Rust tiny-lsm ignores "
               "that file)")
     return EXIT_OK
 

@@ -8,8 +8,16 @@ class Error(Exception):
 class CorruptionError(Error):
     """Data on disk is damaged in a way recovery must not paper over.
 
-    The message names the file, and the record or offset, and what is wrong.
+    The message names the file, and the record or offset, and what is wrong;
+    ``path`` and ``detail`` hold the file and the rest, when known, for tools
+    (``tinylsm verify``) that report them apart.
     """
+
+    def __init__(self, message: str, *, path: "str | None" = None,
+                 detail: "str | None" = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.detail = detail if detail is not None else message
 
 
 class LockedError(Error):

@@ -55,7 +55,8 @@ def decompress(data: bytes, path: str) -> bytes:
     try:
         return zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(data)
     except zstandard.ZstdError as exc:
-        raise CorruptionError(f"sstable {path}: zstd stream is damaged: {exc}") from None
+        detail = f"zstd stream is damaged: {exc}"
+        raise CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail) from None
 
 
 def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTableScan, int]:
@@ -70,22 +71,20 @@ def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTab
     payload = decompress(data, path)
     scan = codec.decode_sstable(payload, key_size, value_size)
     if scan.status == SST_CORRUPT:
-        raise CorruptionError(
-            f"sstable {path}: record {scan.error_index} of {scan.expected}: {scan.reason}"
-            + _sizes_hint(payload, scan.expected, key_size, value_size)
-        )
+        detail = (f"record {scan.error_index} of {scan.expected}: {scan.reason}"
+                  + _sizes_hint(payload, scan.expected, key_size, value_size))
+        raise CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail)
     if scan.status == SST_SHORT and data and not _streamed(data):
         # Only the Rust crate's in-place flush tears an sstable (its data is
         # then still in the log), and the crate writes streaming frames,
         # which leave the content size unknown.  tinylsm writes its tables
         # whole, size in the header, through -tmp: a short one is damage,
         # and accepting it would silently drop its tail.
-        raise CorruptionError(
-            f"sstable {path}: cut short ({scan.count} of "
-            f"{scan.expected if scan.expected >= 0 else '?'} records), and it is "
-            "not a torn streaming write of tiny-lsm: the file is damaged"
-            + _sizes_hint(payload, scan.expected, key_size, value_size)
-        )
+        detail = (f"cut short ({scan.count} of "
+                  f"{scan.expected if scan.expected >= 0 else '?'} records), and it is "
+                  "not a torn streaming write of tiny-lsm: the file is damaged"
+                  + _sizes_hint(payload, scan.expected, key_size, value_size))
+        raise CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail)
     return scan, len(data)
 
 

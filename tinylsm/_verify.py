@@ -1,0 +1,189 @@
+"""``tinylsm verify``: every file of a store checked, by the readers ``open()``
+uses, so that the two verdicts cannot drift apart.
+
+An sstable is read by ``sstable.read`` (what it refuses, verify calls
+CORRUPT), the log is judged by ``_recovery.plan_log`` (what recovery would
+replay, set aside, cut or refuse), and a read-only open of the whole store
+ends the report.  Nothing on disk is changed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Tuple
+
+from . import _kept, _meta, _progress, sstable
+from ._backend import codec
+from ._format import (
+    BATCH_TAG,
+    HEX_NAME,
+    LOG_NAME,
+    META_NAME,
+    SST_COMPLETE,
+    SSTABLE_DIR,
+    SSTABLE_NAME,
+    SSTABLE_TMP_SUFFIX,
+    STOP_END,
+    STOP_SHORT,
+    batch_count,
+)
+from ._fs import DEFAULT as FILES
+from ._recovery import plan_log
+from .errors import CorruptionError, Error
+
+
+class Report:
+    """Lines of ``verify``; problems also go into the summary."""
+
+    def __init__(self) -> None:
+        self.problems: List[str] = []
+
+    def ok(self, where: str, text: str) -> None:
+        print(f"{where}: ok: {text}")
+
+    def note(self, where: str, text: str) -> None:
+        print(f"{where}: note: {text}")
+
+    def problem(self, where: str, kind: str, text: str, summary: str) -> None:
+        print(f"{where}: {kind}: {text}")
+        self.problems.append(summary)
+
+
+def check_sstable(path: str, rel: str, k: int, v: int, report: Report) -> None:
+    """Report sstable ``path`` as ``open()`` reads it."""
+    try:
+        scan, nbytes = sstable.read(FILES, path, k, v)
+    except CorruptionError as exc:
+        report.problem(rel, "CORRUPT", f"{exc.detail} ({FILES.file_size(path):,} bytes)",
+                       f"corrupt {rel} ({exc.detail})")
+        return
+    if scan.status == SST_COMPLETE:
+        report.ok(rel, f"{scan.count:,} records ({scan.tombstones:,} tombstones), "
+                       f"{nbytes:,} bytes")
+        return
+    of = f"{scan.expected:,}" if scan.expected >= 0 else "? (not even the count)"
+    report.problem(
+        rel, "CUT SHORT",
+        f"{scan.count:,} of {of} records: a flush of the Rust tiny-lsm was interrupted "
+        "(its data is still in the log), or the file is damaged",
+        f"{rel} cut short ({scan.count} of {scan.expected} records)")
+
+
+def check_log(path: str, k: int, v: int, sizes_from_meta: bool, report: Report) -> None:
+    """Report the log as recovery judges it (``plan_log``)."""
+    data = FILES.read_file(path)
+    frame = codec.frame_size(k, v)
+    plan = plan_log(data, k, v)
+    scan = plan.scan
+    total = len(data)
+    applied = (f"{scan.count:,} records ({scan.tombstones:,} tombstones) in "
+               f"{scan.end:,} bytes")
+    if scan.stop == STOP_END and scan.end == total:
+        report.ok(LOG_NAME, applied)
+        return
+    lost = total - scan.end
+    batch = ""
+    if scan.end < scan.stop_offset and data[scan.end + 4] == BATCH_TAG:
+        batch = (f"; the write_batch of {batch_count(data[scan.end:scan.end + frame]):,} "
+                 f"items starting at offset {scan.end:,} is incomplete and is dropped whole")
+    if plan.refuse:
+        hint = ("" if sizes_from_meta else
+                f" (the very first frame is bad: is the store's key size {k} and value "
+                f"size {v}?)")
+        report.problem(
+            LOG_NAME, "CORRUPT",
+            f"frame #0 at offset 0: {scan.stop}{batch}; recovery refuses to open the store "
+            f"and changes nothing ({total // frame:,} frames after it){hint}",
+            f"corrupt log frame #0 at offset 0 ({scan.stop})")
+        return
+    fate = (f"sets the {lost:,} bytes after offset {scan.end:,} aside in a tinylsm.kept-* "
+            "file, then cuts the log there" if plan.keep else
+            f"cuts the log to {scan.end:,} bytes, dropping {lost:,} bytes that hold no "
+            "complete change")
+    tail = data[scan.stop_offset:]
+    if scan.stop in (STOP_END, STOP_SHORT) or not tail.strip(b"\0"):
+        if scan.stop == STOP_SHORT:
+            what = (f"{total - scan.stop_offset} bytes of a cut-off frame at offset "
+                    f"{scan.stop_offset:,}")
+        elif scan.stop == STOP_END:
+            what = "the file ends inside a write_batch"
+        else:
+            what = (f"{len(tail):,} zero bytes from offset {scan.stop_offset:,} "
+                    "(space allocated but never written)")
+        report.problem(
+            LOG_NAME, "TORN TAIL",
+            f"{what}{batch}; recovery {fate} (changes that were never flushed). "
+            f"Before it: {applied}",
+            f"torn log tail ({lost:,} bytes after offset {scan.end:,})")
+        return
+    index = scan.stop_offset // frame
+    after = total - scan.stop_offset - frame
+    report.problem(
+        LOG_NAME, "CORRUPT",
+        f"frame #{index:,} at offset {scan.stop_offset:,}: {scan.stop}{batch}; recovery "
+        f"stops there and {fate}"
+        + (f" ({after // frame:,} more frames after the bad one)" if after >= frame else "")
+        + f". Before it: {applied}",
+        f"corrupt log frame #{index} at offset {scan.stop_offset} ({scan.stop})")
+
+
+def verify(directory: str, k: int, v: int, source: str) -> Tuple[bool, str]:
+    """Print the report of every file (the sizes came from ``source``);
+    return ``(clean, summary)``."""
+    import tinylsm  # the store itself, for the final read-only open
+
+    report = Report()
+    lock = _meta.StoreLock(directory, shared=True)  # no writer may change files meanwhile
+    try:
+        lock.lock_file()
+        print(f"{directory}: key size {k}, value size {v} (from {source})")
+        sizes_from_meta = source == META_NAME
+        ssdir = os.path.join(directory, SSTABLE_DIR)
+        names = sorted(os.listdir(ssdir)) if os.path.isdir(ssdir) else None
+        if names is None:
+            report.problem(SSTABLE_DIR + "/", "MISSING", "recovery refuses a store that "
+                           "has lost its sstables", f"no {SSTABLE_DIR}/")
+        tables = []
+        for name in names or []:
+            rel = f"{SSTABLE_DIR}/{name}"
+            if SSTABLE_NAME.match(name):
+                tables.append((name, rel))
+            elif HEX_NAME.match(name):
+                report.problem(rel, "BAD NAME", "hex but not 16 lower-case hex digits; "
+                               "recovery refuses to open the store",
+                               f"bad sstable name {rel}")
+            elif name.endswith(SSTABLE_TMP_SUFFIX):
+                report.note(rel, "an unfinished sstable write; the next writable open "
+                                 "deletes it (nothing is lost)")
+        steps = [(os.path.join(ssdir, n), r) for n, r in tables] + [(None, LOG_NAME)]
+        for path, rel in _progress.wrap(steps, desc="verify", unit="file"):
+            if path is not None:
+                check_sstable(path, rel, k, v, report)
+            elif os.path.lexists(os.path.join(directory, LOG_NAME)):
+                check_log(os.path.join(directory, LOG_NAME), k, v, sizes_from_meta, report)
+            else:
+                report.note(LOG_NAME, "missing; a writable open creates it")
+        for name, size in _kept.listing(FILES, directory):
+            report.note(name, f"{size:,} bytes of log set aside by an earlier recovery "
+                              "(the log's bytes after the point it could replay to; "
+                              "tinylsm never reads them back)")
+        # what recovery makes of it all: the real thing, read-only
+        quiet = logging.getLogger("tinylsm")
+        was_disabled, quiet.disabled = quiet.disabled, True  # reported above already
+        try:
+            with tinylsm.open(directory, key_size=k, value_size=v, readonly=True) as db:
+                keys = len(db)
+            recovery = f"{keys:,} keys"
+            report.ok("recovery", f"a read-only open recovers {keys:,} keys")
+        except (Error, ValueError, OSError) as exc:
+            recovery = "recovery fails"
+            report.problem("recovery", "FAILS", f"{type(exc).__name__}: {exc}",
+                           "recovery fails")
+        finally:
+            quiet.disabled = was_disabled
+    finally:
+        lock.close()
+    if report.problems:
+        return False, f"NOT CLEAN: {'; '.join(report.problems)}"
+    n = len(tables)
+    return True, f"clean: {n:,} sstable{'' if n == 1 else 's'} and the log checked, {recovery}"
