@@ -1,7 +1,6 @@
 """The store: ``open()`` and ``Lsm``."""
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import os
@@ -11,6 +10,8 @@ from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from typing import Iterable, Iterator, List, NoReturn, Optional, Tuple, Union
 
 from . import _recovery, sstable
+from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, release
+from ._views import Items, Keys, Values
 from ._backend import codec, maps
 from ._compactor import Compactor, Stopped
 from ._fs import DEFAULT as DEFAULT_FILES
@@ -25,13 +26,6 @@ from .errors import (ClosedError, CompactionError, CorruptionError, ReadOnlyErro
 log = logging.getLogger("tinylsm")
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-# The life of a store.  Every public method and the compaction thread
-# respect it: only OPEN serves calls; CLOSING waits for work in flight.
-OPENING, OPEN, CLOSING, CLOSED, FORKED = "opening", "open", "closing", "closed", "forked"
-
-# id -> store; Lsm is a Mapping, hence unhashable, so no WeakSet
-_open_stores: "weakref.WeakValueDictionary[int, Lsm]" = weakref.WeakValueDictionary()
 
 
 class _Exclusive:
@@ -179,7 +173,7 @@ class Lsm(maps.StoreCore, MutableMapping):
             self._compactor.start()
         self._state = OPEN
         self._refresh_fast_cap()
-        _open_stores[id(self)] = self
+        register(self)
 
     @property
     def _closed(self) -> bool:
@@ -193,15 +187,15 @@ class Lsm(maps.StoreCore, MutableMapping):
 
     def keys(self) -> KeysView:
         """The keys, in key order (costs as ``range``)."""
-        return _Keys(self)
+        return Keys(self)
 
     def items(self) -> ItemsView:
         """``(key, value)`` pairs, in key order (costs as ``range``)."""
-        return _Items(self)
+        return Items(self)
 
     def values(self) -> ValuesView:
         """The values, in key order (costs as ``range``)."""
-        return _Values(self)
+        return Values(self)
 
     def range(
         self, start: Optional[bytes] = None, stop: Optional[bytes] = None, *, reverse: bool = False
@@ -497,7 +491,7 @@ class Lsm(maps.StoreCore, MutableMapping):
 
     def _release_files(self) -> None:
         """Close the log and give the lock up (any merge is stopped by now)."""
-        _release(self._log, self._dirlock)
+        release(self._log, self._dirlock)
         self._log = None
         self._dirlock = None
 
@@ -541,13 +535,13 @@ class Lsm(maps.StoreCore, MutableMapping):
         finally:
             # the files are let go once no merge can touch them; if this runs
             # on the compaction thread itself, that thread does it as it exits
-            release = functools.partial(_release, self._log, self._dirlock)
+            let_go = functools.partial(release, self._log, self._dirlock)
             self._log = None
             self._dirlock = None
             if self._compactor is not None:
-                self._compactor.stop(after=release)
+                self._compactor.stop(after=let_go)
             else:
-                release()
+                let_go()
             self._state = CLOSED
 
     def _forked(self) -> None:
@@ -573,32 +567,6 @@ class Lsm(maps.StoreCore, MutableMapping):
         self._compactor = None
 
 
-def _release(log_writer: Optional[LogWriter], dirlock: Optional[StoreLock]) -> None:
-    try:
-        if log_writer is not None:
-            log_writer.close()
-    finally:
-        if dirlock is not None:
-            dirlock.close()
-
-
-class _Keys(KeysView):
-    def __iter__(self) -> Iterator[bytes]:
-        for key, _ in self._mapping.range():  # type: ignore[attr-defined]
-            yield key
-
-
-class _Items(ItemsView):
-    def __iter__(self) -> Iterator[Tuple[bytes, bytes]]:
-        return self._mapping.range()  # type: ignore[attr-defined,no-any-return]
-
-
-class _Values(ValuesView):
-    def __iter__(self) -> Iterator[bytes]:
-        for _, value in self._mapping.range():  # type: ignore[attr-defined]
-            yield value
-
-
 def _live_keys(ref: "weakref.ReferenceType[Lsm]") -> int:
     store = ref()
     if store is None:
@@ -607,23 +575,3 @@ def _live_keys(ref: "weakref.ReferenceType[Lsm]") -> int:
         return len(store._map)
     except ClosedError:
         return 0
-
-
-def _close_all_at_exit() -> None:
-    for store in list(_open_stores.values()):
-        try:
-            store.close()
-        except Exception as exc:  # reported, and the other stores still close
-            log.error("tinylsm: closing %s at exit: %r", store.path, exc)
-
-
-def _after_fork_in_child() -> None:
-    for store in list(_open_stores.values()):
-        store._forked()
-    _open_stores.clear()
-    DEFAULT_FILES.close_all_in_child()
-
-
-atexit.register(_close_all_at_exit)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -16,7 +16,6 @@ from ._format import (
     HEX_NAME,
     SST_CORRUPT,
     SST_SHORT,
-    SSTABLE_DIR,
     SSTABLE_NAME,
     SSTABLE_TMP_SUFFIX,
     SSTableScan,

@@ -1,0 +1,22 @@
+"""The key, item and value views of a store: ordered, through ``range()``."""
+from __future__ import annotations
+
+from collections.abc import ItemsView, KeysView, ValuesView
+from typing import Iterator, Tuple
+
+
+class Keys(KeysView):
+    def __iter__(self) -> Iterator[bytes]:
+        for key, _ in self._mapping.range():  # type: ignore[attr-defined]
+            yield key
+
+
+class Items(ItemsView):
+    def __iter__(self) -> Iterator[Tuple[bytes, bytes]]:
+        return self._mapping.range()  # type: ignore[attr-defined,no-any-return]
+
+
+class Values(ValuesView):
+    def __iter__(self) -> Iterator[bytes]:
+        for _, value in self._mapping.range():  # type: ignore[attr-defined]
+            yield value
