@@ -73,8 +73,8 @@ _RATES = pytest.StashKey[dict]()
 def engine_rates(request):
     """``engine_rates(row, label, unit, engine, value)`` keeps a figure an
     engine method measured itself, for the table at the end of the run;
-    ``row`` is a workload of ``tinylsm.bench.WORKLOADS`` or a row of its
-    ``ROWS``, which give the order of the table."""
+    ``row`` is a workload of ``tinylsm.bench.WORKLOADS`` or one of the rows
+    of ``tinylsm.bench.rows.ROWS``, which give the order of the table."""
     rates = request.config.stash.setdefault(_RATES, {})
 
     def record(row, label, unit, engine, value):
@@ -92,20 +92,22 @@ class _EngineSummary:
         if not rates:
             return
         import tinylsm
-        from tinylsm import bench
+        from tinylsm.bench import report
+        from tinylsm.bench.engines import ENGINES
+        from tinylsm.bench.rows import SUBROWS, WORKLOADS
 
-        order = [sub or w for w in bench.WORKLOADS for sub in bench.SUBROWS.get(w, ("",))]
-        engines = [e for e in bench.ENGINES if any(e in r for r in rates.values())]
+        order = [sub or w for w in WORKLOADS for sub in SUBROWS.get(w, ("",))]
+        engines = [e for e in ENGINES if any(e in r for r in rates.values())]
         rows = [["workload", "unit", *engines]]
         for (row, label, unit), per_engine in sorted(
                 rates.items(), key=lambda kv: order.index(kv[0][0]) if kv[0][0] in order
                 else len(order)):
-            rows.append([label, unit, *(bench._fmt(per_engine.get(e), unit) for e in engines)])
+            rows.append([label, unit, *(report.fmt(per_engine.get(e), unit) for e in engines)])
         terminalreporter.section(
             f"engine figures, measured by tinylsm.bench's methods (median of rounds; "
             f"codec: {tinylsm.BACKEND}; key/value bytes: "
             f"{os.environ.get('TINYLSM_BENCH_KV', '8/8')})")
-        for line in bench.layout(rows):
+        for line in report.layout(rows):
             terminalreporter.write_line(line)
 
 

@@ -71,7 +71,7 @@ def measure(impl: str, k: int, v: int, n: int, mode: str) -> dict:
     if impl == "cython":
         from tinylsm._map import SortedMap
     elif impl == "python":
-        from tinylsm._sortedmap_py import SortedMap
+        from tinylsm._map_py import SortedMap
     base = rss()
     exact_peak = reset_peak()
     base_peak = base if exact_peak else peak()

@@ -1,8 +1,8 @@
 """tinylsm against dict, sqlite3 and lmdb, workload by workload, on the same data.
 
 The workloads are those of ``python -m tinylsm.bench`` (``tinylsm bench``),
-run through its own ``Data`` and engine classes, so both measure exactly the
-same code: insert one by one; write_batch of N; get in random order; full
+run through its own ``Data`` and engine classes (``tinylsm.bench.data``,
+``tinylsm.bench.engines``), so both measure exactly the same code: insert one by one; write_batch of N; get in random order; full
 ordered scan; 10,000 range queries of 100 items; reopen with the data in the
 log and in sstables (tinylsm only); insert + flush; group commit (8 threads,
 with a 1-thread baseline); memory per key; insert latency while compact()
@@ -44,7 +44,10 @@ from typing import Callable, List
 import pytest
 
 import tinylsm
-from tinylsm import bench
+from tinylsm.bench import durable, rows
+from tinylsm.bench.data import Data
+from tinylsm.bench.engines import ENGINE_CLASSES, TinyLsmEngine, lmdb_engine
+from tinylsm.bench.latency import Latency
 
 N = int(os.environ.get("TINYLSM_BENCH_N", "1000000").replace("_", "").replace(",", ""))
 ROUNDS = int(os.environ.get("TINYLSM_BENCH_ROUNDS", "3"))
@@ -68,24 +71,32 @@ SYNC_COUNT = min(2000, N)
 #: Seconds a group-commit round may run at most, whatever SYNC_COUNT says.
 GROUP_SECONDS = 10.0
 
+# The project's own targets, recorded in extra_info beside the figures (the
+# runner, ``tinylsm bench``, reports figures and ratios only).
+#: group commit: GROUP_THREADS threads do at least this many times the
+#: one-thread rate.
+GROUP_TARGET = 3.0
+#: insert latency while compact() runs: p99 below this many microseconds.
+LATENCY_TARGET_US = 1000.0
+
 ENGINES = [
     "tinylsm",
     "dict",
     "sqlite3",
     pytest.param("lmdb", marks=pytest.mark.skipif(
-        bench.lmdb is None, reason="lmdb: not installed (pip install lmdb), skipped")),
+        lmdb_engine.lmdb is None, reason="lmdb: not installed (pip install lmdb), skipped")),
 ]
 
 
 def _group(workload: str) -> str:
-    label = bench.WORKLOADS[workload][0]
+    label = rows.WORKLOADS[workload].label
     return label.replace("write_batch of N items", f"write_batch of {N:,} items")
 
 
 @pytest.fixture(scope="module")
-def data() -> bench.Data:
+def data() -> Data:
     """One set of keys and values for every store and workload."""
-    return bench.Data(N, KEY_SIZE, VALUE_SIZE, SEED, RANGE_QUERIES, RANGE_LENGTH, SYNC_COUNT)
+    return Data(N, KEY_SIZE, VALUE_SIZE, SEED, RANGE_QUERIES, RANGE_LENGTH, SYNC_COUNT)
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -107,7 +118,7 @@ def loaded(engine_name, data):
     """One engine per store for the read workloads, which load their store
     on first use (in the untimed warm-up round)."""
     path = tempfile.mkdtemp(prefix=f"tinylsm-engine-bench-{engine_name}-")
-    engine = bench.ENGINE_CLASSES[engine_name](data, path)
+    engine = ENGINE_CLASSES[engine_name](data, path)
     yield engine
     engine.close()
     shutil.rmtree(path, ignore_errors=True)
@@ -116,7 +127,7 @@ def loaded(engine_name, data):
 def _record(benchmark, engine_rates, workload: str, engine: str, rates: List[float],
             **extra) -> None:
     """Put the method's own figures in extra_info and in the summary."""
-    label, unit, higher = bench.WORKLOADS[workload]
+    unit = rows.WORKLOADS[workload].unit
     rate = statistics.median(rates)
     benchmark.extra_info.update(
         backend=tinylsm.BACKEND, engine=engine, workload=workload, n=N,
@@ -125,8 +136,8 @@ def _record(benchmark, engine_rates, workload: str, engine: str, rates: List[flo
 
 
 def _extra_row(engine_rates, row: str, engine: str, value: float) -> None:
-    """A row the table shows below its workload's (see bench.SUBROWS)."""
-    label, unit, _ = bench.ROWS[row]
+    """A row the table shows below its workload's (see rows.SUBROWS)."""
+    label, unit, _ = rows.ROWS[row]
     engine_rates(row, label, unit, engine, value)
 
 
@@ -143,7 +154,7 @@ def _fresh_rounds(benchmark, name: str, data, root: str, method: str,
     """Benchmark ``method`` of a new engine in a new directory each round
     (so that every round starts from an empty store); returns the rates
     the method measured."""
-    cls = bench.ENGINE_CLASSES[name]
+    cls = ENGINE_CLASSES[name]
     made: List = []
     rates: List[float] = []
 
@@ -218,7 +229,7 @@ def test_range_queries(benchmark, engine_rates, loaded, data):
 @pytest.mark.parametrize("workload", ["reopen-log", "reopen-sst"])
 def test_reopen(benchmark, engine_rates, data, workdir, workload):
     benchmark.group = _group(workload)
-    engine = bench.TinyLsmEngine(data, workdir)
+    engine = TinyLsmEngine(data, workdir)
     fn = getattr(engine, workload.replace("-", "_"))
     seconds: List[float] = []
     try:
@@ -236,7 +247,7 @@ def test_reopen(benchmark, engine_rates, data, workdir, workload):
 def test_insert_flush(benchmark, engine_rates, engine_name, data, workdir):
     """Every insert durable on its own: tinylsm insert + flush(), sqlite3
     autocommit, lmdb one synced write transaction per insert."""
-    engine = bench.ENGINE_CLASSES[engine_name](data, workdir)
+    engine = ENGINE_CLASSES[engine_name](data, workdir)
     _skip_unless(engine, "sync_open", "no durable commit, no insert + flush")
     one, close = engine.sync_open()
     items = data.sync_items
@@ -261,9 +272,9 @@ def test_group_commit(benchmark, engine_rates, engine_name, data, workdir):
     """GROUP_THREADS threads do durable inserts at once on one store; before
     each timed round, one thread does as many on the same store (untimed by
     pytest-benchmark): the baseline of the speed-up in extra_info."""
-    engine = bench.ENGINE_CLASSES[engine_name](data, workdir)
+    engine = ENGINE_CLASSES[engine_name](data, workdir)
     _skip_unless(engine, "group_open", "no durable commit, no group commit")
-    threads = bench.GROUP_THREADS
+    threads = durable.GROUP_THREADS
     fns, close = engine.group_open(threads)
     items = data.sync_items
     many: List[float] = []
@@ -271,7 +282,7 @@ def test_group_commit(benchmark, engine_rates, engine_name, data, workdir):
     start = [0]
 
     def phase(use, rates: List[float]) -> None:
-        n, t = bench.group_phase(use, items, len(items), GROUP_SECONDS, start[0])
+        n, t = durable.group_phase(use, items, len(items), GROUP_SECONDS, start[0])
         start[0] += n
         rates.append(n / t)
 
@@ -286,7 +297,7 @@ def test_group_commit(benchmark, engine_rates, engine_name, data, workdir):
     scaling = statistics.median(many) / statistics.median(one)
     _record(benchmark, engine_rates, "group-commit", engine_name, many, threads=threads,
             rate_1_thread=statistics.median(one), rates_1_thread=one, scaling=scaling,
-            scaling_target=bench.GROUP_TARGET)
+            scaling_target=GROUP_TARGET)
     _extra_row(engine_rates, "group-commit-1", engine_name, statistics.median(one))
     _extra_row(engine_rates, "group-commit-x", engine_name, scaling)
 
@@ -298,7 +309,7 @@ def test_group_commit(benchmark, engine_rates, engine_name, data, workdir):
 def test_memory_per_key(benchmark, engine_rates, engine_name, data, workdir):
     """RSS growth per key in a fresh process (one round: the time is that
     of building the files and starting the process, nothing to compare)."""
-    engine = bench.ENGINE_CLASSES[engine_name](data, workdir)
+    engine = ENGINE_CLASSES[engine_name](data, workdir)
     _skip_unless(engine, "memory", "keeps its data in files and the page cache, "
                  "resident memory per key is not comparable")
     values: List[float] = []
@@ -316,8 +327,8 @@ def test_latency_during_compaction(benchmark, engine_rates, data, workdir):
     """Each round refills a store (every key written 3 times, in about 12
     sstables), then times each insert of this thread while compact() runs
     in another; p50/p99/max are in extra_info (microseconds)."""
-    engine = bench.TinyLsmEngine(data, workdir)
-    runs: List[bench.Latency] = []
+    engine = TinyLsmEngine(data, workdir)
+    runs: List[Latency] = []
     try:
         benchmark.pedantic(lambda: runs.append(engine.latency_during_compaction()),
                            rounds=ROUNDS, iterations=1)
@@ -328,7 +339,7 @@ def test_latency_during_compaction(benchmark, engine_rates, data, workdir):
             p50_us=[r.p50_us for r in runs], p99_us=p99s, max_us=[r.max_us for r in runs],
             inserts=[r.inserts for r in runs],
             compact_seconds=[r.compact_seconds for r in runs],
-            sstables=[r.sstables for r in runs], p99_target_us=bench.LATENCY_TARGET_US)
+            sstables=[r.sstables for r in runs], p99_target_us=LATENCY_TARGET_US)
     _extra_row(engine_rates, "latency-p50", "tinylsm", statistics.median(r.p50_us for r in runs))
     _extra_row(engine_rates, "latency-max", "tinylsm", max(r.max_us for r in runs))
     _extra_row(engine_rates, "latency-count", "tinylsm",

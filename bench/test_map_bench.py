@@ -38,7 +38,7 @@ def compiled_map():
 
 
 def python_map():
-    return importlib.import_module("tinylsm._sortedmap_py").SortedMap
+    return importlib.import_module("tinylsm._map_py").SortedMap
 
 
 class Data(NamedTuple):

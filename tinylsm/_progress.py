@@ -1,4 +1,6 @@
-"""Progress bars for the command-line tools: tqdm on a terminal, else nothing."""
+"""Progress for the command-line tools: tqdm bars when stderr is a terminal
+and tqdm (optional: the ``bench`` extra) is installed; otherwise no bars,
+and ``announce`` lines for the steps long enough to want them."""
 from __future__ import annotations
 
 import sys
@@ -33,6 +35,13 @@ def enabled() -> bool:
     except (ImportError, AttributeError, ValueError):
         return False
     return True
+
+
+def announce(text: str) -> None:
+    """``text`` as a line on stderr when no bar is drawn, so that a run whose
+    stderr is a file or a pipe (or lacks tqdm) is not silent for long."""
+    if not enabled():
+        print(text, file=sys.stderr, flush=True)
 
 
 def bar(total: Optional[int] = None, desc: str = "", unit: str = "it") -> Any:

@@ -1,0 +1,60 @@
+"""The generated data every engine works on: N random distinct keys and
+values, the order of the gets, the starts of the range queries."""
+from __future__ import annotations
+
+import bisect
+import random
+from typing import Dict, List
+
+from .._backend import codec
+
+
+class Data:
+    """The generated keys and values, shared by every engine."""
+
+    def __init__(self, n: int, key_size: int, value_size: int, seed: int,
+                 range_queries: int, range_length: int, sync_count: int) -> None:
+        rng = random.Random(seed)
+        self.n, self.key_size, self.value_size = n, key_size, value_size
+        self.keys = _distinct_keys(rng, n, key_size)
+        blob = _randbytes(rng, value_size * n)
+        self.values = [blob[i * value_size:(i + 1) * value_size] for i in range(n)]
+        self.items = list(zip(self.keys, self.values))
+        self.get_order = self.keys[:]
+        rng.shuffle(self.get_order)
+        self.range_starts = [rng.choice(self.keys) for _ in range(range_queries)]
+        self.range_length = range_length
+        self.sorted_keys = sorted(self.keys)
+        self.range_items = sum(
+            len(self.sorted_keys[i:i + range_length])
+            for i in (bisect.bisect_left(self.sorted_keys, s) for s in self.range_starts)
+        )
+        self.sync_items = self.items[:sync_count]
+        self.frame_size = frame_size(key_size, value_size)
+
+
+def frame_size(key_size: int, value_size: int) -> int:
+    """Bytes of one log frame; ValueError for sizes tinylsm refuses."""
+    return codec.frame_size(key_size, value_size)
+
+
+def _randbytes(rng: random.Random, n: int) -> bytes:
+    """``rng.randbytes(n)`` for any n: one call is limited to 2**31 bits."""
+    chunk = 1 << 26
+    return b"".join(rng.randbytes(min(chunk, n - i)) for i in range(0, n, chunk))
+
+
+def _distinct_keys(rng: random.Random, n: int, k: int) -> List[bytes]:
+    space = 256 ** k
+    if n > space:
+        raise ValueError(f"-n {n}: only {space} distinct keys of {k} bytes exist")
+    # a dense key space: sample it; a sparse one: draw until n are distinct
+    if space <= 4 * n:
+        return [i.to_bytes(k, "big") for i in rng.sample(range(space), n)]
+    seen: Dict[bytes, None] = {}
+    while len(seen) < n:
+        need = n - len(seen)
+        blob = _randbytes(rng, k * need)
+        for i in range(need):
+            seen[blob[i * k:(i + 1) * k]] = None
+    return list(seen)

@@ -1,0 +1,143 @@
+"""What each workload runs, as a table of small functions (``RUNS``).
+
+Most workloads call the engine method of their name on each engine that has
+it, one engine after the other; ``sync`` and ``group-commit`` run every
+engine in one step, taking turns (see ``durable.py``); ``latency`` shows
+percentiles in rows of their own.  A workload returns its figures by row
+(a workload, or one of the rows ``rows.SUBROWS`` adds) and engine.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+from .. import _progress
+from .data import Data
+from .durable import group_interleaved, sync_interleaved
+from .engines import Engine
+from .latency import Latency
+from .measure import tolerate
+from .rows import Figures
+
+
+class Session:
+    """One run: the data, the engines (tinylsm first), the notes for under
+    the table, and the progress bar."""
+
+    def __init__(self, data: Data, engines: Dict[str, Engine]) -> None:
+        self.data = data
+        self.engines = engines
+        self.notes: List[str] = []
+        #: tinylsm's latency run, whose details the note under the table gives
+        self.latency: Optional[Latency] = None
+        self.bar: Any = None  # while run() runs: its progress bar
+
+    def having(self, method: str) -> Dict[str, Engine]:
+        """The engines that have ``method``, in column order."""
+        return {name: e for name, e in self.engines.items() if hasattr(e, method)}
+
+    def run(self, names: Sequence[str]) -> Figures:
+        """Run the workloads ``names`` in turn; returns their figures.  With
+        no bar on stderr, a line there says which workload runs."""
+        steps = sum(1 if RUNS[n].together else len(self.having(RUNS[n].method))
+                    for n in names)
+        figures: Figures = {}
+        self.bar = _progress.bar(total=steps, desc="bench", unit="step")
+        try:
+            for name in names:
+                _progress.announce(f"running {name} ...")
+                figures.update(RUNS[name].run(self, name, RUNS[name].method))
+        finally:
+            self.bar.close()
+        return figures
+
+    def close(self) -> None:
+        """Close every engine's stores."""
+        for engine in self.engines.values():
+            engine.close()
+
+
+def _each(s: Session, name: str, method: str) -> Iterator[Tuple[str, Any]]:
+    """(engine, what its ``method`` returned) for each engine that has it,
+    one progress step each; a peer that fails is noted and left out."""
+    for engine, obj in s.having(method).items():
+        s.bar.set_description_str(f"{name} {engine}")
+        try:
+            value = getattr(obj, method)()
+        except Exception as exc:
+            tolerate(engine, name, exc, s.notes)
+            continue
+        finally:
+            s.bar.update()
+        yield engine, value
+
+
+def _one_row(s: Session, name: str, method: str) -> Figures:
+    """Each engine's figure, as its method returns it."""
+    return {name: dict(_each(s, name, method))}
+
+
+def _latency(s: Session, name: str, method: str) -> Figures:
+    """p50, p99 (the workload's own row), max, and how many inserts were timed."""
+    rows: Figures = {"latency-p50": {}, name: {}, "latency-max": {}, "latency-count": {}}
+    for engine, lat in _each(s, name, method):
+        rows["latency-p50"][engine] = lat.p50_us
+        rows[name][engine] = lat.p99_us
+        rows["latency-max"][engine] = lat.max_us
+        rows["latency-count"][engine] = lat.inserts
+        if engine == "tinylsm":
+            s.latency = lat
+    return rows
+
+
+def _openers(s: Session, name: str, method: str) -> Dict[str, Callable[..., Any]]:
+    """Each engine's ``method``, which opens its durable inserts, for a
+    workload that runs every engine in one progress step."""
+    s.bar.set_description_str(f"{name} all")
+    return {e: getattr(obj, method) for e, obj in s.having(method).items()}
+
+
+def _sync(s: Session, name: str, method: str) -> Figures:
+    """Durable inserts, one at a time, the engines taking turns."""
+    rates = sync_interleaved(_openers(s, name, method), s.data.sync_items)
+    s.bar.update()
+    return {name: dict(rates)}
+
+
+def _group_commit(s: Session, name: str, method: str) -> Figures:
+    """Durable inserts from many threads and from one, and the speed-up."""
+    rates, failed = group_interleaved(_openers(s, name, method), s.data.sync_items)
+    s.notes.extend(failed)
+    s.bar.update()
+    return {
+        name: {e: many for e, (many, _) in rates.items()},
+        "group-commit-1": {e: one for e, (_, one) in rates.items()},
+        "group-commit-x": {e: many / one for e, (many, one) in rates.items()},
+    }
+
+
+class Workload(NamedTuple):
+    """How a workload runs."""
+
+    #: The engine method it calls; the engines without it sit it out.
+    method: str
+    #: ``run(session, workload, method)``: its figures.
+    run: Callable[[Session, str, str], Figures]
+    #: One progress step for every engine at once (they take turns).
+    together: bool = False
+
+
+#: workload -> how it runs, for every workload of ``rows.WORKLOADS``.
+RUNS: Dict[str, Workload] = {
+    "insert": Workload("insert", _one_row),
+    "batch": Workload("batch", _one_row),
+    "get": Workload("get", _one_row),
+    "scan": Workload("scan", _one_row),
+    "range": Workload("range", _one_row),
+    "reopen-log": Workload("reopen_log", _one_row),
+    "reopen-sst": Workload("reopen_sst", _one_row),
+    "sync": Workload("sync_open", _sync, together=True),
+    "group-commit": Workload("group_open", _group_commit, together=True),
+    "latency": Workload("latency_during_compaction", _latency),
+    "memory": Workload("memory", _one_row),
+    "disk": Workload("disk", _one_row),
+}
