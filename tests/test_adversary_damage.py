@@ -55,6 +55,26 @@ def make_store(path: Path, n: int = 100, flushed_sstables: bool = False) -> Dict
     return model
 
 
+def each_crash(tmp_path: Path, prepare, do):
+    """Crash ``do(work, files)`` at each of its file operations in turn, on a
+    directory ``prepare(work)`` made afresh; yield the crash point and the
+    two states it leaves: as a killed process left it, and after a power cut
+    (only what was fsynced).  Stops once ``do`` completes without a crash."""
+    for crash_at in itertools.count(1):
+        work = tmp_path / f"w{crash_at}"
+        prepare(work)
+        files = FaultyFiles(str(work))
+        files.crash_at(crash_at)
+        try:
+            db = do(work, files)
+        except Crash:
+            pass
+        else:
+            abandon(db)  # the crash comes later: every step was tried
+            return
+        yield crash_at, (work, Path(files.power_cut(str(tmp_path / f"p{crash_at}"))))
+
+
 def refused(path: Path, exc_type, match: str, **kw) -> None:
     """open() raises ``exc_type`` matching ``match`` and changes nothing."""
     before = snapshot(path)
@@ -245,20 +265,10 @@ def test_crash_while_setting_aside_keeps_the_tail_somewhere(tmp_path, record_pro
     _flip(path / "log", 50 * F + 7)
     tail = (path / "log").read_bytes()[50 * F:]
     points = 0
-    for crash_at in itertools.count(1):
-        work = tmp_path / f"w{crash_at}"
-        shutil.copytree(path, work)
-        files = FaultyFiles(str(work))
-        files.crash_at(crash_at)
-        try:
-            db = tinylsm.open(work, _files=files)
-        except Crash:
-            pass
-        else:
-            abandon(db)  # the crash comes later: every step of the open is tried
-            break
+    for crash_at, states in each_crash(tmp_path, lambda work: shutil.copytree(path, work),
+                                       lambda work, files: tinylsm.open(work, _files=files)):
         points += 1
-        for state in (work, Path(files.power_cut(str(tmp_path / f"p{crash_at}")))):
+        for state in states:
             kept = [(state / n).read_bytes() for n in os.listdir(state)
                     if n.startswith("tinylsm.kept-")]
             assert (state / "log").read_bytes()[50 * F:] == tail or tail in kept, \
@@ -427,20 +437,12 @@ def test_kill_during_first_open_leaves_no_store_or_a_complete_one(tmp_path, reco
     with the sizes given, or, without them, either opens (complete) or says
     clearly that no sizes are recorded and no data is there."""
     points = 0
-    for crash_at in range(1, 60):
-        base = tmp_path / f"c{crash_at}"
-        base.mkdir()
-        files = FaultyFiles(str(base))
-        files.crash_at(crash_at)
-        try:
-            db = tinylsm.open(base / "db", key_size=K, value_size=V, _files=files)
-        except Crash:
-            pass
-        else:
-            abandon(db)  # the crash comes later: every step of the open is tried
-            break
+    for crash_at, states in each_crash(
+            tmp_path, lambda work: work.mkdir(),
+            lambda work, files: tinylsm.open(work / "db", key_size=K, value_size=V,
+                                             _files=files)):
         points += 1
-        for state in (base / "db", Path(files.power_cut(str(tmp_path / f"p{crash_at}"))) / "db"):
+        for state in (s / "db" for s in states):
             if not state.exists():
                 continue
             try:

@@ -1203,18 +1203,20 @@ cdef class StoreCore:
         if self.remove(key) is None:
             raise KeyError(key)
 
-    def __len__(self):
+    @cython.final
+    cdef inline SortedMap _open_map(self):
+        """The map, or raise why the store cannot be used (closed, forked)."""
         cdef SortedMap m = self._map
         if m.dead is not None:
             m._raise_dead()
-        return m.n
+        return m
+
+    def __len__(self):
+        return self._open_map().n
 
     def __getitem__(self, key):
-        cdef SortedMap m = self._map
-        cdef size_t pos
-        if m.dead is not None:
-            m._raise_dead()
-        pos = m._lookup(key)
+        cdef SortedMap m = self._open_map()
+        cdef size_t pos = m._lookup(key)
         if pos == _NOPOS:
             _coerce(key, m.K, "key")  # raises for a key of the wrong type or size
             raise KeyError(key)
@@ -1222,20 +1224,15 @@ cdef class StoreCore:
 
     def get(self, key, default=None):
         """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
-        cdef SortedMap m = self._map
-        cdef size_t pos
-        if m.dead is not None:
-            m._raise_dead()
-        pos = m._lookup(key)
+        cdef SortedMap m = self._open_map()
+        cdef size_t pos = m._lookup(key)
         if pos == _NOPOS:
             _coerce(key, m.K, "key")
             return default
         return m._value_at(pos)
 
     def __contains__(self, key):
-        cdef SortedMap m = self._map
-        if m.dead is not None:
-            m._raise_dead()
+        cdef SortedMap m = self._open_map()
         if m._lookup(key) != _NOPOS:
             return True
         _coerce(key, m.K, "key")
