@@ -17,7 +17,6 @@ from bisect import bisect_left
 from typing import Iterator, List, Optional, Tuple
 
 from ._codec_py import _records_data
-from ._codec_py import encode_frame as _encode_frame
 from ._format import as_bytes, as_sized, check_sizes
 from .errors import ClosedError
 
@@ -278,14 +277,14 @@ class StoreCore:
     """The hot paths of a store: the twin of ``tinylsm._map.StoreCore``.
 
     It holds the store's map (``_map``, given by ``_attach`` once the sizes
-    are known) and the log buffer.  ``insert`` and ``remove`` append their
-    log frame to the buffer and change the map when nothing else needs
-    doing (room in the buffer, log below its limit, exact ``bytes`` of the
-    right sizes, no slow path under way); anything else goes to
-    ``_slow_insert`` / ``_slow_remove``, which the owner implements under its
-    lock.  Lookups check the key only on a miss.  Here the "fast" path is no
-    faster than the slow one's work, but it takes the same decisions, so both
-    builds behave alike.  All of these are O(1) and do no I/O.
+    are known).  Reads are served here, checking the key only on a miss.
+    Writes always go to ``_slow_insert`` / ``_slow_remove``, which the owner
+    implements under its lock: the compiled twin's fast path is safe because
+    one C call runs without letting another thread in, but Python code can
+    be interrupted between checking for room and appending its frame, and
+    ``close()`` could then write the buffer out in between and lose the
+    frame.  Every write thus takes the decisions the compiled slow path
+    takes, and both builds behave alike.  All of these are O(1), no I/O.
     """
 
     _map: SortedMap = _Unopened()  # type: ignore[assignment]
@@ -306,7 +305,8 @@ class StoreCore:
 
     def _set_fast_cap(self, cap: int) -> None:
         """Let fast paths run while the buffer stays within ``cap`` bytes
-        (-1: send every write to the slow path)."""
+        (-1: send every write to the slow path).  Kept for parity: this twin
+        has no fast path."""
         self._fast_cap = cap
 
     def _slow_insert(self, key: object, value: object) -> Optional[bytes]:
@@ -327,16 +327,6 @@ class StoreCore:
         """V, the size of every value in bytes."""
         return self._map._v
 
-    def _fast_room(self) -> bool:
-        return (self._busy == 0 and self.buf is not None
-                and len(self.buf) + self._frame_size <= self._fast_cap)
-
-    def _append_frame(self, key: bytes, value: Optional[bytes]) -> None:
-        self.buf += _encode_frame(key, value, self._map._k, self._map._v)  # type: ignore[operator]
-
-    def _drop_frame(self) -> None:
-        del self.buf[len(self.buf) - self._frame_size:]  # type: ignore[index,arg-type]
-
     def insert(self, key: bytes, value: bytes) -> Optional[bytes]:
         """Set ``key`` to ``value``; return the previous value or ``None``.
 
@@ -346,15 +336,6 @@ class StoreCore:
         store's sizes, and ``OSError`` if the log cannot take the change:
         nothing changed then.  O(1) amortized.
         """
-        m = self._map
-        if (type(key) is bytes and type(value) is bytes and len(key) == m._k
-                and len(value) == m._v and self._fast_room()):
-            self._append_frame(key, value)
-            try:
-                return m.set(key, value)
-            except BaseException:
-                self._drop_frame()
-                raise
         return self._slow_insert(key, value)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
@@ -366,16 +347,6 @@ class StoreCore:
         Removing an absent key changes nothing and logs nothing.  Raises as
         ``insert`` does.  O(1) amortized.
         """
-        m = self._map
-        if type(key) is bytes and len(key) == m._k and self._fast_room():
-            if key not in m._d:
-                return None  # nothing to remove, nothing to log
-            self._append_frame(key, None)
-            try:
-                return m.delete(key)
-            except BaseException:
-                self._drop_frame()
-                raise
         return self._slow_remove(key)
 
     def __delitem__(self, key: bytes) -> None:
