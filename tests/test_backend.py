@@ -108,3 +108,27 @@ def test_map_twins_have_the_same_methods_and_signatures(cls):
         if name.startswith("__"):  # C slots take positional-only arguments
             got, want = [(n, d) for n, _, d in got], [(n, d) for n, _, d in want]
         assert got == want, f"{cls}.{name}"
+
+
+_HIDE_COMPILED = """
+import sys
+class Hide:
+    # an install that built nothing: the compiled modules are not there
+    def find_spec(self, name, path=None, target=None):
+        if name in ("tinylsm._codec", "tinylsm._map"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Hide())
+"""
+
+
+def test_unset_means_the_twins_when_nothing_was_built():
+    run = _python(_HIDE_COMPILED + "import tinylsm; print(tinylsm.BACKEND)")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "python"
+
+
+def test_zero_demands_the_compiled_modules():
+    run = _python(_HIDE_COMPILED + "import tinylsm", TINYLSM_PUREPYTHON="0")
+    assert run.returncode != 0
+    assert "tinylsm._codec is not built (looked in" in run.stderr
+    assert "TINYLSM_PUREPYTHON=1" in run.stderr
