@@ -279,6 +279,21 @@ def test_crash_while_setting_aside_keeps_the_tail_somewhere(tmp_path, record_pro
     report(record_property, "set_aside_crash_points", points)
 
 
+def test_unfinished_kept_copy_is_removed_by_a_writer_only(tmp_path):
+    """A crash while a tail was being copied leaves ``<kept>.tmp``; the log
+    still holds those bytes, so a writable open removes the copy."""
+    path = tmp_path / "db"
+    make_store(path, n=10)
+    partial = path / "tinylsm.kept-000001-at-0.tmp"
+    partial.write_bytes(b"\x01" * 7)
+    with tinylsm.open(path, readonly=True) as db:
+        assert len(db) == 10
+    assert partial.exists()
+    with tinylsm.open(path) as db:
+        assert len(db) == 10 and db.stats().kept_files == 0
+    assert not partial.exists()
+
+
 # -- item 7: odd files are errors, never hangs ---------------------------------------
 
 

@@ -53,6 +53,24 @@ def listing(files: Files, directory: str) -> List[Tuple[str, int]]:
     return out
 
 
+def remove_unfinished(files: Files, directory: str) -> List[str]:
+    """Delete kept tails whose write never finished (``<name>.tmp``).
+
+    Provably redundant: the log is cut only after the kept file is renamed
+    into place and the directory fsynced, so while a ``.tmp`` exists the log
+    still held those bytes, and this recovery has just set them aside anew
+    (or found nothing there to keep).  Returns the names removed.
+    """
+    gone = []
+    for name in sorted(files.listdir(directory)):
+        if name.endswith(TMP_SUFFIX) and is_kept_name(name[: -len(TMP_SUFFIX)]):
+            files.unlink(os.path.join(directory, name))
+            gone.append(name)
+    if gone:
+        files.fsync_dir(directory)
+    return gone
+
+
 def set_aside(files: Files, directory: str, tail: bytes, offset: int) -> str:
     """Copy ``tail`` (the log's bytes from ``offset``) to a new kept file,
     durably (written, fsynced, renamed, directory fsynced); return its path.

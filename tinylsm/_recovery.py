@@ -242,6 +242,9 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
                 # acknowledges anything in it (fsync of the file alone does
                 # not make its name survive a power cut)
                 files.fsync_dir(path)
+            for name in _kept.remove_unfinished(files, path):
+                log.warning("tinylsm: removed %s, an unfinished copy of a log tail "
+                            "(the log still held those bytes)", name)
             if opening.meta != META_OK:
                 # last: the record completes a new store (see prepare)
                 _meta.write_sizes(files, path, k, v)
