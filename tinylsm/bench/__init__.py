@@ -22,6 +22,11 @@ Rules that keep the comparison fair:
 * ``latency`` times each insert of one thread (``perf_counter_ns``) while
   ``compact()`` merges several sstables of overwritten data in another
   thread, and shows p50, p99 and max in microseconds (tinylsm only);
+* ``sustained`` times each of many inserts (``--sustained-count``, default
+  6 times N) into a new store with the default ``Config()``, whose log
+  becomes an sstable on the way, and shows the throughput (stalls
+  included), p50, p99, p99.9, max and the inserts over 10 ms (dict: the
+  same loop; lmdb: a transaction per put, ``sync=False``; not sqlite3);
 * ``reopen`` is the time until the store answers: tinylsm recovers every key
   into memory, sqlite3 and lmdb open their file and read one key;
 * ``memory`` is the resident memory (RSS) per key that holding every key
@@ -30,7 +35,7 @@ Rules that keep the comparison fair:
 
 The modules: ``command`` (options and the run), ``data`` (the generated
 data), ``engines`` (one adapter per store), ``workloads`` (what each
-workload runs), ``durable`` and ``latency`` (the workloads that need more
+workload runs), ``durable``, ``latency`` and ``sustained`` (the workloads that need more
 than one call per engine), ``measure`` and ``memory`` (how figures are
 taken), ``rows``, ``report`` and ``notes`` (what is printed).
 """

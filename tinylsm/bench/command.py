@@ -14,7 +14,7 @@ import tinylsm
 from .. import _progress
 from .._args import EXIT_USAGE, ArgumentParser, size_arg
 from . import notes, report, rows
-from .data import Data, frame_size
+from .data import SUSTAINED_PER_KEY, Data, frame_size
 from .durable import SYNC_SECONDS
 from .engines import ENGINE_CLASSES, ENGINES, Engine
 from .rows import WORKLOADS
@@ -26,6 +26,8 @@ examples:
   %(prog)s -n 20000               a quick run (a few seconds)
   %(prog)s -n 100000 --key-size 16 --value-size 100 --workloads insert,get,scan
   %(prog)s --dir /mnt/ssd         put the files on another file system
+  %(prog)s -n 20000 --workloads sustained --sustained-count 2000000
+                                  2,000,000 timed inserts, the log rolling over
 
 workloads: """ + ", ".join(WORKLOADS) + """
 ratios: (2.50x) after a peer's figure means tinylsm does 2.5 times better
@@ -88,6 +90,10 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     p.add_argument("--sync-count", type=_positive, default=2000, metavar="S",
                    help="inserts in the insert+flush workload (default 2000; it stops "
                         f"after {SYNC_SECONDS:g} s per store anyway)")
+    p.add_argument("--sustained-count", type=_positive, default=None, metavar="C",
+                   help=f"inserts in the sustained workload (default {SUSTAINED_PER_KEY} "
+                        "times N: 6,000,000 for the default N, whose log rolls over "
+                        "into an sstable about 3.8 times at 8/8)")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated data")
     return p
 
@@ -122,7 +128,8 @@ def _session(args: argparse.Namespace, root: str) -> Session:
     bar = _progress.bar(desc="generating data", unit="step")
     try:
         data = Data(args.count, args.key_size, args.value_size, args.seed,
-                    args.range_queries, args.range_length, min(args.sync_count, args.count))
+                    args.range_queries, args.range_length, min(args.sync_count, args.count),
+                    args.sustained_count)
     finally:
         bar.close()
     skipped: List[str] = []
@@ -148,6 +155,9 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
         if args.count > 256 ** args.key_size:
             parser.error(f"-n {args.count}: only {256 ** args.key_size:,} distinct keys of "
                          f"{args.key_size} bytes exist")
+        if args.sustained_count is not None and args.sustained_count > 256 ** args.key_size:
+            parser.error(f"--sustained-count {args.sustained_count}: only "
+                         f"{256 ** args.key_size:,} distinct keys of {args.key_size} bytes exist")
         if args.dir is not None and not os.path.isdir(args.dir):
             parser.error(f"--dir {args.dir}: no such directory")
         frame_size(args.key_size, args.value_size)

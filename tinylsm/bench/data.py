@@ -1,21 +1,33 @@
 """The generated data every engine works on: N random distinct keys and
-values, the order of the gets, the starts of the range queries."""
+values, the order of the gets, the starts of the range queries, and how
+many items the ``sustained`` workload inserts (it makes them itself, see
+``sustained.py``)."""
 from __future__ import annotations
 
 import bisect
 import random
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from .._backend import codec
+
+#: The ``sustained`` workload inserts by default this many items per key (-n),
+#: at most as many as distinct keys exist: 6,000,000 for the default
+#: 1,000,000, whose 8-byte keys and values (21-byte log frames) fill the
+#: default 32 MiB log about 3.8 times; 120,000 (no rollover) for -n 20000.
+SUSTAINED_PER_KEY = 6
 
 
 class Data:
     """The generated keys and values, shared by every engine."""
 
     def __init__(self, n: int, key_size: int, value_size: int, seed: int,
-                 range_queries: int, range_length: int, sync_count: int) -> None:
+                 range_queries: int, range_length: int, sync_count: int,
+                 sustained_count: Optional[int] = None) -> None:
         rng = random.Random(seed)
-        self.n, self.key_size, self.value_size = n, key_size, value_size
+        self.n, self.key_size, self.value_size, self.seed = n, key_size, value_size, seed
+        #: inserts of the ``sustained`` workload
+        self.sustained_count = (min(SUSTAINED_PER_KEY * n, 256 ** key_size)
+                                if sustained_count is None else sustained_count)
         self.keys = _distinct_keys(rng, n, key_size)
         blob = _randbytes(rng, value_size * n)
         self.values = [blob[i * value_size:(i + 1) * value_size] for i in range(n)]

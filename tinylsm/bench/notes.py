@@ -1,11 +1,14 @@
 """The lines under the table: how to read the ratios, how each workload's
-figures were taken, and what was skipped or failed."""
+figures were taken (with the tinylsm ``Config`` settings a workload changes
+from the default), and what was skipped or failed."""
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import tinylsm
 
 from .durable import GROUP_THREADS, SYNC_SECONDS
-from .latency import LATENCY_PASSES
+from .latency import LATENCY_PASSES, LATENCY_TABLES_PER_PASS, NO_MERGE
 from .rows import WORKLOADS
 from .workloads import Session
 
@@ -22,6 +25,12 @@ Note = Callable[[Session, Sequence[str]], Optional[str]]
 def _writes(s: Session, shown: Sequence[str]) -> str:
     return ("writes end with one fsynced commit: "
             + ", ".join(_COMMITS[e] for e in shown if e in _COMMITS) + ".")
+
+
+def _big_log(s: Session, shown: Sequence[str]) -> str:
+    return ("batch, reopen-log, memory: tinylsm's store is made with "
+            "Config(max_log_length=2**63-1), so that every item stays in the log; "
+            "the workloads without such a line use the default Config().")
 
 
 def _dict_order(s: Session, shown: Sequence[str]) -> Optional[str]:
@@ -56,7 +65,33 @@ def _latency(s: Session, shown: Sequence[str]) -> Optional[str]:
         return None
     return (f"latency: one thread timed each insert (perf_counter_ns) while compact() merged "
             f"{lat.sstables} sstables of {lat.records:,} records ({s.data.n:,} keys written "
-            f"{LATENCY_PASSES} times) in another thread, for {lat.compact_seconds:.2f} s.")
+            f"{LATENCY_PASSES} times) in another thread, for {lat.compact_seconds:.2f} s; "
+            f"Config({_settings(NO_MERGE)}) (no background merge), max_log_length="
+            f"{s.data.frame_size}*N/{LATENCY_TABLES_PER_PASS} while filling and 2**63-1 "
+            "while timing.")
+
+
+def _settings(settings: Dict[str, int]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def _sustained(s: Session, shown: Sequence[str]) -> Optional[str]:
+    got = s.sustained
+    if got is None:
+        return None
+    mib = tinylsm.Config().max_log_length / (1 << 20)
+    peers = [e for e in shown if e in ("dict", "lmdb")]
+    ways = {"dict": "dict runs the same loop",
+            "lmdb": "lmdb one put per write transaction, sync=False (no fsync per insert, "
+                    "as tinylsm has none)"}
+    return (f"sustained: {got.inserts:,} distinct keys inserted one by one into a new store "
+            f"with the default Config() (max_log_length {mib:g} MiB), each insert timed "
+            f"(perf_counter_ns); the throughput includes the stalls; the log became an sstable "
+            f"{got.rollovers} time(s); {got.sstables} sstable(s) and {got.merges} background "
+            "merge(s) at the end"
+            + (f"; {'; '.join(ways[e] for e in peers)}" if peers else "")
+            + ("; sqlite3 left out: an insert per transaction fsyncs each one (that is "
+               "the sync workload)" if "sqlite3" in s.engines else "") + ".")
 
 
 def _memory(s: Session, shown: Sequence[str]) -> str:
@@ -68,13 +103,13 @@ def _disk(s: Session, shown: Sequence[str]) -> str:
     return "disk: file bytes per key after loading (tinylsm: after compact())."
 
 
-#: workload -> its note; workloads that share a note share the function.
-NOTES: Dict[str, Note] = {
-    "insert": _writes, "batch": _writes,
-    "scan": _dict_order, "range": _dict_order,
-    "reopen-log": _reopen, "reopen-sst": _reopen,
-    "sync": _sync, "group-commit": _group_commit, "latency": _latency,
-    "memory": _memory, "disk": _disk,
+#: workload -> its notes; workloads that share a note share the function.
+NOTES: Dict[str, Tuple[Note, ...]] = {
+    "insert": (_writes,), "batch": (_writes, _big_log),
+    "scan": (_dict_order,), "range": (_dict_order,),
+    "reopen-log": (_reopen, _big_log), "reopen-sst": (_reopen,),
+    "sync": (_sync,), "group-commit": (_group_commit,), "latency": (_latency,),
+    "sustained": (_sustained,), "memory": (_memory, _big_log), "disk": (_disk,),
 }
 
 
@@ -83,8 +118,8 @@ def notes(s: Session, workloads: Sequence[str], shown: Sequence[str]) -> List[st
     table's order) and the session's own notes (skipped or failed peers)."""
     out = [LEGEND]
     for name in WORKLOADS:
-        note = NOTES.get(name) if name in workloads else None
-        text = note(s, shown) if note else None
-        if text and text not in out:
-            out.append(text)
+        for note in NOTES.get(name, ()) if name in workloads else ():
+            text = note(s, shown)
+            if text and text not in out:
+                out.append(text)
     return out + s.notes

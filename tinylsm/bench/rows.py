@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, NamedTuple, Optional, Tuple
 
 from .durable import GROUP_THREADS
+from .sustained import SLOW_NS
 
 
 class Row(NamedTuple):
@@ -27,6 +28,7 @@ WORKLOADS: Dict[str, Row] = {
     "sync": Row("insert + flush (fsync)", "ops/s", True),
     "group-commit": Row(f"group commit, {GROUP_THREADS} threads", "ops/s", True),
     "latency": Row("insert during compact(), p99", "us", False),
+    "sustained": Row("sustained insert, default Config", "ops/s", True),
     "memory": Row("memory per key", "B/key", False),
     "disk": Row("disk per key", "B/key", False),
 }
@@ -35,6 +37,8 @@ WORKLOADS: Dict[str, Row] = {
 SUBROWS: Dict[str, Tuple[str, ...]] = {
     "group-commit": ("", "group-commit-1", "group-commit-x"),
     "latency": ("latency-p50", "", "latency-max", "latency-count"),
+    "sustained": ("", "sustained-p50", "sustained-p99", "sustained-p999", "sustained-max",
+                  "sustained-slow"),
 }
 
 #: row -> how it shows, for the rows of SUBROWS
@@ -44,6 +48,11 @@ ROWS: Dict[str, Row] = {
     "latency-p50": Row("insert during compact(), p50", "us", False),
     "latency-max": Row("insert during compact(), max", "us", False),
     "latency-count": Row("inserts timed during compact()", "inserts", True),
+    "sustained-p50": Row("sustained insert, p50", "us", False),
+    "sustained-p99": Row("sustained insert, p99", "us", False),
+    "sustained-p999": Row("sustained insert, p99.9", "us", False),
+    "sustained-max": Row("sustained insert, max", "us", False),
+    "sustained-slow": Row(f"sustained inserts over {SLOW_NS // 1_000_000} ms", "inserts", False),
 }
 
 #: What the workloads measured: row -> engine -> figure (None: no figure

@@ -2,8 +2,8 @@
 
 Most workloads call the engine method of their name on each engine that has
 it, one engine after the other; ``sync`` and ``group-commit`` run every
-engine in one step, taking turns (see ``durable.py``); ``latency`` shows
-percentiles in rows of their own.  A workload returns its figures by row
+engine in one step, taking turns (see ``durable.py``); ``latency`` and
+``sustained`` show percentiles in rows of their own.  A workload returns its figures by row
 (a workload, or one of the rows ``rows.SUBROWS`` adds) and engine.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from .engines import Engine
 from .latency import Latency
 from .measure import tolerate
 from .rows import Figures
+from .sustained import Sustained
 
 
 class Session:
@@ -29,6 +30,8 @@ class Session:
         self.notes: List[str] = []
         #: tinylsm's latency run, whose details the note under the table gives
         self.latency: Optional[Latency] = None
+        #: tinylsm's sustained run, whose rollovers the note under the table gives
+        self.sustained: Optional[Sustained] = None
         self.bar: Any = None  # while run() runs: its progress bar
 
     def having(self, method: str) -> Dict[str, Engine]:
@@ -89,6 +92,23 @@ def _latency(s: Session, name: str, method: str) -> Figures:
     return rows
 
 
+def _sustained(s: Session, name: str, method: str) -> Figures:
+    """Throughput (the workload's own row), p50, p99, p99.9, max, and the
+    inserts slower than SLOW_NS."""
+    rows: Figures = {name: {}, "sustained-p50": {}, "sustained-p99": {},
+                     "sustained-p999": {}, "sustained-max": {}, "sustained-slow": {}}
+    for engine, got in _each(s, name, method):
+        rows[name][engine] = got.rate
+        rows["sustained-p50"][engine] = got.p50_us
+        rows["sustained-p99"][engine] = got.p99_us
+        rows["sustained-p999"][engine] = got.p999_us
+        rows["sustained-max"][engine] = got.max_us
+        rows["sustained-slow"][engine] = got.slow
+        if engine == "tinylsm":
+            s.sustained = got
+    return rows
+
+
 def _openers(s: Session, name: str, method: str) -> Dict[str, Callable[..., Any]]:
     """Each engine's ``method``, which opens its durable inserts, for a
     workload that runs every engine in one progress step."""
@@ -138,6 +158,7 @@ RUNS: Dict[str, Workload] = {
     "sync": Workload("sync_open", _sync, together=True),
     "group-commit": Workload("group_open", _group_commit, together=True),
     "latency": Workload("latency_during_compaction", _latency),
+    "sustained": Workload("sustained", _sustained),
     "memory": Workload("memory", _one_row),
     "disk": Workload("disk", _one_row),
 }

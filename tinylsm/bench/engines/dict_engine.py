@@ -9,6 +9,7 @@ from __future__ import annotations
 import bisect
 from typing import Dict, Optional
 
+from .. import sustained
 from ..measure import expect, timed
 from ..memory import rss_per_key
 from .base import Engine
@@ -39,6 +40,13 @@ class DictEngine(Engine):
         t, _ = timed(lambda: store.update(self.d.items))
         expect("dict keys", len(store), self.d.n)
         return self.d.n / t
+
+    def sustained(self) -> sustained.Sustained:
+        """The same timed loop as tinylsm's, into a new dict."""
+        store: Dict[bytes, bytes] = {}
+        got = sustained.measure(store.__setitem__, self.d)
+        expect("dict keys after the sustained inserts", len(store), self.d.sustained_count)
+        return got
 
     def get(self) -> float:
         return self._subscript_gets(self._store())

@@ -8,6 +8,7 @@ import shutil
 from itertools import islice
 from typing import Any, Optional
 
+from .. import sustained
 from ..data import Data
 from ..durable import GroupOpen, SyncPair
 from ..measure import expect, timed
@@ -137,6 +138,28 @@ class LmdbEngine(Engine):
 
     def group_open(self, threads: int) -> GroupOpen:
         return shared(self._durable("group"), threads)
+
+    def sustained(self) -> sustained.Sustained:
+        """The same timed loop as tinylsm's, one put per write transaction,
+        ``sync=False``: no fsync per commit, as tinylsm's inserts have none."""
+        path = self._path("sustained")
+        shutil.rmtree(path, ignore_errors=True)
+        count = self.d.sustained_count
+        env = lmdb.open(path, sync=False, metasync=False,
+                        map_size=max(self.map_size, 8 * count * (self.d.key_size
+                                                                 + self.d.value_size + 64)))
+
+        def put(k: bytes, v: bytes) -> None:
+            with env.begin(write=True) as txn:
+                txn.put(k, v)
+
+        try:
+            got = sustained.measure(put, self.d)
+            expect("lmdb entries after the sustained inserts", env.stat()["entries"], count)
+        finally:
+            env.close()
+        shutil.rmtree(path, ignore_errors=True)
+        return got
 
     def disk(self) -> float:
         path = self._full("batch")
