@@ -143,7 +143,7 @@ class Compactor:
             try:
                 merged = self.maintain()
             except Stopped:
-                return
+                continue  # the loop's top ends it, with the last attempt if asked
             except Exception as exc:  # reported by stats() and close(), retried
                 self.error = exc
                 delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
@@ -182,11 +182,11 @@ class Compactor:
         """Merge one run if the policy asks for it; True if one was merged.
 
         ``closing``: run even though the store is closing (its last attempt
-        after a failed merge, from ``close()``).
+        after a failed merge, from ``close()``); otherwise raises ``Stopped``
+        once the store is closing.
         """
         with self._merge_lock:
-            if self._stopping and not closing:
-                return False
+            self._safe_point(closing)
             run = self.pick_run()
             if not run:
                 return False
