@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 import zlib
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from ._format import LOCK_NAME, META_NAME, TMP_SUFFIX, check_sizes
 from ._fs import Files
@@ -98,13 +98,20 @@ def _canonical(key_size: int, value_size: int) -> bytes:
     ).encode()
 
 
-def read_sizes(files: Files, directory: str) -> Optional[Tuple[int, int]]:
-    """The (key_size, value_size) recorded in the directory, or None.
+class Record(NamedTuple):
+    """A size record as read."""
+
+    sizes: Tuple[int, int]  # (key_size, value_size)
+    legacy: bool  # no checksum (written by tinylsm 0.1): a writer rewrites it
+
+
+def read_record(files: Files, directory: str) -> Optional[Record]:
+    """The size record in the directory, or None when there is none.
 
     Any damage (too long, not JSON, other fields, sizes out of range, a
     checksum that does not match) is a ``CorruptionError`` naming the file.
     A record without a checksum, as tinylsm 0.1 wrote them, is accepted if
-    it is otherwise exactly right; a writer then rewrites it with one.
+    it is otherwise exactly right.
     """
     path = os.path.join(directory, META_NAME)
     try:
@@ -119,13 +126,13 @@ def read_sizes(files: Files, directory: str) -> Optional[Tuple[int, int]]:
         raw = files.pread_all(fd, size)
     finally:
         files.close(fd)
-    return _parse(raw, path)[0]
+    return Record(*_parse(raw, path))
 
 
-def is_legacy(files: Files, directory: str) -> bool:
-    """True if the size record has no checksum (written by tinylsm 0.1)."""
-    path = os.path.join(directory, META_NAME)
-    return _parse(files.read_file(path), path)[1]
+def read_sizes(files: Files, directory: str) -> Optional[Tuple[int, int]]:
+    """The (key_size, value_size) recorded in the directory, or None."""
+    record = read_record(files, directory)
+    return None if record is None else record.sizes
 
 
 def _parse(raw: bytes, path: str) -> Tuple[Tuple[int, int], bool]:

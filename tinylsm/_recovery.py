@@ -65,11 +65,10 @@ def prepare(files: Files, path: str, key_size: Optional[int], value_size: Option
                 _layout.refuse_foreign(path, foreign)
             if readonly:
                 raise FileNotFoundError(errno.ENOENT, "no store to open read-only", path)
-        recorded = _meta.read_sizes(files, path) if layout.has_meta else None
+        record = _meta.read_record(files, path) if layout.has_meta else None
+        recorded = None if record is None else record.sizes
         k, v = settle_sizes(path, recorded, key_size, value_size, layout.holds_data)
-        meta = META_NONE if recorded is None else META_OK
-        if recorded is not None and not readonly and _meta.is_legacy(files, path):
-            meta = META_LEGACY
+        meta = META_NONE if record is None else META_LEGACY if record.legacy else META_OK
         lock.lock_file()
         if created:
             _layout.make_sstables_dir(files, path)
