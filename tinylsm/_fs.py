@@ -33,7 +33,9 @@ def kind_of(mode: int) -> str:
     """A file type in words, for messages."""
     for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
                        (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symbolic link")):
+                       (stat.S_ISBLK, "a block device"),
+                       # met only unresolved: links are followed everywhere else
+                       (stat.S_ISLNK, "a symbolic link to a missing file")):
         if test(mode):
             return name
     return "not a regular file"
@@ -50,6 +52,22 @@ def named(exc: OSError, path: Optional[str]) -> OSError:
 
 def not_a_file(path: str, mode: int, expected: str = "a regular file") -> CorruptionError:
     return CorruptionError(f"{path!r} is {kind_of(mode)}, where tinylsm expects {expected}")
+
+
+def mode_of(path: str) -> int:
+    """The file type and mode of ``path``, through symbolic links (a
+    dangling link's own)."""
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        return os.lstat(path).st_mode
+
+
+def _refuse_dangling(path: str) -> None:
+    """A link to nothing is no file: refuse it rather than open (or, with
+    O_CREAT, create) whatever it points at."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise not_a_file(path, stat.S_IFLNK)
 
 
 class Files:
@@ -69,10 +87,8 @@ class Files:
         try:
             fd = os.open(path, flags | _CLOEXEC | _NONBLOCK, 0o644)
         except OSError as exc:
-            if isinstance(exc, FileNotFoundError) and os.path.islink(path):
-                raise CorruptionError(
-                    f"{path!r} is a symbolic link to a missing file, where tinylsm "
-                    "expects a regular file") from None
+            if isinstance(exc, FileNotFoundError):
+                _refuse_dangling(path)
             raise named(exc, path) from None
         try:
             mode = os.fstat(fd).st_mode
@@ -92,10 +108,7 @@ class Files:
         A dangling symbolic link is refused rather than followed to create
         its target somewhere else.
         """
-        if os.path.islink(path) and not os.path.exists(path):
-            raise CorruptionError(
-                f"{path!r} is a symbolic link to a missing file, where tinylsm "
-                "expects a regular file")
+        _refuse_dangling(path)
         return self._open_regular(path, os.O_RDWR | os.O_CREAT)
 
     def open_ro(self, path: str) -> int:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import FrozenSet, NamedTuple, Optional
+from typing import FrozenSet, NamedTuple
 
 from . import _kept
-from ._fs import Files, not_a_file
+from ._fs import Files, mode_of, not_a_file
 from ._format import LOCK_NAME, LOG_NAME, META_NAME, SSTABLE_DIR, TMP_SUFFIX
 from .errors import CorruptionError
 
@@ -51,9 +51,7 @@ def inspect(files: Files, path: str) -> Layout:
     ssdir = os.path.join(path, SSTABLE_DIR)
     has_sstables = content = False
     if SSTABLE_DIR in names:
-        mode = os.lstat(ssdir).st_mode
-        if stat.S_ISLNK(mode):
-            mode = os.stat(ssdir).st_mode if os.path.exists(ssdir) else mode
+        mode = mode_of(ssdir)
         if not stat.S_ISDIR(mode):
             raise not_a_file(ssdir, mode, "the sstables directory")
         has_sstables = True
@@ -61,10 +59,10 @@ def inspect(files: Files, path: str) -> Layout:
     log_size = -1
     if LOG_NAME in names:
         log_path = os.path.join(path, LOG_NAME)
-        st = os.stat(log_path) if os.path.exists(log_path) else os.lstat(log_path)
-        if not stat.S_ISREG(st.st_mode):
-            raise not_a_file(log_path, st.st_mode)
-        log_size = st.st_size
+        mode = mode_of(log_path)
+        if not stat.S_ISREG(mode):
+            raise not_a_file(log_path, mode)
+        log_size = os.stat(log_path).st_size
     layout = Layout(names, has_sstables, META_NAME in names, log_size, content)
     if layout.is_store and not has_sstables:
         found = ", ".join(sorted(names & STORE_NAMES))
@@ -100,7 +98,7 @@ def make_sstables_dir(files: Files, path: str) -> None:
     files.fsync_dir(path)
 
 
-def fsync_parents(files: Files, path: str, stop: Optional[str] = None) -> None:
+def fsync_parents(files: Files, path: str) -> None:
     """Make the entries of directories ``os.makedirs`` created durable."""
     parent = os.path.dirname(os.path.abspath(path))
     while parent and parent != os.path.dirname(parent):
@@ -108,6 +106,4 @@ def fsync_parents(files: Files, path: str, stop: Optional[str] = None) -> None:
             files.fsync_dir(parent)
         except OSError:
             break  # not ours to sync (permissions); the store itself is
-        if stop is not None and parent == stop:
-            break
         parent = os.path.dirname(parent)
