@@ -56,10 +56,15 @@ def _close_all_at_exit() -> None:
 
 
 def _after_fork_in_child() -> None:
-    for store in list(_open_stores.values()):
-        store._forked()
+    stores = list(_open_stores.values())
     _open_stores.clear()
-    DEFAULT_FILES.close_all_in_child()
+    for store in stores:
+        store._forked()
+    # every descriptor the stores opened (logs, a merge's files): the parent
+    # keeps its own copies
+    files = {id(f): f for f in [DEFAULT_FILES] + [s._files for s in stores]}
+    for f in files.values():
+        f.close_all_in_child()
 
 
 atexit.register(_close_all_at_exit)

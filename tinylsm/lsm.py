@@ -154,8 +154,8 @@ class Lsm(maps.StoreCore, MutableMapping):
             k, v = opening.key_size, opening.value_size
             self._frame_size = codec.frame_size(k, v)
             self._record_size = codec.record_size(k, v)
-            self._attach(maps.SortedMap(k, v), bytearray(), self._frame_size)
-            done = _recovery.recover(self._files, self.path, self._map.apply_records,
+            data = maps.SortedMap(k, v)
+            done = _recovery.recover(self._files, self.path, data.apply_records,
                                      opening, self.readonly, config.log_bufwriter_size)
         except BaseException:
             self._release_files()
@@ -165,7 +165,7 @@ class Lsm(maps.StoreCore, MutableMapping):
         self._read_bytes = done.read_bytes
         self._kept = done.kept
         self._next_id = max(done.tables, default=0) + 1
-        self._attach(self._map, self._log.buf, self._frame_size)
+        self._attach(data, self._log.buf, self._frame_size)
         # the thread must not keep the store alive (its collection writes
         # the buffer out), hence a weak reference
         ref = weakref.ref(self)
@@ -563,10 +563,7 @@ class Lsm(maps.StoreCore, MutableMapping):
             f"be used in its forked child {os.getpid()}; open it again in the child "
             "once the parent has closed it",
         )
-        log_writer, self._log = self._log, None
-        if log_writer is not None and log_writer.fd >= 0:
-            fd, log_writer.fd = log_writer.fd, -1
-            self._files.close(fd)
+        self._log = None  # its descriptor: closed with the rest of its Files'
         if self._dirlock is not None:
             self._dirlock.close()  # the child's copies only: the parent keeps its lock
             self._dirlock = None
