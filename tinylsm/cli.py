@@ -24,7 +24,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import tinylsm
 
-from . import _meta, _progress, _recovery, _verify, sstable
+from . import _layout, _meta, _progress, _recovery, _verify, sstable
 from ._args import ArgumentParser, size_arg
 from ._backend import codec
 from ._format import LOG_NAME, META_NAME, SSTABLE_DIR
@@ -119,7 +119,7 @@ def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
     if not os.path.isdir(directory):
         raise UsageError(f"{directory}: not a directory")
     names = set(os.listdir(directory))
-    if not names & {LOG_NAME, SSTABLE_DIR, META_NAME}:
+    if not names & _layout.STORE_NAMES:
         raise UsageError(f"{directory}: not a tinylsm or tiny-lsm store "
                          f"(no {LOG_NAME}, {SSTABLE_DIR}/ or {META_NAME})")
     given = (args.key_size, args.value_size)
