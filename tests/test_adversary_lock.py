@@ -13,6 +13,9 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
+from typing import List
 from pathlib import Path
 
 import pytest
@@ -198,3 +201,86 @@ def test_any_bytes_like_key_hit_or_miss(db):
         for op in (db.get, db.__contains__, db.__getitem__, db.remove):
             with pytest.raises(TypeError, match="key: expected a bytes-like object"):
                 op(not_bytes)
+
+
+# -- every public method racing fork ---------------------------------------------------
+
+FORK_METHODS = {
+    "insert": lambda db, i: db.insert(key(i), val(i)),
+    "write_batch": lambda db, i: db.write_batch([(key(i), val(i)), (key(i + 1), None)]),
+    "flush": lambda db, i: (db.insert(key(i), val(i)), db.flush()),
+    "compact": lambda db, i: (db.insert(key(i), val(i)), db.compact()),
+    "get": lambda db, i: db.get(key(i % 50)),
+    "items": lambda db, i: sum(1 for _ in db.items()),
+    "stats": lambda db, i: db.stats(),
+}
+
+
+def _child_checks(db, path: Path) -> int:
+    """In a forked child: the exit status, 0 when the inherited store is
+    unusable and the parent's lock keeps the child out."""
+    try:
+        db.get(key(0))
+        return 11
+    except tinylsm.ClosedError:
+        pass
+    try:
+        tinylsm.open(path).close()
+        return 12
+    except tinylsm.LockedError:
+        return 0
+
+
+@pytest.mark.parametrize("method", sorted(FORK_METHODS))
+def test_method_racing_fork(tmp_path, method, record_property):
+    """A thread calls ``method`` again and again while the main thread forks.
+    Each child finds the store unusable (ClosedError), is refused as a second
+    writer while the parent holds it, and exits; the parent's calls go on,
+    and after its close() every write that returned is there."""
+    path = tmp_path / "db"
+    db = tinylsm.open(path, key_size=K, value_size=V,
+                      config=tinylsm.Config(max_log_length=4096, merge_window=2))
+    for i in range(50):
+        db[key(i)] = val(i)
+    stop = threading.Event()
+    errors: List[BaseException] = []
+    done = [0]
+
+    def hammer() -> None:
+        i = 1000
+        try:
+            while not stop.is_set():
+                FORK_METHODS[method](db, i)
+                done[0] = i
+                i += 2
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    forks = 0
+    try:
+        for _ in range(6):
+            time.sleep(0.02)
+            pid = os.fork()
+            if pid == 0:
+                status = 13
+                try:
+                    status = _child_checks(db, path)
+                finally:
+                    os._exit(status)
+            _, status = os.waitpid(pid, 0)
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (method, status)
+            forks += 1
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not errors, errors
+    last = done[0]
+    db.close()
+    with tinylsm.open(path) as again:
+        if method in ("insert", "flush", "compact", "write_batch") and last:
+            assert again[key(last)] == val(last)
+        for i in range(50):
+            assert again[key(i)] == val(i)
+    record_property(f"fork_races_{method}", forks)
