@@ -288,26 +288,19 @@ class StoreCore:
     """
 
     _map: SortedMap = _Unopened()  # type: ignore[assignment]
-    buf: Optional[bytearray] = None
-    _frame_size = 0
-    _fast_cap = -1
-    _busy = 0
+    _busy = 0  # raised by the owner's slow paths; read only by the compiled twin
 
     def __reduce_ex__(self, protocol: object) -> object:
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def _attach(self, map: SortedMap, buf: bytearray, frame_size: int) -> None:
-        """Hold ``map`` as the store's data and append frames of
-        ``frame_size`` bytes to ``buf``."""
+        """Hold ``map`` as the store's data.  (The compiled twin also appends
+        its fast writes to ``buf``; this one has no fast path.)"""
         self._map = map
-        self.buf = buf
-        self._frame_size = frame_size
 
     def _set_fast_cap(self, cap: int) -> None:
-        """Let fast paths run while the buffer stays within ``cap`` bytes
-        (-1: send every write to the slow path).  Kept for parity: this twin
-        has no fast path."""
-        self._fast_cap = cap
+        """Where the compiled twin's fast paths may run; nothing here, as
+        this twin has no fast path."""
 
     def _slow_insert(self, key: object, value: object) -> Optional[bytes]:
         """The owner's insert when the fast path cannot finish it."""
