@@ -39,14 +39,6 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from ._format import (
     LogScan,
     MAX_ITEM_SIZE,
-    SSTableScan,
-    STOP_BAD_PADDING,
-    STOP_BAD_TAG,
-    STOP_CRC,
-    STOP_END,
-    STOP_NESTED_BATCH,
-    STOP_SHORT,
-    STOP_TOMBSTONE_VALUE,
     SST_BAD_KEY_ORDER,
     SST_BAD_TAG,
     SST_COMPLETE,
@@ -55,6 +47,16 @@ from ._format import (
     SST_SHORT,
     SST_TOMBSTONE_VALUE,
     SST_TRAILING,
+    SSTableScan,
+    STOP_BAD_PADDING,
+    STOP_BAD_TAG,
+    STOP_CRC,
+    STOP_END,
+    STOP_NESTED_BATCH,
+    STOP_SHORT,
+    STOP_TOMBSTONE_VALUE,
+    bad_size,
+    bad_type,
     check_sizes,
 )
 
@@ -253,14 +255,11 @@ cdef int _put_bytes(object obj, Py_ssize_t size, str what, Py_ssize_t index,
         try:
             data = memoryview(obj).tobytes()
         except TypeError:
-            raise TypeError(
-                f"{what}{_where(index)}: expected a bytes-like object, "
-                f"got {type(obj).__name__}"
-            ) from None
+            raise bad_type(f"{what}{_where(index)}", obj) from None
         n = PyBytes_GET_SIZE(data)
         src = PyBytes_AS_STRING(data)
     if n != size:
-        raise ValueError(f"{what}{_where(index)}: expected {size} bytes, got {n}")
+        raise bad_size(f"{what}{_where(index)}", size, n)
     memcpy(dest, src, size)
     return 0
 

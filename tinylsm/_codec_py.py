@@ -23,14 +23,6 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ._format import (
     LogScan,
-    SSTableScan,
-    STOP_BAD_PADDING,
-    STOP_BAD_TAG,
-    STOP_CRC,
-    STOP_END,
-    STOP_NESTED_BATCH,
-    STOP_SHORT,
-    STOP_TOMBSTONE_VALUE,
     SST_BAD_KEY_ORDER,
     SST_BAD_TAG,
     SST_COMPLETE,
@@ -39,6 +31,15 @@ from ._format import (
     SST_SHORT,
     SST_TOMBSTONE_VALUE,
     SST_TRAILING,
+    SSTableScan,
+    STOP_BAD_PADDING,
+    STOP_BAD_TAG,
+    STOP_CRC,
+    STOP_END,
+    STOP_NESTED_BATCH,
+    STOP_SHORT,
+    STOP_TOMBSTONE_VALUE,
+    as_sized,
     check_sizes,
 )
 
@@ -78,22 +79,9 @@ def batch_crc(count: int) -> int:
 
 
 def _as_bytes(obj: object, size: int, what: str, index: int) -> bytes:
-    """Return ``obj`` as ``bytes`` of exactly ``size``, or raise naming it."""
-    if isinstance(obj, bytes):
-        data = obj
-    else:
-        try:
-            data = memoryview(obj).tobytes()  # type: ignore[arg-type]
-        except TypeError:
-            raise TypeError(
-                f"{what}{_where(index)}: expected a bytes-like object, "
-                f"got {type(obj).__name__}"
-            ) from None
-    if len(data) != size:
-        raise ValueError(
-            f"{what}{_where(index)}: expected {size} bytes, got {len(data)}"
-        )
-    return data
+    """Return ``obj`` as ``bytes`` of exactly ``size``, or raise naming it
+    (and its item): the one rule of ``_format.as_sized``."""
+    return as_sized(obj, size, f"{what}{_where(index)}")
 
 
 def _where(index: int) -> str:
