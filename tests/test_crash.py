@@ -16,9 +16,9 @@ what came before them), and the recovered store must go on working: a
 write, a flush, a full compaction and another reopen must keep the map.
 
 Writes are also cut in the middle (half, and one byte) at every ``pwrite``.
-The compaction thread is not started (``Compactor.start`` is patched): merges
-run only where the action asks, so every run does the same operations in
-the same order.
+The background threads are not started (``Worker.start`` is patched): merges
+run only where the action asks, and log rollovers in the writing thread, so
+every run does the same operations in the same order.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
-from tinylsm._compactor import Compactor
+from tinylsm._worker import Worker
 from faults import Crash, FaultyFiles, NoSyncFiles, abandon, report
 from workload import (
     NO_AUTO_MERGE,
@@ -51,7 +51,7 @@ FAST = NoSyncFiles()
 
 @pytest.fixture(autouse=True)
 def no_compaction_thread(monkeypatch):
-    monkeypatch.setattr(Compactor, "start", lambda self: None)
+    monkeypatch.setattr(Worker, "start", lambda self: None)
 
 
 class Progress:

@@ -19,7 +19,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from tinylsm._compactor import Compactor
+from tinylsm._worker import Worker
 from faults import Crash, FaultyFiles, abandon
 from workload import apply, contents, open_db, run_op
 
@@ -134,5 +134,5 @@ def make_machine(k: int, v: int):
 
 @pytest.mark.parametrize("k,v", SIZES, ids=lambda x: str(x))
 def test_crash_model(k, v):
-    with mock.patch.object(Compactor, "start", lambda self: None):
+    with mock.patch.object(Worker, "start", lambda self: None):
         run_state_machine_as_test(make_machine(k, v))

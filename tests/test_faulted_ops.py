@@ -19,7 +19,7 @@ import pytest
 
 import tinylsm
 from tinylsm import _compactor
-from tinylsm._compactor import Compactor
+from tinylsm._worker import Worker
 from faults import Call, FaultyFiles, NoSyncFiles, report
 from workload import (
     NO_AUTO_MERGE,
@@ -153,7 +153,7 @@ def test_failed_log_fsync_refuses_writes(tmp_path, k, v):
 
 @pytest.fixture
 def no_thread(monkeypatch):
-    monkeypatch.setattr(Compactor, "start", lambda self: None)
+    monkeypatch.setattr(Worker, "start", lambda self: None)
 
 
 def _base(tmp_path, k, v, tables: int, log_ops: int):

@@ -12,17 +12,13 @@ from ._backend import codec
 from ._format import SST_COMPLETE, sstable_name
 from ._fs import Files
 from .config import Config
+from ._worker import Stopped, Worker
 from .errors import describe
 
 log = logging.getLogger("tinylsm")
 
 #: Seconds to wait before retrying a failed merge, doubling up to the last.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
-
-
-class Stopped(Exception):
-    """A merge was not started, or given up at a safe point, because the
-    store is closing."""
 
 
 @dataclass
@@ -33,7 +29,7 @@ class Table:
     nbytes: int  # size of its file
 
 
-class Compactor:
+class Compactor(Worker):
     """Owns the sstable directory listing and merges runs of sstables.
 
     Sizes are counted in records, before and after a restart alike (tiny-lsm
@@ -42,6 +38,8 @@ class Compactor:
     wait for it; with the compiled codec the heavy loops also release the
     GIL.
     """
+
+    name = "tinylsm-compactor"
 
     def __init__(
         self,
@@ -64,12 +62,9 @@ class Compactor:
         self.written_bytes = 0
         self.merges = 0
         self.error: Optional[BaseException] = None
-        self._cv = threading.Condition()
+        super().__init__()
         self._merge_lock = threading.Lock()
-        self._wake = True
-        self._stopping = False
-        self._thread: Optional[threading.Thread] = None
-        self._after: Optional[Callable[[], None]] = None
+        self._wake = True  # look at the tables found at opening
         self._retry_on_stop = False
 
     # -- bookkeeping, called by the store ------------------------------------
@@ -87,59 +82,27 @@ class Compactor:
 
     # -- the thread ------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="tinylsm-compactor", daemon=True)
-        self._thread.start()
-
     def stop(self, after: Optional[Callable[[], None]] = None, retry: bool = False) -> None:
-        """Stop merging, in this thread and every other, then run ``after``.
-
-        A merge in progress in any thread (the background one, or a
-        ``compact_all`` caller) gives up at its next safe point or finishes;
-        none starts afterwards.  ``after`` (the store releasing its files and
-        lock) runs once no merge can touch a file again.  Called from the
-        background thread itself (the store collected there), it cannot wait
-        for itself: the thread runs ``after`` as it exits.
+        """Stop merging (see ``Worker.stop``).
 
         ``retry``: if the last background merge failed, the thread tries it
         once more before it exits, so that a cause that has gone (a disk
         with room again) is not reported as ``error``.
         """
         with self._cv:
-            self._stopping = True
             self._retry_on_stop = retry and self.error is not None
-            self._cv.notify()
-        thread = self._thread
-        if thread is not None and thread is threading.current_thread():
-            self._after = after
-            return
-        with self._merge_lock:  # waits for a merge in another thread
-            pass
-        if thread is not None:
-            thread.join()
-        self._thread = None
-        if after is not None:
-            after()
+        super().stop(after)
 
-    def _run(self) -> None:
-        try:
-            self._loop()
-        finally:
-            after, self._after = self._after, None
-            if after is not None:
-                after()
+    def _idle(self):
+        return self._merge_lock
 
     def _loop(self) -> None:
         failures = 0
         while True:
-            with self._cv:
-                while not self._wake and not self._stopping:
-                    self._cv.wait()
-                if self._stopping:
-                    if self._retry_on_stop:
-                        self._last_attempt()
-                    return
-                self._wake = False
+            if not self._wait_for_work():
+                if self._retry_on_stop:
+                    self._last_attempt()
+                return
             try:
                 merged = self.maintain()
             except Stopped:
@@ -150,9 +113,7 @@ class Compactor:
                 failures += 1
                 log.error("tinylsm: background merge in %s failed (retry in %.1fs): %s",
                           self.directory, delay, describe(exc))
-                with self._cv:
-                    self._cv.wait_for(lambda: self._stopping, timeout=delay)
-                    self._wake = True
+                self._pause(delay)
                 continue
             failures = 0
             self.error = None
@@ -212,9 +173,9 @@ class Compactor:
         else:
             self.error = None
 
-    def _safe_point(self, closing: bool) -> None:
-        if self._stopping and not closing:
-            raise Stopped()
+    def _safe_point(self, closing: bool = False) -> None:
+        if not closing:
+            super()._safe_point()
 
     def _has_tombstones_or_short(self, sst_id: int) -> bool:
         scan, _ = sstable.read(self.files, self._path(sst_id), self.key_size, self.value_size)

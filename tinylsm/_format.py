@@ -31,6 +31,9 @@ HEX_NAME = re.compile(r"\+?[0-9a-fA-F]+\Z")
 SSTABLE_TMP_SUFFIX = "-tmp"
 #: Log bytes that recovery set aside: ``tinylsm.kept-<seq>-at-<offset>``.
 KEPT_NAME = re.compile(r"tinylsm\.kept-(\d+)-at-(\d+)\Z")
+#: A rollover's copy of the log from an offset on, renamed over ``log`` once
+#: complete: ``tinylsm.log-from-<offset>`` (see ``_rollover``).
+LOG_COPY_NAME = re.compile(r"tinylsm\.log-from-(\d+)\Z")
 
 
 def sstable_name(sst_id: int) -> str:
@@ -41,6 +44,11 @@ def sstable_name(sst_id: int) -> str:
 def sstable_tmp_name(sst_id: int) -> str:
     """The name an sstable is written under before its rename (as in tiny-lsm)."""
     return f"{sst_id:x}{SSTABLE_TMP_SUFFIX}"
+
+
+def log_copy_name(offset: int) -> str:
+    """The name a rollover copies the log's bytes from ``offset`` on to."""
+    return f"tinylsm.log-from-{offset}"
 
 
 def kept_name(seq: int, offset: int) -> str:

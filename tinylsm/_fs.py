@@ -116,8 +116,9 @@ class Files:
         return self._open_regular(path, os.O_RDONLY)
 
     def create(self, path: str) -> int:
-        """Create ``path`` (emptying it if it exists) and open it for writing."""
-        return self._open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        """Create ``path`` (emptying it if it exists) and open it for reading
+        and writing."""
+        return self._open_regular(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC)
 
     def close(self, fd: int) -> None:
         self._names.pop(fd, None)

@@ -78,11 +78,23 @@ def set_aside(files: Files, directory: str, tail: bytes, offset: int) -> str:
     Only after this returns may the log be cut: a crash in between leaves
     the tail in both places, and the next recovery keeps it again.
     """
-    seqs = [int(m.group(1)) for m in map(KEPT_NAME.match, files.listdir(directory)) if m]
-    name = kept_name(max(seqs, default=0) + 1, offset)
-    path = os.path.join(directory, name)
+    path = _next_path(files, directory, offset)
     tmp = path + TMP_SUFFIX
     files.write_new_file(tmp, tail)
     files.rename(tmp, path)
     files.fsync_dir(directory)
     return path
+
+
+def set_aside_file(files: Files, directory: str, path: str, offset: int) -> str:
+    """Rename ``path`` (log bytes from ``offset``, durable already) to a new
+    kept name in ``directory``; return the new path.  The caller fsyncs the
+    directory."""
+    kept = _next_path(files, directory, offset)
+    files.rename(path, kept)
+    return kept
+
+
+def _next_path(files: Files, directory: str, offset: int) -> str:
+    seqs = [int(m.group(1)) for m in map(KEPT_NAME.match, files.listdir(directory)) if m]
+    return os.path.join(directory, kept_name(max(seqs, default=0) + 1, offset))

@@ -14,7 +14,7 @@ from typing import FrozenSet, NamedTuple
 
 from . import _kept
 from ._fs import Files, mode_of, not_a_file
-from ._format import LOCK_NAME, LOG_NAME, META_NAME, SSTABLE_DIR, TMP_SUFFIX
+from ._format import LOCK_NAME, LOG_COPY_NAME, LOG_NAME, META_NAME, SSTABLE_DIR, TMP_SUFFIX
 from .errors import CorruptionError
 
 #: The names whose presence means "a store is (being) made here".
@@ -75,7 +75,8 @@ def inspect(files: Files, path: str) -> Layout:
 
 def foreign_names(layout: Layout) -> FrozenSet[str]:
     """Names in a directory that holds no store which are not tinylsm's own."""
-    return frozenset(n for n in layout.names - _HELPER_NAMES if not _kept.is_kept_name(n))
+    return frozenset(n for n in layout.names - _HELPER_NAMES
+                     if not _kept.is_kept_name(n) and not LOG_COPY_NAME.match(n))
 
 
 def refuse_foreign(path: str, foreign: FrozenSet[str]) -> None:

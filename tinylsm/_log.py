@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from ._fs import Files
 from .errors import LogFailedError
@@ -36,7 +36,7 @@ class LogWriter:
         self.broken: Optional[BaseException] = None
         #: Bytes handed to the OS since opening.
         self.written = 0
-        #: Bumped each time ``reset`` empties the log.
+        #: Bumped each time a rollover switches to a new file (``switch``).
         self.epoch = 0
         #: Bytes of the current epoch known to be fsynced.
         self.synced = 0
@@ -52,6 +52,10 @@ class LogWriter:
         self._arrived = 0  # followers that came while it waited
         self._crowd = 1  # threads seen flushing together
         self._fsync_time = 0.0  # the last fsync's duration, capped
+        # the descriptor the fsync under way works on, and the ones a
+        # rollover's switch replaced while it did: closed once it ends
+        self._sync_fd = fd
+        self._retired: List[int] = []
 
     @property
     def length(self) -> int:
@@ -107,10 +111,14 @@ class LogWriter:
     def sync(self) -> None:
         """Write out the buffer and fsync the log (store lock held)."""
         self.write_out()
-        epoch, target = self.epoch, self.size
+        self.make_durable(self.epoch, self.size)
+
+    def make_durable(self, epoch: int, target: int) -> None:
+        """Fsync the log unless its first ``target`` bytes of ``epoch`` are
+        durable already (no store lock needed: nothing is written out)."""
         with self._mutex:
             # Waits for a leader's fsync, never for a gatherer (unlike
-            # wait_synced): a gatherer needs the store lock this caller holds.
+            # wait_synced): a gatherer needs the store lock sync()'s caller holds.
             while True:
                 if self.epoch != epoch or self.synced >= target:
                     return
@@ -118,7 +126,7 @@ class LogWriter:
                 if not self._syncing:
                     break
                 self._wait()
-            self._syncing = True
+            self._start_syncing()
         self.end_sync(epoch, target)
 
     # Group commit.  Threads that flush at the same time share one pwrite
@@ -164,7 +172,7 @@ class LogWriter:
                 self._gathering = True
                 self._arrived = 0
                 return epoch, target, GATHER
-            self._syncing = True
+            self._start_syncing()
         try:
             self.write_out()
         except BaseException:
@@ -207,7 +215,7 @@ class LogWriter:
         bytes of ``epoch``: every byte written before it started."""
         start = time.monotonic()
         try:
-            self.files.fsync(self.fd)
+            self.files.fsync(self._sync_fd)
         except BaseException as exc:
             with self._mutex:
                 self.broken = exc
@@ -246,35 +254,52 @@ class LogWriter:
         finally:
             self._waiters -= 1
 
+    def _start_syncing(self) -> None:
+        """(``_mutex`` held) This thread fsyncs next, on today's descriptor."""
+        self._syncing = True
+        self._sync_fd = self.fd
+
     def _done_syncing(self) -> None:
         self._syncing = False
+        self._close_retired()
         if self._waiters:
             self._sync_cv.notify_all()
+
+    def _close_retired(self) -> None:
+        while self._retired:
+            self.files.close(self._retired.pop())
 
     def _idle(self) -> None:
         """Wait (holding ``_mutex``) until no fsync is under way."""
         while self._syncing:
             self._wait()
 
-    def reset(self) -> None:
-        """Empty the log (its changes are safe in an sstable) durably."""
+    def switch(self, fd: int, size: int) -> None:
+        """Write to ``fd`` from now on: a rollover renamed it over the log,
+        holding the log's last ``size`` bytes, fsynced along with the rename.
+
+        Called with the store lock held and the buffer written out.  Every
+        byte taken so far is durable now, so every flush waiting on the
+        old descriptor may return; the old descriptor is closed once no
+        fsync works on it.
+        """
         if self.buf:
-            raise AssertionError("reset with buffered data")
+            raise AssertionError("switch with buffered data")
         with self._mutex:
-            self._idle()
-            try:
-                self.files.truncate(self.fd, 0)
-                self.size = 0
-                self.epoch += 1
-                self.synced = 0
-                self.files.fsync(self.fd)
-            except BaseException as exc:
-                self.broken = exc
-                raise
+            old, self.fd = self.fd, fd
+            self.size = size
+            self.epoch += 1
+            self.synced = size
+            self._retired.append(old)
+            if not self._syncing:
+                self._close_retired()
+            if self._waiters:
+                self._sync_cv.notify_all()
 
     def close(self) -> None:
         with self._mutex:
             self._idle()  # not while another thread fsyncs it
             fd, self.fd = self.fd, -1
+            self._close_retired()
             if fd >= 0:  # -1: a read-only store opened without a log file
                 self.files.close(fd)

@@ -13,7 +13,7 @@ import logging
 import os
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-from . import _kept, _layout, _meta, sstable
+from . import _kept, _layout, _meta, _rollover, sstable
 from ._backend import codec
 from ._compactor import Table
 from ._format import LOG_NAME, META_NAME, SST_COMPLETE, SSTABLE_DIR, STOP_SHORT, LogScan, check_sizes
@@ -202,6 +202,7 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
     try:
         data = files.pread_all(log_fd, files.size(log_fd)) if log_fd >= 0 else b""
         read_bytes += len(data)
+        log_size = len(data)
         plan = plan_log(data, k, v)
         if plan.refuse:
             refuse_log(log_path, plan, len(data), k, v, opening.meta)
@@ -220,6 +221,9 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
 
         # 2. repair: only now is anything on disk changed
         if not readonly:
+            for name, fate in _rollover.settle_copies(files, path, log_fd, log_size):
+                log.warning("tinylsm: %s, left by an interrupted log rollover, was %s",
+                            name, fate)
             if tail:
                 if plan.keep:
                     kept = _kept.set_aside(files, path, tail, scan.end)

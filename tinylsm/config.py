@@ -81,7 +81,12 @@ class Stats:
     length, merges done, the last background error (``None`` if none), and
     the log tails that recovery set aside instead of destroying them
     (``tinylsm.kept-*`` files in the store directory: how many, and their
-    bytes; see ``tinylsm verify``).
+    bytes; see ``tinylsm verify``); the log rollovers done since opening
+    (the log's changes turned into an sstable in the background), the writes
+    that had to wait because the log reached twice ``max_log_length`` before
+    the rollover was done, and the seconds they waited in all; and the last
+    rollover's error (``None`` if none; it is retried, and the log keeps
+    every change meanwhile).
     """
 
     resident_bytes: int
@@ -98,3 +103,7 @@ class Stats:
     compaction_error: Optional[str] = None
     kept_files: int = 0
     kept_bytes: int = 0
+    rollovers: int = 0
+    write_stalls: int = 0
+    write_stall_seconds: float = 0.0
+    rollover_error: Optional[str] = None

@@ -13,15 +13,16 @@ from . import _recovery, sstable
 from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, release
 from ._views import Items, Keys, Values
 from ._backend import codec, maps
-from ._compactor import Compactor, Stopped
+from ._compactor import Compactor
+from ._rollover import Rollover
+from ._worker import Stopped
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import GATHER, LEAD, LogWriter
-from ._format import SSTABLE_DIR, STOP_END, as_sized, sstable_tmp_name
+from ._format import SSTABLE_DIR, as_sized
 from ._meta import StoreLock
 from .config import Config, Stats
-from .errors import (ClosedError, CompactionError, CorruptionError, ReadOnlyError,
-                     describe)
+from .errors import ClosedError, CompactionError, ReadOnlyError, describe
 
 log = logging.getLogger("tinylsm")
 
@@ -143,8 +144,9 @@ class Lsm(maps.StoreCore, MutableMapping):
         self._dirlock: Optional[StoreLock] = None
         self._log: Optional[LogWriter] = None
         self._compactor: Optional[Compactor] = None
+        self._rollover: Optional[Rollover] = None
+        self._closed_event = threading.Event()
         self._read_bytes = 0
-        self._written_sst_bytes = 0
         self._kept: List[Tuple[str, int]] = []
 
         try:
@@ -153,7 +155,6 @@ class Lsm(maps.StoreCore, MutableMapping):
             self._dirlock = opening.lock
             k, v = opening.key_size, opening.value_size
             self._frame_size = codec.frame_size(k, v)
-            self._record_size = codec.record_size(k, v)
             data = maps.SortedMap(k, v)
             done = _recovery.recover(self._files, self.path, data.apply_records,
                                      opening, self.readonly, config.log_bufwriter_size)
@@ -164,15 +165,19 @@ class Lsm(maps.StoreCore, MutableMapping):
         self._log = done.log
         self._read_bytes = done.read_bytes
         self._kept = done.kept
-        self._next_id = max(done.tables, default=0) + 1
         self._attach(data, self._log.buf, self._frame_size)
-        # the thread must not keep the store alive (its collection writes
-        # the buffer out), hence a weak reference
+        # the threads must not keep the store alive (its collection writes
+        # the buffer out), hence weak references
         ref = weakref.ref(self)
-        self._compactor = Compactor(self._files, os.path.join(self.path, SSTABLE_DIR), k, v,
-                                    config, done.tables, lambda: _live_keys(ref))
+        ssdir = os.path.join(self.path, SSTABLE_DIR)
+        self._compactor = Compactor(self._files, ssdir, k, v, config, done.tables,
+                                    lambda: _live_keys(ref))
+        self._rollover = Rollover(self._files, self.path, ssdir, k, v, config, self._log,
+                                  self._compactor, max(done.tables, default=0) + 1,
+                                  self._lock, lambda: _exclusive(ref))
         if not self.readonly:
             self._compactor.start()
+            self._rollover.start()
         self._state = OPEN
         self._refresh_fast_cap()
         register(self)
@@ -237,11 +242,12 @@ class Lsm(maps.StoreCore, MutableMapping):
         """Tell the fast paths how far the buffer may grow without a slow
         path's work: a write-out, an sstable flush, or an error to raise."""
         log_writer = self._log
-        if self._closed or self.readonly or log_writer is None or log_writer.broken is not None:
+        rollover = self._rollover
+        if (self._closed or self.readonly or log_writer is None or rollover is None
+                or log_writer.broken is not None):
             self._set_fast_cap(-1)
         else:
-            self._set_fast_cap(min(log_writer.bufsize,
-                                   self.config.max_log_length - log_writer.size))
+            self._set_fast_cap(min(log_writer.bufsize, rollover.limit - log_writer.size))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -255,7 +261,10 @@ class Lsm(maps.StoreCore, MutableMapping):
             self._check_open()
             raise ReadOnlyError(f"store {self.path!r} is open read-only")
         if log_writer.length > self.config.max_log_length:
-            self._flush_to_sstable()
+            assert self._rollover is not None  # set while open
+            self._rollover.note_length(log_writer.length)  # may wait: a write stall
+            if self._closed:  # closed while it waited
+                self._check_open()
         return log_writer
 
     # insert() and remove() are StoreCore's: they call these when they
@@ -305,8 +314,11 @@ class Lsm(maps.StoreCore, MutableMapping):
         frames = codec.encode_log(items, k, v, batch=True)
         records = codec.batch_records(frames, k, v)
         with _Exclusive(self):
-            self._writable().append(frames)
+            log_writer = self._writable()
+            log_writer.append(frames)
             self._map.apply_records(records, k, v)
+            assert self._rollover is not None  # set while open
+            self._rollover.ask(log_writer.length)  # a batch past the limit: at once
 
     def flush(self) -> None:
         """Write the log buffer out and fsync it: every change made before
@@ -354,54 +366,6 @@ class Lsm(maps.StoreCore, MutableMapping):
                 self._refresh_fast_cap()  # a failed fsync breaks the log: no fast path
                 raise
 
-    def _flush_to_sstable(self) -> None:
-        """Turn the log's changes into the next sstable, then empty the log.
-
-        Called with the lock held.  Crash safety: the sstable is complete and
-        durable (see ``sstable.write``) before the log is truncated, so a
-        crash in between recovers the same map from both.
-        """
-        log_writer = self._log
-        assert log_writer is not None and self._compactor is not None
-        log_writer.sync()
-        if log_writer.size == 0:
-            return
-        files = self._files
-        k, v = self.key_size, self.value_size
-        data = files.pread_all(log_writer.fd, log_writer.size)
-        self._read_bytes += len(data)
-        scan = codec.scan_log(data, k, v)
-        if scan.end != log_writer.size or scan.stop != STOP_END:
-            raise CorruptionError(
-                f"log {log_writer.path}: re-reading it to write an sstable, "
-                f"{scan.stop} at offset {scan.stop_offset} of {log_writer.size}"
-            )
-        records = codec.sort_records(scan.records, k, v)
-        if not self._compactor.tables:
-            # nothing older for tombstones to hide
-            records = codec.merge_runs([records], k, v, True)
-        sst_id = self._next_id
-        ssdir = os.path.join(self.path, SSTABLE_DIR)
-        try:
-            nbytes = sstable.write(files, ssdir, sst_id, records, k, v,
-                                   self.config.zstd_sstable_compression_level)
-        except BaseException:
-            self._discard_tmp(ssdir, sst_id)
-            raise
-        self._next_id = sst_id + 1
-        self._written_sst_bytes += nbytes
-        self._compactor.add(sst_id, len(records) // self._record_size, nbytes)
-        log_writer.reset()
-
-    def _discard_tmp(self, ssdir: str, sst_id: int) -> None:
-        tmp = os.path.join(ssdir, sstable_tmp_name(sst_id))
-        try:
-            self._files.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("tinylsm: could not remove %s (recovery will): %r", tmp, exc)
-
     def compact(self) -> None:
         """Merge the log and every sstable into one sstable, durably.
 
@@ -414,11 +378,10 @@ class Lsm(maps.StoreCore, MutableMapping):
         """
         with _Exclusive(self):
             self._writable()
-            if self._log is not None and self._log.length:
-                self._flush_to_sstable()
-            compactor = self._compactor
-        assert compactor is not None  # set while the store is open
+            rollover, compactor = self._rollover, self._compactor
+        assert rollover is not None and compactor is not None  # set while open
         try:
+            rollover.roll_now()
             compactor.compact_all()
         except Stopped:
             raise ClosedError(f"store {self.path!r} was closed during compact()") from None
@@ -430,21 +393,22 @@ class Lsm(maps.StoreCore, MutableMapping):
         with self._lock:
             self._check_open()
             assert self._log is not None and self._compactor is not None
+            assert self._rollover is not None
             tables = self._compactor.snapshot()
-            comp = self._compactor
+            comp, roll = self._compactor, self._rollover
             keys = len(self)
             resident = keys * (self.key_size + self.value_size)
             on_disk = self._log.size + sum(t.nbytes for t in tables.values())
             # every byte appended to the log is written out or still buffered
             logged = self._log.written + len(self._log.buf)
-            written = self._log.written + self._written_sst_bytes + comp.written_bytes
+            written = self._log.written + roll.written_bytes + comp.written_bytes
             error = comp.error
             return Stats(
                 resident_bytes=resident,
                 on_disk_bytes=on_disk,
                 logged_bytes=logged,
                 written_bytes=written,
-                read_bytes=self._read_bytes + comp.read_bytes,
+                read_bytes=self._read_bytes + roll.read_bytes + comp.read_bytes,
                 space_amp=on_disk / max(resident, 1),
                 write_amp=written / max(logged, 1),
                 keys=keys,
@@ -454,6 +418,10 @@ class Lsm(maps.StoreCore, MutableMapping):
                 compaction_error=None if error is None else describe(error),
                 kept_files=len(self._kept),
                 kept_bytes=sum(size for _, size in self._kept),
+                rollovers=roll.rollovers,
+                write_stalls=roll.stalls,
+                write_stall_seconds=roll.stall_seconds,
+                rollover_error=None if roll.error is None else describe(roll.error),
             )
 
     def close(self) -> None:
@@ -463,8 +431,8 @@ class Lsm(maps.StoreCore, MutableMapping):
         every write that returned before ``close()`` began is durable when it
         returns; a write racing it either completes first (and is durable) or
         raises ``ClosedError`` having changed nothing.  A ``compact()`` or
-        background merge in progress gives up at a safe point or finishes
-        first: when ``close()`` returns, this process touches no file of the
+        background merge or log rollover in progress gives up at a safe point
+        or finishes first: when ``close()`` returns, this process touches no file of the
         store again, and another opener may take it.  Any other use
         afterwards raises ``ClosedError``.  If the background merge failed,
         it is tried once more; if it fails again the store is still closed
@@ -472,24 +440,35 @@ class Lsm(maps.StoreCore, MutableMapping):
         safe: a failed merge changes nothing).
         """
         with self._lock:
-            if self._state is not OPEN:
-                return
-            self._state = CLOSING
-            self._set_fast_cap(-1)  # other threads' writes now wait and fail
-            error: Optional[BaseException] = None
-            try:
-                if not self.readonly and self._log is not None and self._log.broken is None:
-                    self._log.sync()
-            finally:
+            state = self._state
+            if state is OPEN:
+                self._state = CLOSING
+                self._set_fast_cap(-1)  # other threads' writes now wait and fail
+        if state is not OPEN:
+            if state is CLOSING:  # by another thread: done when it is
+                self._closed_event.wait()
+            return
+        error: Optional[BaseException] = None
+        try:
+            # without the lock: a rollover's first and last steps take it
+            if self._rollover is not None:
+                self._rollover.stop()
+        finally:
+            with self._lock:
                 try:
-                    compactor = self._compactor
-                    if compactor is not None:
-                        compactor.stop(retry=True)
-                        error = compactor.error
+                    if not self.readonly and self._log is not None and self._log.broken is None:
+                        self._log.sync()
                 finally:
-                    self._release_files()
-                    self._state = CLOSED
-                    self._map._invalidate(ClosedError, f"store {self.path!r} is closed")
+                    try:
+                        compactor = self._compactor
+                        if compactor is not None:
+                            compactor.stop(retry=True)
+                            error = compactor.error
+                    finally:
+                        self._release_files()
+                        self._state = CLOSED
+                        self._map._invalidate(ClosedError, f"store {self.path!r} is closed")
+                        self._closed_event.set()
         if error is not None:
             raise CompactionError(
                 f"background compaction of {self.path!r} failed: {describe(error)}"
@@ -544,10 +523,7 @@ class Lsm(maps.StoreCore, MutableMapping):
             let_go = functools.partial(release, self._log, self._dirlock)
             self._log = None
             self._dirlock = None
-            if self._compactor is not None:
-                self._compactor.stop(after=let_go)
-            else:
-                let_go()
+            _stop_threads(self._rollover, self._compactor, let_go)
             self._state = CLOSED
 
     def _forked(self) -> None:
@@ -568,6 +544,30 @@ class Lsm(maps.StoreCore, MutableMapping):
             self._dirlock.close()  # the child's copies only: the parent keeps its lock
             self._dirlock = None
         self._compactor = None
+        self._rollover = None
+
+
+def _stop_threads(rollover: Optional[Rollover], compactor: Optional[Compactor],
+                  after) -> None:
+    """Stop the rollover, then the compactor, then run ``after``; from one
+    of those threads itself, the rest happens as it exits."""
+    def then() -> None:
+        if compactor is not None:
+            compactor.stop(after=after)
+        else:
+            after()
+
+    if rollover is not None:
+        rollover.stop(after=then)
+    else:
+        then()
+
+
+def _exclusive(ref: "weakref.ReferenceType[Lsm]") -> _Exclusive:
+    store = ref()
+    if store is None:
+        raise Stopped()
+    return _Exclusive(store)
 
 
 def _live_keys(ref: "weakref.ReferenceType[Lsm]") -> int:

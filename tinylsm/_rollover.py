@@ -1,0 +1,400 @@
+"""The rollover: the log's changes become an sstable off the writers' path.
+
+When the log passes ``max_log_length``, a background thread
+
+1. notes the log's length M (store lock held, buffer written out first);
+2. fsyncs the log (if a flush has not made ``log[0:M]`` durable already),
+   reads ``log[0:M]``, sorts it and writes sstable N (``N-tmp``, fsync,
+   rename, directory fsync), then hands it to the compactor (no lock);
+3. copies ``log[M:]`` to ``tinylsm.log-from-M`` in rounds and fsyncs it,
+   until little is left (no lock);
+4. holding the store lock: writes the buffer out to the log, copies the
+   rest, fsyncs the copy, renames it over ``log``, fsyncs the directory and
+   switches the writer to it.
+
+Writers append to the log all along; only step 4 holds them, for the last
+small copy and two fsyncs.  If they outrun the thread (the log reaches twice
+the limit while a rollover is due), they wait for step 4: a write stall,
+counted in ``Stats``.  The directory keeps the Rust crate's shape at every
+instant: one log named ``log``, sstables named as always.
+
+Why every crash state recovers the map of an uninterrupted run:
+
+* Until the rename of step 4, ``log`` is the old log: it holds every
+  change, and sstable N (once its rename is durable) holds the changes of
+  ``log[0:M]``, which were fsynced before N was written, so no crash can
+  leave N beside a log shorter than M (whose replay over N would undo
+  N's later changes).  Recovery reads the sstables in id order, then replays the
+  whole log.  Replaying ``log[0:M]`` over a map that already holds its
+  result gives that map again, because a replay sets each key it touches
+  to its last value in log order (or removes it), whatever the key held
+  before; ``log[M:]`` then comes on top, as it would have.  Merges that fold
+  N into older tables (dropping tombstones) keep this: the tables together
+  still give the map as of ``log[0:M]``.
+* N is durable (renamed, directory fsynced) before step 3 starts, so by the
+  time the copy can become ``log``, the new log needs only ``log[M:]``.
+* The copy is fsynced before the rename, and nothing is appended between
+  the rename and the directory fsync (the store lock is held), so whichever
+  entry a power cut leaves, ``log`` holds every byte a ``flush()`` has
+  acknowledged: the old file had them fsynced, and so has the copy.
+* A flush acknowledged before step 4 fsynced the old file, and its bytes
+  are in the copy; a flush waiting across the switch returns once the
+  switch is done (``LogWriter.switch``), which is after the directory
+  fsync; a later flush fsyncs the new file.
+* A copy left by a crash before its rename is provably redundant only if
+  it equals ``log[M:M+len]`` byte for byte: recovery then deletes it;
+  otherwise (a power cut can leave the copy holding bytes the old log lost,
+  bytes no flush acknowledged) it is set aside as a kept file, never
+  destroyed (``settle_copies``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable, ContextManager, List, Optional, Tuple
+
+from . import _kept, sstable
+from ._backend import codec
+from ._compactor import RETRY_DELAYS, Compactor
+from ._format import LOG_COPY_NAME, STOP_END, log_copy_name, sstable_tmp_name
+from ._fs import Files
+from ._log import LogWriter
+from ._worker import Stopped, Worker
+from .config import Config
+from .errors import CorruptionError, describe
+
+log = logging.getLogger("tinylsm")
+
+#: Step 3 stops copying when this little is left for step 4 (under the lock).
+CATCH_UP_BYTES = 256 * 1024
+#: Bytes copied per read and write in steps 3 and 4, and compared per read
+#: by ``settle_copies``.
+COPY_CHUNK = 4 << 20
+
+
+class _Job:
+    """One rollover: the log's first ``start`` bytes become sstable ``sst_id``."""
+
+    __slots__ = ("start", "epoch", "sst_id", "drop_tombstones", "table_done", "copy_path",
+                 "copy_fd", "copied")
+
+    def __init__(self, start: int, epoch: int, sst_id: int, drop_tombstones: bool) -> None:
+        self.start = start
+        self.epoch = epoch
+        self.sst_id = sst_id
+        self.drop_tombstones = drop_tombstones
+        self.table_done = False
+        self.copy_path = ""
+        self.copy_fd = -1
+        self.copied = 0  # bytes of log[start:] in the copy
+
+
+class Rollover(Worker):
+    """Runs rollovers on its thread (or in the caller's, when not started).
+
+    ``exclusive()`` is the store's lock as a context (``_Exclusive``): step 1
+    and step 4 run in it; ``lock`` is that same lock, on which writers wait
+    out a stall.
+    """
+
+    name = "tinylsm-rollover"
+
+    def __init__(self, files: Files, path: str, ssdir: str, key_size: int, value_size: int,
+                 config: Config, log_writer: LogWriter, compactor: Compactor,
+                 next_id: int, lock: "threading.RLock",
+                 exclusive: Callable[[], ContextManager[None]]) -> None:
+        super().__init__()
+        self.files = files
+        self.path = path
+        self.ssdir = ssdir
+        self.key_size = key_size
+        self.value_size = value_size
+        self.config = config
+        self.log = log_writer
+        self.compactor = compactor
+        self.next_id = next_id
+        self.exclusive = exclusive
+        self.read_bytes = 0
+        self.written_bytes = 0
+        self.rollovers = 0
+        self.stalls = 0
+        self.stall_seconds = 0.0
+        self.error: Optional[BaseException] = None
+        self._job: Optional[_Job] = None  # kept across a failure once its table is written
+        self._job_lock = threading.Lock()  # one rollover at a time
+        self._due = False  # asked for, not yet done
+        self._switched = threading.Condition(lock)  # stalled writers wait here
+
+    # -- called by the store, its lock held ----------------------------------
+
+    @property
+    def limit(self) -> int:
+        """The log length at which the next write must come to the slow path:
+        the rollover trigger, or once one is due, the stall point."""
+        limit = self.config.max_log_length
+        return 2 * limit if self._due and self.running else limit
+
+    def note_length(self, length: int) -> None:
+        """The log is ``length`` bytes long: ask for a rollover if it is over
+        the limit; wait (releasing the lock) while writers outrun the thread."""
+        if length <= self.config.max_log_length:
+            return
+        if not self.running:
+            # no thread (the tests' deterministic runs): roll now, in this
+            # one, unless a rollover is under way (then it is ours, below)
+            self._due = True
+            if self._job_lock.acquire(blocking=False):
+                try:
+                    self._roll(False)
+                finally:
+                    self._job_lock.release()
+            return
+        if not self._due:
+            self._due = True
+            self.wake()
+        if length >= 2 * self.config.max_log_length and self.error is None:
+            self._stall()
+
+    def ask(self, length: int) -> None:
+        """Like ``note_length`` but never waits nor fails (the change of
+        ``length`` is already taken): the thread starts a rollover if one is
+        due; without a thread, the next write does."""
+        if length > self.config.max_log_length and self.running and not self._due:
+            self._due = True
+            self.wake()
+
+    def _stall(self) -> None:
+        start = time.monotonic()
+        self.stalls += 1
+        with self._switched:
+            while (self._due and self.running and self.error is None
+                   and self.log.length >= 2 * self.config.max_log_length):
+                self._switched.wait(0.1)
+        self.stall_seconds += time.monotonic() - start
+
+    def roll_now(self) -> None:
+        """Turn the whole log into an sstable, in the caller's thread, and
+        return once it is done (``compact()``).  No store lock held."""
+        while self.roll(everything=True):
+            pass  # that finished an earlier rollover's steps: now the rest
+
+    # -- the thread ------------------------------------------------------------
+
+    def _idle(self):
+        return self._job_lock
+
+    def _loop(self) -> None:
+        failures = 0
+        while self._wait_for_work():
+            try:
+                self.roll()
+            except Stopped:
+                continue
+            except Exception as exc:  # the log still holds everything; retried
+                self.error = exc
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                log.error("tinylsm: turning the log of %s into an sstable failed "
+                          "(retry in %.1fs): %s", self.path, delay, describe(exc))
+                self._wake_stalled()
+                self._pause(delay)
+                continue
+            failures = 0
+            self.error = None
+
+    # -- one rollover ----------------------------------------------------------
+
+    def roll(self, everything: bool = False) -> bool:
+        """Steps 1 to 4 (see the module's docstring), if a rollover is due
+        (or ``everything``: the whole log, now)."""
+        with self._job_lock:
+            return self._roll(everything)
+
+    def _roll(self, everything: bool) -> bool:
+        """``roll`` with ``_job_lock`` held; True if it finished the steps of
+        an earlier, failed rollover instead of a new one."""
+        job = self._begin(everything)
+        if job is None:
+            return False
+        resumed = job.table_done
+        try:
+            if not job.table_done:
+                self._write_table(job)
+            self._catch_up(job)
+            self._switch(job)
+        except BaseException:
+            self._discard_copy(job)
+            raise
+        finally:
+            self._wake_stalled()
+        return resumed
+
+    def _begin(self, everything: bool) -> Optional[_Job]:
+        """Step 1, under the store lock."""
+        with self.exclusive():
+            self._safe_point()
+            log_writer = self.log
+            if not everything and log_writer.length <= self.config.max_log_length:
+                self._due = False
+                return None
+            log_writer.check()
+            log_writer.write_out()
+            self._due = False
+            if self._job is not None:  # its table is written; redo steps 3 and 4
+                return self._job
+            if log_writer.size == 0:
+                return None
+            # with no older table, no tombstone has anything to hide
+            job = _Job(log_writer.size, log_writer.epoch, self.next_id,
+                       not self.compactor.tables)
+            self.next_id += 1
+            return job
+
+    def _write_table(self, job: _Job) -> None:
+        """Step 2, no lock held: ``log[0:start]`` becomes sstable ``sst_id``."""
+        k, v = self.key_size, self.value_size
+        log_writer = self.log
+        # The table must never be durable while the log could lose some of
+        # the changes it holds: a power cut would then leave a shorter log,
+        # whose replay over the table would undo its later changes.
+        log_writer.make_durable(job.epoch, job.start)
+        # the descriptor is stable until this job's own switch, and the bytes
+        # before ``start`` never change
+        data = self.files.pread_all(log_writer.fd, job.start)
+        self.read_bytes += len(data)
+        scan = codec.scan_log(data, k, v)
+        del data
+        if scan.end != job.start or scan.stop != STOP_END:
+            raise CorruptionError(
+                f"log {log_writer.path}: re-reading it to write an sstable, "
+                f"{scan.stop} at offset {scan.stop_offset} of {job.start}")
+        self._safe_point()
+        records = codec.sort_records(scan.records, k, v)
+        del scan
+        if job.drop_tombstones:
+            records = codec.merge_runs([records], k, v, True)
+        self._safe_point()
+        try:
+            nbytes = sstable.write(self.files, self.ssdir, job.sst_id, records, k, v,
+                                   self.config.zstd_sstable_compression_level)
+        except BaseException:
+            discard(self.files, os.path.join(self.ssdir, sstable_tmp_name(job.sst_id)))
+            raise
+        self.written_bytes += nbytes
+        self.compactor.add(job.sst_id, len(records) // codec.record_size(k, v), nbytes)
+        job.table_done = True
+        self._job = job  # from here on a retry reuses the table
+
+    def _catch_up(self, job: _Job) -> None:
+        """Step 3, no lock held: copy ``log[start:]`` until little is left."""
+        job.copy_path = os.path.join(self.path, log_copy_name(job.start))
+        job.copy_fd = self.files.create(job.copy_path)
+        job.copied = 0
+        while self.log.size - job.start - job.copied > CATCH_UP_BYTES:
+            self._safe_point()
+            self._copy(job, self.log.size)
+        self.files.fsync(job.copy_fd)
+
+    def _copy(self, job: _Job, end: int) -> None:
+        """Copy ``log[start + copied:end]`` to the copy, in chunks."""
+        files = self.files
+        while job.start + job.copied < end:
+            offset = job.start + job.copied
+            chunk = files.pread_all(self.log.fd, min(COPY_CHUNK, end - offset), offset)
+            if not chunk:
+                raise CorruptionError(f"log {self.log.path}: ends at {offset}, "
+                                      f"before the {end} bytes written")
+            files.pwrite(job.copy_fd, chunk, job.copied)
+            job.copied += len(chunk)
+            self.read_bytes += len(chunk)
+            self.written_bytes += len(chunk)
+
+    def _switch(self, job: _Job) -> None:
+        """Step 4, under the store lock."""
+        files = self.files
+        with self.exclusive():
+            self._safe_point()
+            log_writer = self.log
+            log_writer.check()
+            log_writer.write_out()
+            self._copy(job, log_writer.size)
+            files.fsync(job.copy_fd)
+            files.rename(job.copy_path, log_writer.path)
+            fd, job.copy_fd = job.copy_fd, -1
+            self._job = None
+            try:
+                files.fsync_dir(self.path)
+            except BaseException as exc:
+                # ``log`` is the copy now, but its entry may not survive a
+                # power cut: nothing written to it can be acknowledged
+                log_writer.broken = exc
+                raise
+            finally:
+                # either way the writer must follow the name: the old file
+                # is no longer the log
+                log_writer.switch(fd, job.copied)
+            self.rollovers += 1
+
+    def _discard_copy(self, job: _Job) -> None:
+        if job.copy_fd >= 0:
+            fd, job.copy_fd = job.copy_fd, -1
+            self.files.close(fd)
+            # a copy of bytes the log still holds: redundant (and if this
+            # fails, recovery checks it against the log before removing it)
+            discard(self.files, job.copy_path)
+
+    def _wake_stalled(self) -> None:
+        with self._switched:
+            self._switched.notify_all()
+
+
+def discard(files: Files, path: str) -> None:
+    """Remove a file known to be redundant; if that fails, recovery will."""
+    try:
+        files.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("tinylsm: could not remove %s (recovery will): %r", path, exc)
+
+
+def settle_copies(files: Files, path: str, log_fd: int, log_size: int) -> List[Tuple[str, str]]:
+    """Deal with rollover copies a crash left before their rename (lock held,
+    before the log is cut): a copy equal to the log's bytes from its offset
+    is deleted; any other is set aside as a kept file.  Returns ``(name,
+    what became of it)`` for each."""
+    done = []
+    for name in sorted(files.listdir(path)):
+        match = LOG_COPY_NAME.match(name)
+        if match is None:
+            continue
+        copy = os.path.join(path, name)
+        start = int(match.group(1))
+        if _is_copy_of(files, copy, log_fd, log_size, start):
+            files.unlink(copy)
+            done.append((name, "deleted (a copy of bytes the log holds)"))
+        else:
+            kept = _kept.set_aside_file(files, path, copy, start)
+            done.append((name, f"kept as {os.path.basename(kept)} (it differs from the log)"))
+    if done:
+        files.fsync_dir(path)
+    return done
+
+
+def _is_copy_of(files: Files, copy: str, log_fd: int, log_size: int, start: int) -> bool:
+    fd = files.open_ro(copy)
+    try:
+        size = files.size(fd)
+        if start + size > log_size:
+            return False
+        offset = 0
+        while offset < size:
+            n = min(COPY_CHUNK, size - offset)
+            if files.pread_all(fd, n, offset) != files.pread_all(log_fd, n, start + offset):
+                return False
+            offset += n
+        return True
+    finally:
+        files.close(fd)
