@@ -306,6 +306,13 @@ class FaultyFiles(Files):
         self._enter("pread_all", self._fd_path.get(fd, f"fd {fd}"))
         return super().pread_all(fd, size, offset)
 
+    def copy_range(self, src: int, dst: int, size: int, src_offset: int,
+                   dst_offset: int) -> int:
+        # as the fallback does it: a read, then a write that can be faulted
+        data = self.pread_all(src, size, src_offset)
+        self.pwrite(dst, data, dst_offset)
+        return len(data)
+
     def fsync(self, fd: int) -> None:
         self._enter("fsync", self._fd_path.get(fd, f"fd {fd}"))
         if self.real_fsync:

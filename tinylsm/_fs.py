@@ -18,6 +18,7 @@ operator) controls what sits at a path:
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import Dict, List, NoReturn, Optional
@@ -27,6 +28,13 @@ from .errors import CorruptionError
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+_copy_file_range = getattr(os, "copy_file_range", None)
+#: copy_file_range's errors that mean "not here" (kernel, file system): copy
+#: through this process instead
+_NO_COPY_RANGE = frozenset({errno.ENOSYS, errno.EXDEV, errno.EINVAL, errno.EOPNOTSUPP,
+                            errno.ENOTSUP})
 
 
 def kind_of(mode: int) -> str:
@@ -160,7 +168,15 @@ class Files:
 
     def pread_all(self, fd: int, size: int, offset: int = 0) -> bytes:
         """Read ``size`` bytes from ``offset``, fewer only at end of file."""
-        parts = []
+        try:
+            first = os.pread(fd, min(size, 1 << 26), offset)
+        except OSError as exc:
+            self._failed(exc, fd)
+        if len(first) == size or not first:
+            return first  # the usual case: no second copy to join
+        size -= len(first)
+        offset += len(first)
+        parts = [first]
         try:
             while size > 0:
                 chunk = os.pread(fd, min(size, 1 << 26), offset)
@@ -172,6 +188,29 @@ class Files:
         except OSError as exc:
             self._failed(exc, fd)
         return b"".join(parts)
+
+    def copy_range(self, src: int, dst: int, size: int, src_offset: int,
+                   dst_offset: int) -> int:
+        """Copy up to ``size`` bytes from ``src`` at ``src_offset`` to ``dst``
+        at ``dst_offset`` inside the kernel where it can (no buffer in this
+        process, no GIL held); return the bytes copied, fewer only at the end
+        of ``src``."""
+        if _copy_file_range is not None:
+            try:
+                done = 0
+                while done < size:
+                    n = _copy_file_range(src, dst, size - done, src_offset + done,
+                                         dst_offset + done)
+                    if n == 0:
+                        break
+                    done += n
+                return done
+            except OSError as exc:
+                if exc.errno not in _NO_COPY_RANGE or done:
+                    self._failed(exc, dst)
+        data = self.pread_all(src, size, src_offset)
+        self.pwrite(dst, data, dst_offset)
+        return len(data)
 
     def fsync(self, fd: int) -> None:
         try:

@@ -67,8 +67,10 @@ from .errors import CorruptionError, describe
 
 log = logging.getLogger("tinylsm")
 
-#: Step 3 stops copying when this little is left for step 4 (under the lock).
+#: Step 3 stops copying when this little is left for step 4 (under the lock),
+#: or after this many rounds (writers faster than the disk).
 CATCH_UP_BYTES = 256 * 1024
+CATCH_UP_ROUNDS = 4
 #: Bytes copied per read and write in steps 3 and 4, and compared per read
 #: by ``settle_copies``.
 COPY_CHUNK = 4 << 20
@@ -288,28 +290,34 @@ class Rollover(Worker):
         self._job = job  # from here on a retry reuses the table
 
     def _catch_up(self, job: _Job) -> None:
-        """Step 3, no lock held: copy ``log[start:]`` until little is left."""
+        """Step 3, no lock held: copy ``log[start:]`` and fsync the copy, in
+        rounds, until little is left for step 4 to copy and fsync."""
         job.copy_path = os.path.join(self.path, log_copy_name(job.start))
         job.copy_fd = self.files.create(job.copy_path)
         job.copied = 0
-        while self.log.size - job.start - job.copied > CATCH_UP_BYTES:
+        for _ in range(CATCH_UP_ROUNDS):
+            if self.log.size - job.start - job.copied <= CATCH_UP_BYTES:
+                break
             self._safe_point()
             self._copy(job, self.log.size)
-        self.files.fsync(job.copy_fd)
+            # each round's fsync is one fewer for step 4, which holds the
+            # writers (also the old log's: its dirty pages would otherwise
+            # ride along with step 4's journal commit)
+            self.files.fsync(job.copy_fd)
+            self.log.make_durable(job.epoch, self.log.size)
 
     def _copy(self, job: _Job, end: int) -> None:
-        """Copy ``log[start + copied:end]`` to the copy, in chunks."""
-        files = self.files
+        """Copy ``log[start + copied:end]`` to the copy."""
         while job.start + job.copied < end:
             offset = job.start + job.copied
-            chunk = files.pread_all(self.log.fd, min(COPY_CHUNK, end - offset), offset)
-            if not chunk:
+            n = self.files.copy_range(self.log.fd, job.copy_fd,
+                                      min(COPY_CHUNK, end - offset), offset, job.copied)
+            if n == 0:
                 raise CorruptionError(f"log {self.log.path}: ends at {offset}, "
                                       f"before the {end} bytes written")
-            files.pwrite(job.copy_fd, chunk, job.copied)
-            job.copied += len(chunk)
-            self.read_bytes += len(chunk)
-            self.written_bytes += len(chunk)
+            job.copied += n
+            self.read_bytes += n
+            self.written_bytes += n
 
     def _switch(self, job: _Job) -> None:
         """Step 4, under the store lock."""
