@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Sequence
 
 import pytest
 
+from tinylsm import _rollover
+from tinylsm._backend import codec
 from tinylsm._worker import Worker
 from faults import Crash, FaultyFiles, NoSyncFiles, abandon, report
 from workload import (
@@ -55,9 +57,40 @@ def no_compaction_thread(monkeypatch):
 
 
 class Progress:
+    """The map-changing ops done (in the order they took effect), how many
+    are under way (a rollover hook runs ops inside another one), and how
+    many are acknowledged."""
+
     def __init__(self) -> None:
-        self.issued = 0
+        self.order: List[Op] = []
+        self.running = 0
         self.acked = 0
+
+    @property
+    def issued(self) -> int:
+        return len(self.order) + self.running
+
+
+#: Points of a log rollover (``_rollover.Rollover``) where an ``("H", point,
+#: ops)`` op runs ``ops``: after its table is written, after its catch-up copy
+#: (just before the switch).
+HOOKS = {"table": "_write_table", "copied": "_catch_up"}
+
+
+def hook(db, point: str, ops: Sequence[Op], do) -> None:
+    """Run ``do(op)`` for each of ``ops`` right after the next rollover's
+    step ``point`` (once)."""
+    rollover = db._rollover
+    name = HOOKS[point]
+    step = getattr(rollover, name)
+
+    def hooked(job) -> None:
+        step(job)
+        delattr(rollover, name)  # once
+        for op in ops:
+            do(op)
+
+    setattr(rollover, name, hooked)
 
 
 def act(path: str, k: int, v: int, files, config: Dict[str, int], ops: Sequence[Op],
@@ -65,24 +98,32 @@ def act(path: str, k: int, v: int, files, config: Dict[str, int], ops: Sequence[
     """Open, run ``ops`` (plus "C" = compact, "M" = one policy merge step),
     close.  ``progress`` counts the map-changing ops issued and acknowledged."""
     db = None
+
+    def do(op: Op) -> None:
+        if op[0] == "C":
+            db.compact()
+            progress.acked = len(progress.order)
+        elif op[0] == "M":
+            compactor = db._compactor  # the thread is off: run its step here
+            assert compactor.pick_run(), "the scenario should make the policy merge"
+            assert compactor.maintain()
+        elif op[0] == "F":
+            db.flush()
+            progress.acked = len(progress.order)
+        elif op[0] == "H":
+            hook(db, op[1], op[2], do)
+        else:
+            progress.running += 1
+            run_op(db, op)
+            progress.running -= 1
+            progress.order.append(op)  # after: a hook may run ops inside it
+
     try:
         db = open_db(path, k, v, files=files, **config)
         for op in ops:
-            if op[0] == "C":
-                db.compact()
-                progress.acked = progress.issued
-            elif op[0] == "M":
-                compactor = db._compactor  # the thread is off: run its step here
-                assert compactor.pick_run(), "the scenario should make the policy merge"
-                assert compactor.maintain()
-            elif op[0] == "F":
-                db.flush()
-                progress.acked = progress.issued
-            else:
-                progress.issued += 1
-                run_op(db, op)
+            do(op)
         db.close()
-        progress.acked = progress.issued
+        progress.acked = len(progress.order)
     except Crash:
         abandon(db)
         raise
@@ -110,7 +151,6 @@ def sweep(tmp_path, base: Optional[str], k: int, v: int, config: Dict[str, int],
           ops: Sequence[Op], start: Model, name: str, record_property) -> int:
     """Crash at every operation index (and cut every write) of ``act``;
     return how many crash states were checked."""
-    models = prefix_models([op for op in ops if op[0] in "IRB"], start)
     states = 0
 
     def attempt(label: str, arm) -> bool:
@@ -139,7 +179,10 @@ def sweep(tmp_path, base: Optional[str], k: int, v: int, config: Dict[str, int],
     probe_dir = str(tmp_path / "probe")
     if base is not None:
         shutil.copytree(base, probe_dir)
-    act(probe_dir, k, v, probe, config, ops, Progress())
+    done = Progress()
+    act(probe_dir, k, v, probe, config, ops, done)
+    # hooks run ops inside others: the order they ran in is the model's
+    models = prefix_models(done.order, start)
     trace = list(probe.trace)
     assert not attempt("nocrash", lambda f: None)
 
@@ -243,3 +286,34 @@ def test_crash_during_recovery_repairs(tmp_path, record_property):
     open(os.path.join(ssdir, "%016x" % 2), "wb").close()  # empty newest sstable
     sweep(tmp_path, base, k, v, dict(CONFIG, max_log_length=1 << 20), [], model,
           "recovery", record_property)
+
+
+@pytest.mark.parametrize("catch_up", ["step4", "step3"])
+@pytest.mark.parametrize("k,v", SIZES, ids=lambda x: str(x))
+def test_crash_during_a_rollover_with_writes_and_flushes_between_its_steps(
+        tmp_path, monkeypatch, k, v, catch_up, record_property):
+    """A log rollover whose steps are far apart: changes, flushes and removes
+    come after its table is written and after its catch-up copy, before it
+    switches the log.  Every crash state recovers a prefix holding every
+    acknowledged change: a flush acknowledged before the switch stays
+    durable after it, whether step 3 copied the bytes or step 4 did."""
+    if catch_up == "step3":
+        monkeypatch.setattr(_rollover, "CATCH_UP_BYTES", 0)
+    log_ops = make_ops(12, 6, k, v, keys=8, flush_every=99)
+    base, model = build_base(tmp_path, k, v, [make_ops(11, 10, k, v, keys=8)],
+                             log_ops=log_ops)
+    logged = next(op[1] for op in log_ops if op[0] == "I")  # durable in the log
+    between_table = make_ops(13, 5, k, v, keys=10, flush_every=3)  # ends unflushed
+    between_copy = [("R", key(1, k)), ("F",), ("I", key(2, k), b"\x07" * v)]
+    unsynced = [("I", logged, b"\x05" * v), ("I", key(30, k), b"\x06" * v)]
+    ops = [("H", "table", between_table), ("H", "copied", between_copy), *unsynced,
+           ("I", key(3, k), b"\x09" * v),  # over the limit: rolls over first
+           ("I", key(4, k), b"\x0a" * v), ("F",)]
+    # the limit is passed by the unsynced changes: the rollover must make
+    # them durable before its table (or a power cut replays a shorter log
+    # over the table)
+    frame = codec.frame_size(k, v)
+    cfg = dict(CONFIG, max_log_length=os.path.getsize(log_path(base)) + 2 * frame - 1,
+               log_bufwriter_size=frame - 1)
+    sweep(tmp_path, base, k, v, cfg, ops, model, f"rollover_{catch_up}_k{k}_v{v}",
+          record_property)
