@@ -33,8 +33,11 @@ class Worker:
 
     @property
     def running(self) -> bool:
-        """The thread was started and has not been stopped."""
-        return self._thread is not None and not self._stopping
+        """The thread was started, has not been stopped, and lives (a
+        thread that died of an unexpected BaseException must not be waited
+        for)."""
+        thread = self._thread
+        return thread is not None and not self._stopping and thread.is_alive()
 
     def wake(self) -> None:
         with self._cv:
