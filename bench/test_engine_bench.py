@@ -6,7 +6,9 @@ run through its own ``Data`` and engine classes (``tinylsm.bench.data``,
 ordered scan; 10,000 range queries of 100 items; reopen with the data in the
 log and in sstables (tinylsm only); insert + flush; group commit (8 threads,
 with a 1-thread baseline); memory per key; insert latency while compact()
-runs (tinylsm only).  Each benchmark group is one workload, each
+runs (tinylsm only); sustained inserts, each timed, crossing the default
+log limit several times (``TINYLSM_BENCH_SUSTAINED`` inserts, default 6 per
+key: 6,000,000; tinylsm, dict, lmdb).  Each benchmark group is one workload, each
 parametrized over the engines; a store that cannot run a workload is
 skipped with the reason.
 
@@ -344,3 +346,40 @@ def test_latency_during_compaction(benchmark, engine_rates, data, workdir):
     _extra_row(engine_rates, "latency-max", "tinylsm", max(r.max_us for r in runs))
     _extra_row(engine_rates, "latency-count", "tinylsm",
                statistics.median(r.inserts for r in runs))
+
+
+SUSTAINED = os.environ.get("TINYLSM_BENCH_SUSTAINED")
+# The issue's targets for the sustained workload (recorded, not asserted).
+SUSTAINED_TARGETS = dict(max_us_target=10_000.0, p999_us_target=100.0, slow_target=0,
+                         lmdb_ratio_target=1.6)
+
+
+@pytest.fixture(scope="module")
+def sustained_data(data) -> Data:
+    count = None if SUSTAINED is None else int(SUSTAINED.replace("_", "").replace(",", ""))
+    return Data(N, KEY_SIZE, VALUE_SIZE, SEED, RANGE_QUERIES, RANGE_LENGTH, SYNC_COUNT,
+                sustained_count=count)
+
+
+@pytest.mark.benchmark(group=_group("sustained"))
+def test_sustained_insert(benchmark, engine_rates, engine_name, sustained_data, workdir):
+    """Inserts one by one into a new store with the default Config, each
+    timed, long enough for several log rollovers; p50/p99/p99.9/max latency
+    and the inserts over 10 ms go to extra_info and the summary."""
+    engine = ENGINE_CLASSES[engine_name](sustained_data, workdir)
+    _skip_unless(engine, "sustained", "an insert per transaction fsyncs each one "
+                 "(that is the insert + flush workload)")
+    runs: List = []
+    try:
+        benchmark.pedantic(lambda: runs.append(engine.sustained()), rounds=1, iterations=1)
+    finally:
+        engine.close()
+    got = runs[0]
+    _record(benchmark, engine_rates, "sustained", engine_name, [got.rate],
+            inserts=got.inserts, p50_us=got.p50_us, p99_us=got.p99_us, p999_us=got.p999_us,
+            max_us=got.max_us, slow=got.slow, rollovers=got.rollovers, stalls=got.stalls,
+            **SUSTAINED_TARGETS)
+    for row, value in (("sustained-p50", got.p50_us), ("sustained-p99", got.p99_us),
+                       ("sustained-p999", got.p999_us), ("sustained-max", got.max_us),
+                       ("sustained-slow", got.slow)):
+        _extra_row(engine_rates, row, engine_name, value)

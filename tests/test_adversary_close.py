@@ -86,6 +86,7 @@ def build(path: str, n: int, config: tinylsm.Config) -> Dict[bytes, bytes]:
     with tinylsm.open(path, key_size=K, value_size=V, config=config) as db:
         for s in range(0, n, 1000):
             db.write_batch(items[s:s + 1000])
+            db._rollover.roll()  # if due, now: as many sstables on every run
     return model
 
 

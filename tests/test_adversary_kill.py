@@ -73,6 +73,7 @@ def _write(path: str, config: tinylsm.Config, items: List[Change]) -> None:
     with tinylsm.open(path, key_size=K, value_size=V, config=config) as db:
         for s in range(0, len(items), 1000):
             db.write_batch(items[s:s + 1000])
+            db._rollover.roll()  # if due, now: as many sstables on every run
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from typing import Iterable, Iterator, List, NoReturn, Optional, Tuple, Union
 
-from . import _recovery, sstable
+from . import _recovery
 from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, release
 from ._views import Items, Keys, Values
 from ._backend import codec, maps
@@ -240,7 +240,7 @@ class Lsm(maps.StoreCore, MutableMapping):
 
     def _refresh_fast_cap(self) -> None:
         """Tell the fast paths how far the buffer may grow without a slow
-        path's work: a write-out, an sstable flush, or an error to raise."""
+        path's work: a write-out, a rollover to ask for, or an error to raise."""
         log_writer = self._log
         rollover = self._rollover
         if (self._closed or self.readonly or log_writer is None or rollover is None
@@ -327,11 +327,12 @@ class Lsm(maps.StoreCore, MutableMapping):
         Threads flushing at the same time share fsyncs (group commit), and
         other threads keep writing while the disk works.
 
-        When the log has grown past ``config.max_log_length`` its changes
-        also become a new sstable (written, fsynced, renamed, directory
-        fsynced) and the log is truncated.  Cost: one ``pwrite`` and one
+        Like every write, it asks for a log rollover once the log is past
+        ``config.max_log_length`` (its changes become an sstable in the
+        background), and waits for it when the log has reached twice that
+        (a write stall, see ``Stats``).  Cost: one ``pwrite`` and one
         ``fsync`` of the log (shared with other threads flushing at the same
-        time); with a rollover, also O(log size) to sort and write the table.
+        time).
         """
         gathered = False
         while True:

@@ -28,9 +28,11 @@ def _writes(s: Session, shown: Sequence[str]) -> str:
 
 
 def _big_log(s: Session, shown: Sequence[str]) -> str:
-    return ("batch, reopen-log, memory: tinylsm's store is made with "
-            "Config(max_log_length=2**63-1), so that every item stays in the log; "
-            "the workloads without such a line use the default Config().")
+    return ("reopen-log, memory: tinylsm's store is written with "
+            "Config(max_log_length=2**63-1), so that every item stays in the log, and "
+            "reopened with the default Config(); every other workload without such a "
+            "line uses the default Config() (batch too: its log rolls over in the "
+            "background).")
 
 
 def _dict_order(s: Session, shown: Sequence[str]) -> Optional[str]:
@@ -87,7 +89,8 @@ def _sustained(s: Session, shown: Sequence[str]) -> Optional[str]:
     return (f"sustained: {got.inserts:,} distinct keys inserted one by one into a new store "
             f"with the default Config() (max_log_length {mib:g} MiB), each insert timed "
             f"(perf_counter_ns); the throughput includes the stalls; the log became an sstable "
-            f"{got.rollovers} time(s); {got.sstables} sstable(s) and {got.merges} background "
+            f"{got.rollovers} time(s) in the background, and {got.stalls} insert(s) waited "
+            f"for it (a write stall); {got.sstables} sstable(s) and {got.merges} background "
             "merge(s) at the end"
             + (f"; {'; '.join(ways[e] for e in peers)}" if peers else "")
             + ("; sqlite3 left out: an insert per transaction fsyncs each one (that is "

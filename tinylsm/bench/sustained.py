@@ -1,7 +1,8 @@
 """The ``sustained`` workload: many inserts one by one, each timed, into a
 new store opened with the default ``Config()``, long enough for its log to
-become an sstable (a rollover, done by the insert that finds the log full)
-several times; the figures include those stalls.
+become an sstable (a rollover, in the background) several times; the
+figures include whatever the inserts waited for meanwhile (a rollover's
+switch, a write stall, the map growing).
 
 The items are made here, CHUNK at a time between timed loops: distinct keys
 in a scattered order (``(a * i + b) mod 256**K`` for i = 0, 1, ..., ``a``
@@ -18,7 +19,6 @@ from array import array
 from collections import Counter
 from typing import Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-import tinylsm
 
 from .data import Data
 
@@ -45,6 +45,7 @@ class Sustained(NamedTuple):
     rollovers: Optional[int] = None  # tinylsm: times the log became an sstable
     sstables: Optional[int] = None  # tinylsm: sstables at the end
     merges: Optional[int] = None  # tinylsm: background merges done
+    stalls: Optional[int] = None  # tinylsm: writes that waited for a rollover
 
 
 def chunks(data: Data, size: int = CHUNK) -> Iterator[List[Tuple[bytes, bytes]]]:
@@ -85,27 +86,14 @@ def quantiles(ns: "array[int]", qs: Sequence[float]) -> List[int]:
     return out
 
 
-def measure(put: Put, data: Data,
-            after: Optional[Callable[[int], None]] = None) -> Sustained:
-    """Time each of ``data.sustained_count`` inserts by ``put``; ``after(m)``
-    runs untimed after each chunk of ``m`` items (tinylsm counts its
-    rollovers there)."""
+def measure(put: Put, data: Data) -> Sustained:
+    """Time each of ``data.sustained_count`` inserts by ``put``."""
     lat = array("q")
     took = 0
-    size = chunk_size(data)
     gc.collect()
-    for items in chunks(data, size):
+    for items in chunks(data):
         took += _timed_loop(put, items, lat)
-        if after is not None:
-            after(len(items))
     p50, p99, p999, top = quantiles(lat, (0.50, 0.99, 0.999, 1.0))
     slow = sum(1 for t in lat if t > SLOW_NS)
     return Sustained(len(lat) / (took / 1e9), p50 / 1000, p99 / 1000, p999 / 1000,
                      top / 1000, slow, len(lat))
-
-
-def chunk_size(data: Data) -> int:
-    """Items per chunk: CHUNK, or fewer when that many log frames would
-    fill half the default log (so that at most one rollover falls in a
-    chunk, and tinylsm can count them between chunks)."""
-    return max(1, min(CHUNK, tinylsm.Config().max_log_length // (2 * data.frame_size)))
