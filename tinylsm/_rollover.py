@@ -138,9 +138,10 @@ class Rollover(Worker):
         limit = self.config.max_log_length
         return 2 * limit if self._due and self.running else limit
 
-    def note_length(self, length: int) -> None:
+    def note_length(self, length: int, stall: bool = True) -> None:
         """The log is ``length`` bytes long: ask for a rollover if it is over
-        the limit; wait (releasing the lock) while writers outrun the thread."""
+        the limit; with ``stall``, wait (releasing the lock) while writers
+        outrun the thread."""
         if length <= self.config.max_log_length:
             return
         if not self.running:
@@ -156,13 +157,13 @@ class Rollover(Worker):
         if not self._due:
             self._due = True
             self.wake()
-        if length >= 2 * self.config.max_log_length and self.error is None:
+        if stall and length >= 2 * self.config.max_log_length and self.error is None:
             self._stall()
 
     def ask(self, length: int) -> None:
-        """Like ``note_length`` but never waits nor fails (the change of
-        ``length`` is already taken): the thread starts a rollover if one is
-        due; without a thread, the next write does."""
+        """Like ``note_length`` but never waits nor fails (a change is
+        taken already): the thread starts a rollover if one is due; without
+        a thread, the next write does."""
         if length > self.config.max_log_length and self.running and not self._due:
             self._due = True
             self.wake()

@@ -254,15 +254,19 @@ class Lsm(maps.StoreCore, MutableMapping):
             len(self)  # raises ClosedError with the reason
             raise ClosedError(f"store {self.path!r} is closed")
 
-    def _writable(self) -> LogWriter:
-        """The log, ready to take a change (lock held), or raise why not."""
+    def _writable(self, appending: bool = True) -> LogWriter:
+        """The log, ready to take a change (lock held), or raise why not.
+
+        Past the limit it asks for a rollover; a caller ``appending`` to the
+        log may then have to wait for it (a write stall)."""
         log_writer = self._log
         if self._closed or self.readonly or log_writer is None:
             self._check_open()
             raise ReadOnlyError(f"store {self.path!r} is open read-only")
         if log_writer.length > self.config.max_log_length:
             assert self._rollover is not None  # set while open
-            self._rollover.note_length(log_writer.length)  # may wait: a write stall
+            # an append may wait (a write stall); a flush never does
+            self._rollover.note_length(log_writer.length, stall=appending)
             if self._closed:  # closed while it waited
                 self._check_open()
         return log_writer
@@ -329,8 +333,8 @@ class Lsm(maps.StoreCore, MutableMapping):
 
         Like every write, it asks for a log rollover once the log is past
         ``config.max_log_length`` (its changes become an sstable in the
-        background), and waits for it when the log has reached twice that
-        (a write stall, see ``Stats``).  Cost: one ``pwrite`` and one
+        background); unlike a write, it never waits for one.  Cost: one
+        ``pwrite`` and one
         ``fsync`` of the log (shared with other threads flushing at the same
         time).
         """
@@ -340,7 +344,7 @@ class Lsm(maps.StoreCore, MutableMapping):
             self._lock.acquire()
             self._busy += 1
             try:
-                log_writer = self._writable()
+                log_writer = self._writable(appending=False)
                 state = log_writer.begin_sync(gathered)
             except BaseException:
                 if gathered and self._log is not None:
@@ -378,7 +382,7 @@ class Lsm(maps.StoreCore, MutableMapping):
         twice the records merged.
         """
         with _Exclusive(self):
-            self._writable()
+            self._writable(appending=False)
             rollover, compactor = self._rollover, self._compactor
         assert rollover is not None and compactor is not None  # set while open
         try:
