@@ -163,7 +163,7 @@ def test_same_public_functions(both_codecs):
     names = [
         "frame_size", "record_size", "crc", "batch_crc", "encode_frame",
         "encode_log", "scan_log", "frame_records", "pack_records", "unpack_records",
-        "encode_sstable", "decode_sstable", "sort_records", "merge_runs",
+        "sstable_header", "encode_sstable", "decode_sstable", "sort_records", "merge_runs",
     ]
     for name in names:
         assert callable(getattr(compiled, name)), name
@@ -475,6 +475,11 @@ def test_encode_sstable_parity(both_codecs, data):
     payload = same(both_codecs, "encode_sstable", data.draw(wrappers)(records[cut:]), k, v)
     if payload[0] == "returned" and not cut:
         assert same(both_codecs, "decode_sstable", payload[1], k, v)[1].status == "complete"
+    # the streaming writer sends the header, then the records as they are
+    header = same(both_codecs, "sstable_header", data.draw(wrappers)(records[cut:]), k, v)
+    assert header[0] == payload[0]
+    if payload[0] == "returned":
+        assert header[1] + records[cut:] == payload[1]
 
 
 # -- sorting and merging ---------------------------------------------------------

@@ -669,20 +669,20 @@ cdef Py_ssize_t _first_unordered(const unsigned char *keys, Py_ssize_t n,
     return -1
 
 
-def encode_sstable(records: bytes, key_size: int, value_size: int) -> bytes:
-    """The uncompressed sstable payload: ``count u64`` then the records.
+def sstable_header(records: bytes, key_size: int, value_size: int) -> bytes:
+    """The start of the sstable payload of ``records``: its ``count u64``
+    (the records follow it, as they are).
 
     Raises ``ValueError`` unless the keys are strictly increasing, since a
     file with unsorted keys would be refused when read back.
     """
-    cdef Py_ssize_t k, v, rsize, size, count, bad
+    cdef Py_ssize_t k, v, rsize, count, bad
     cdef bytes data, out
     cdef const unsigned char *p
     _sizes(key_size, value_size, &k, &v)
     rsize = 5 + k + v
     data = _records_data(records, rsize)
-    size = PyBytes_GET_SIZE(data)
-    count = size // rsize
+    count = PyBytes_GET_SIZE(data) // rsize
     p = <const unsigned char *>PyBytes_AS_STRING(data)
     with nogil:
         bad = _first_unordered(p + 5, count, k, rsize)
@@ -691,9 +691,20 @@ def encode_sstable(records: bytes, key_size: int, value_size: int) -> bytes:
             f"packed records: keys must be strictly increasing, "
             f"record {bad} is not greater than record {bad - 1}"
         )
-    out = PyBytes_FromStringAndSize(NULL, 8 + size)
+    out = PyBytes_FromStringAndSize(NULL, 8)
     _st64(<unsigned char *>PyBytes_AS_STRING(out), <uint64_t>count)
-    memcpy(PyBytes_AS_STRING(out) + 8, p, size)
+    return out
+
+
+def encode_sstable(records: bytes, key_size: int, value_size: int) -> bytes:
+    """The uncompressed sstable payload: ``sstable_header`` then the records
+    (``ValueError`` as ``sstable_header``)."""
+    cdef bytes header = sstable_header(records, key_size, value_size)
+    cdef bytes data = _records_data(records, 5 + key_size + value_size)
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 8 + size)
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(header), 8)
+    memcpy(PyBytes_AS_STRING(out) + 8, PyBytes_AS_STRING(data), size)
     return out
 
 

@@ -309,8 +309,9 @@ def unpack_records(records: bytes, key_size: int, value_size: int) -> List[Chang
     ]
 
 
-def encode_sstable(records: bytes, key_size: int, value_size: int) -> bytes:
-    """The uncompressed sstable payload: ``count u64`` then the records.
+def sstable_header(records: bytes, key_size: int, value_size: int) -> bytes:
+    """The start of the sstable payload of ``records``: its ``count u64``
+    (the records follow it, as they are).
 
     Raises ``ValueError`` unless the keys are strictly increasing, since a
     file with unsorted keys would be refused when read back.
@@ -325,7 +326,14 @@ def encode_sstable(records: bytes, key_size: int, value_size: int) -> bytes:
                 f"packed records: keys must be strictly increasing, "
                 f"record {i} is not greater than record {i - 1}"
             )
-    return _U64.pack(count) + data
+    return _U64.pack(count)
+
+
+def encode_sstable(records: bytes, key_size: int, value_size: int) -> bytes:
+    """The uncompressed sstable payload: ``sstable_header`` then the records
+    (``ValueError`` as ``sstable_header``)."""
+    header = sstable_header(records, key_size, value_size)
+    return header + _records_data(records, record_size(key_size, value_size))
 
 
 def decode_sstable(payload: bytes, key_size: int, value_size: int) -> SSTableScan:

@@ -111,6 +111,10 @@ def _streamed(data: bytes) -> bool:
     return params.content_size == zstandard.CONTENTSIZE_UNKNOWN
 
 
+#: Uncompressed bytes handed to zstd, and compressed bytes written, at a time.
+WRITE_CHUNK = 1 << 20
+
+
 def write(
     files: Files,
     directory: str,
@@ -124,12 +128,27 @@ def write(
 
     The data goes to ``<id>-tmp``, is fsynced, renamed to its final name and
     the directory fsynced, so a crash leaves either no sstable (the ``-tmp``
-    file is deleted at recovery) or a complete one; never a torn one.
+    file is deleted at recovery) or a complete one; never a torn one.  It is
+    compressed and written ``WRITE_CHUNK`` at a time, as one zstd frame whose
+    header holds the payload's size: no whole uncompressed payload or
+    compressed file is held in memory, and no long copy holds the GIL.
     """
-    payload = codec.encode_sstable(records, key_size, value_size)
-    data = zstandard.ZstdCompressor(level=level).compress(payload)
+    header = codec.sstable_header(records, key_size, value_size)
+    view = memoryview(records).cast("B")
+    comp = zstandard.ZstdCompressor(level=level).compressobj(size=len(header) + len(view))
     tmp = os.path.join(directory, sstable_tmp_name(sst_id))
-    files.write_new_file(tmp, data)
+    fd = files.create(tmp)
+    try:
+        written = 0
+        pieces = [header] + [view[i:i + WRITE_CHUNK] for i in range(0, len(view), WRITE_CHUNK)]
+        for piece in pieces + [None]:
+            out = comp.flush() if piece is None else comp.compress(piece)
+            if out:
+                files.pwrite(fd, out, written)
+                written += len(out)
+        files.fsync(fd)
+    finally:
+        files.close(fd)
     files.rename(tmp, os.path.join(directory, sstable_name(sst_id)))
     files.fsync_dir(directory)
-    return len(data)
+    return written
