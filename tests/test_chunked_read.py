@@ -26,6 +26,8 @@ from tinylsm._format import SST_CORRUPT, SST_SHORT
 from tinylsm._fs import Files
 from tinylsm.errors import CorruptionError
 
+from faults import report
+
 SIZES = [(1, 0), (2, 3), (8, 8), (8, 10)]
 
 
@@ -127,10 +129,11 @@ def check_log_range(codec, path: str, data: bytes, k: int, v: int, start: int, e
 
 
 @pytest.mark.parametrize("k,v", SIZES, ids=lambda x: str(x))
-def test_log_reader_agrees_with_one_scan(codec, tmp_path, k, v):
+def test_log_reader_agrees_with_one_scan(codec, tmp_path, k, v, record_property):
     rng = random.Random(k * 100 + v)
     path = str(tmp_path / "log")
     f = codec.frame_size(k, v)
+    tried = 0
     with twin(codec):
         for _ in range(60):
             data = make_log(codec, rng, k, v)
@@ -138,6 +141,8 @@ def test_log_reader_agrees_with_one_scan(codec, tmp_path, k, v):
                 out.write(data)
             for size in chunk_sizes(f):
                 check_log_range(codec, path, data, k, v, 0, len(data), size)
+                tried += 1
+    report(record_property, f"chunked_log_reads_k{k}_v{v}", tried)
 
 
 @pytest.mark.parametrize("k,v", [(2, 3), (8, 10)], ids=lambda x: str(x))
@@ -351,11 +356,12 @@ def make_tables(codec, rng: random.Random, k: int, v: int) -> Iterator[bytes]:
 
 
 @pytest.mark.parametrize("k,v", SIZES, ids=lambda x: str(x))
-def test_table_reader_agrees_with_reading_whole(codec, tmp_path, k, v):
+def test_table_reader_agrees_with_reading_whole(codec, tmp_path, k, v, record_property):
     rng = random.Random(k * 10 + v)
     path = str(tmp_path / "000000000000002a")
     rsize = codec.record_size(k, v)
     verdicts = set()
+    tried = 0
     with twin(codec):
         for _ in range(25):
             for data in make_tables(codec, rng, k, v):
@@ -365,7 +371,9 @@ def test_table_reader_agrees_with_reading_whole(codec, tmp_path, k, v):
                 verdicts.add(want[0] if want[0] == "refused" else want[1].status)
                 for size in chunk_sizes(rsize):
                     assert chunked_verdict(path, k, v, size) == want, (size, data)
+                    tried += 1
     assert verdicts == {"refused", "complete", "short"}  # every verdict was reached
+    report(record_property, f"chunked_table_reads_k{k}_v{v}", tried)
 
 
 def test_table_reader_keeps_output_near_a_chunk(codec, tmp_path):

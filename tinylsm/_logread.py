@@ -8,7 +8,8 @@ memory at a time, however long the log and however large its batches.
 from __future__ import annotations
 
 import struct
-from typing import Iterator, Optional
+import zlib
+from typing import Iterator, List, Optional, Tuple
 
 from ._backend import codec
 from ._format import BATCH_TAG, STOP_END, STOP_SHORT, LogScan, batch_count
@@ -57,18 +58,23 @@ class LogReader:
       ``codec.scan_log`` packs them), in log order.  Every record yielded
       has passed every check of a log scan and is one recovery applies: a
       frame outside any batch, or a frame of a batch whose header and every
-      frame lie in the range, intact.  A yielded chunk is final: applying
-      each chunk as it comes never applies part of a batch.  A batch that
-      straddles a chunk boundary is checked to its last frame first (its
-      records are not held), then its frames before that chunk are read
-      again and yielded, in chunks; so memory stays a few chunks, whatever
-      the batch's size, and such a batch's bytes are read twice.
+      frame lie in the range, intact.  No record of a batch is yielded
+      before the batch's last frame has been read and checked, so applying
+      each chunk as it comes never applies a batch that is cut short.  A
+      batch that straddles a chunk boundary is not held: its frames before
+      the chunk that completes it are read again, as the same pieces, and
+      yielded piece by piece, each only once its bytes are the ones checked
+      (the same CRC-32 as on the first read); so memory stays a few chunks,
+      whatever the batch's size, and such a batch's bytes are read twice.
     * Once iteration ends, ``scan`` is the verdict: a ``LogScan`` equal to
       ``codec.scan_log`` of the range's bytes, with ``records`` empty and
       the offsets (``end``, ``stop_offset``) those of the file.  Stopped
       early, ``scan`` stays None.
     * ``OSError`` from reading propagates (naming the file).  A batch whose
-      bytes read differently the second time raises ``CorruptionError``.
+      bytes read differently the second time raises ``CorruptionError``
+      (another process changed the log under the reader: tinylsm's lock
+      keeps tinylsm out, not the Rust crate); what was yielded before
+      must then be discarded.
     """
 
     def __init__(self, files: Files, fd: int, key_size: int, value_size: int,
@@ -95,8 +101,9 @@ class LogReader:
         files, fd, end = self.files, self.fd, self.end
         off = self.start  # the next byte to read: a frame boundary
         done = off  # just past the last change that is complete
-        batch_at = -1  # the offset of the open batch's header (-1: none open)
         owed = 0  # frames the open batch still owes
+        # the open batch's frames read so far: (offset, length, crc32) pieces
+        pieces: List[Tuple[int, int, int]] = []
         self.scan = None
         self._count = self._tombstones = 0
         while True:
@@ -111,7 +118,7 @@ class LogReader:
             base = off - shift  # the file offset of buf[0]
             scan = codec.scan_log(buf, k, v)
             if owed and scan.end:  # the open batch is complete: its start first
-                yield from self._again(batch_at + fsize, off)
+                yield from self._again(pieces)
             if scan.count:
                 self._count += scan.count
                 self._tombstones += scan.tombstones
@@ -126,26 +133,32 @@ class LogReader:
             if scan.end < len(buf):
                 header = buf[scan.end:scan.end + fsize]
                 owed = batch_count(header) - ((len(buf) - scan.end) // fsize - 1)
-                if not (shift and scan.end == 0):  # not the one already open
-                    batch_at = base + scan.end
+                if shift and scan.end == 0:  # the batch open before goes on
+                    pieces.append((off, len(data), zlib.crc32(data)))
+                else:  # a batch opened in this chunk: its frames after the header
+                    frames = memoryview(buf)[scan.end + fsize:]
+                    pieces = ([(base + scan.end + fsize, len(frames), zlib.crc32(frames))]
+                              if len(frames) else [])
             else:
-                owed, batch_at = 0, -1
+                owed, pieces = 0, []
             off += len(data)
 
-    def _again(self, start: int, stop: int) -> Iterator[bytes]:
-        """The records of ``[start, stop)``, frames of a batch already
-        checked to its end, read again in chunks."""
-        for off in range(start, stop, self.step):
-            want = min(self.step, stop - off)
-            data = self.files.pread_all(self.fd, want, off)
-            scan = codec.scan_log(data, self.key_size, self.value_size)
-            if len(data) != want or scan.end != want or scan.count != want // self.fsize:
+    def _again(self, pieces: List[Tuple[int, int, int]]) -> Iterator[bytes]:
+        """The records of a batch's frames read before the chunk that
+        completed it, read again piece by piece; each piece is yielded only
+        if its bytes are those the scan checked."""
+        k, v, fsize = self.key_size, self.value_size, self.fsize
+        for off, length, crc in pieces:
+            data = self.files.pread_all(self.fd, length, off)
+            if len(data) != length or zlib.crc32(data) != crc:
                 raise CorruptionError(
-                    f"log {self.files.name(self.fd)}: bytes {off} to {off + want} read "
+                    f"log {self.files.name(self.fd)}: bytes {off} to {off + length} read "
                     "differently the second time (the file changed while it was read)")
-            self._count += scan.count
-            self._tombstones += scan.tombstones
-            yield scan.records
+            # frames of a batch, all checked: with K + V >= 8 they have no
+            # padding and already are the records
+            self._count += length // fsize
+            self._tombstones += data[4::fsize].count(0)
+            yield data if fsize == 5 + k + v else codec.frame_records(data, k, v)
 
 
 def zeros(files: Files, fd: int, start: int, end: int,
