@@ -1,4 +1,5 @@
-"""Shared fixtures: both codec implementations, golden data, Hypothesis profiles."""
+"""Shared fixtures: both codec implementations, golden data, Hypothesis
+profiles, and the chunk size recovery reads files in."""
 from __future__ import annotations
 
 import importlib
@@ -7,6 +8,7 @@ import os
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tinylsm import _logread
 from tinylsm._backend import PAIRS, switch
 
 # CI gets bounded example counts so the suite stays well inside its time
@@ -59,3 +61,30 @@ def Map(request):
 def both_maps():
     """The compiled and the pure-Python map classes, for parity runs."""
     return load_twin("_map", "cython").SortedMap, load_twin("_map", "python").SortedMap
+
+
+#: Run every test with recovery reading files this many bytes at a time
+#: (``TINYLSM_TEST_CHUNK_SIZE=7 pytest``): a tiny size makes log frames,
+#: batch headers, batches and zstd blocks straddle chunk boundaries.
+CHUNK_VARIABLE = "TINYLSM_TEST_CHUNK_SIZE"
+
+#: The chunk sizes of the ``chunk_size`` fixture: the default, and one so
+#: small that every frame of the exhaustive tests' logs (at most 23 bytes)
+#: straddles a boundary or sits alone in a read of its own.
+CHUNK_SIZES = (None, 7)
+
+
+@pytest.fixture(autouse=True)
+def _chunk_size_from_environment(monkeypatch):
+    value = os.environ.get(CHUNK_VARIABLE)
+    if value:
+        monkeypatch.setattr(_logread, "CHUNK_SIZE", int(value))
+
+
+@pytest.fixture(params=CHUNK_SIZES, ids=lambda size: f"chunk-{size or 'default'}")
+def chunk_size(request, monkeypatch):
+    """Each test that asks for it runs with the default chunk size and with a
+    tiny one (see CHUNK_SIZES); returns the size in use."""
+    if request.param is not None:
+        monkeypatch.setattr(_logread, "CHUNK_SIZE", request.param)
+    return _logread.CHUNK_SIZE

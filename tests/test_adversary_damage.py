@@ -22,6 +22,7 @@ from typing import Callable, Dict
 import pytest
 
 import tinylsm
+from tinylsm import _logread
 from tinylsm._backend import codec
 from tinylsm._fs import Files
 
@@ -181,7 +182,7 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_flipped_first_frame_refuses_and_keeps_the_log(tmp_path):
+def test_flipped_first_frame_refuses_and_keeps_the_log(tmp_path, chunk_size):
     path = tmp_path / "db"
     make_store(path)
     _flip(path / "log", 5)  # a key byte of frame 0
@@ -189,7 +190,7 @@ def test_flipped_first_frame_refuses_and_keeps_the_log(tmp_path):
     refused(path, tinylsm.CorruptionError, r"log .*offset 0", readonly=True)
 
 
-def test_flip_mid_log_keeps_the_prefix_and_sets_the_rest_aside(tmp_path, caplog):
+def test_flip_mid_log_keeps_the_prefix_and_sets_the_rest_aside(tmp_path, caplog, chunk_size):
     path = tmp_path / "db"
     model = make_store(path)
     original = (path / "log").read_bytes()
@@ -223,7 +224,7 @@ def test_flip_mid_log_keeps_the_prefix_and_sets_the_rest_aside(tmp_path, caplog)
     (b"\x01" * F, False),  # one frame's bytes that are no frame
     (b"\x01" * (F + 1), True),  # more than one torn frame: may be data
 ], ids=["zeros", "short", "one-bad-frame", "more"])
-def test_tail_policy(tmp_path, tail, kept):
+def test_tail_policy(tmp_path, tail, kept, chunk_size):
     path = tmp_path / "db"
     make_store(path, n=10)
     with open(path / "log", "ab") as f:
@@ -234,7 +235,7 @@ def test_tail_policy(tmp_path, tail, kept):
     assert (path / "log").stat().st_size == 10 * F
 
 
-def test_torn_batch_is_set_aside(tmp_path):
+def test_torn_batch_is_set_aside(tmp_path, chunk_size):
     """A write_batch cut short holds well-formed frames: they are kept."""
     path = tmp_path / "db"
     make_store(path, n=10)
@@ -246,7 +247,7 @@ def test_torn_batch_is_set_aside(tmp_path):
         assert (db.stats().kept_files, db.stats().kept_bytes) == (1, 3 * F)
 
 
-def test_read_only_open_sets_nothing_aside(tmp_path):
+def test_read_only_open_sets_nothing_aside(tmp_path, chunk_size):
     path = tmp_path / "db"
     make_store(path)
     _flip(path / "log", 50 * F + 7)
@@ -256,10 +257,15 @@ def test_read_only_open_sets_nothing_aside(tmp_path):
     assert snapshot(path) == before
 
 
-def test_crash_while_setting_aside_keeps_the_tail_somewhere(tmp_path, record_property):
+@pytest.mark.parametrize("chunk", [None, 16 * F], ids=["chunk-default", "chunk-16-frames"])
+def test_crash_while_setting_aside_keeps_the_tail_somewhere(tmp_path, record_property,
+                                                             monkeypatch, chunk):
     """At every file operation of the repair, a crash (as a killed process
     and as a power cut leave it) keeps the tail in the log or in a kept
-    file, and the next open recovers the prefix."""
+    file, and the next open recovers the prefix.  With small chunks the
+    tail is copied in several writes, and a crash can fall between them."""
+    if chunk is not None:
+        monkeypatch.setattr(_logread, "CHUNK_SIZE", chunk)
     path = tmp_path / "db"
     make_store(path)
     _flip(path / "log", 50 * F + 7)

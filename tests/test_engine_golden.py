@@ -15,7 +15,7 @@ SCENARIOS = golden.scenario_names()
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_golden_directory_opens_to_expected_map(tmp_path, name):
+def test_golden_directory_opens_to_expected_map(tmp_path, name, chunk_size):
     scenario = golden.load(name)
     db_dir = golden.copy_db(scenario, tmp_path)
     with tinylsm.open(db_dir, key_size=scenario.key_size, value_size=scenario.value_size) as db:

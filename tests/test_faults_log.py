@@ -9,6 +9,12 @@ the damaged frame; a damaged first frame refuses the open and changes
 nothing.  An sstable that tinylsm wrote is never torn by a crash (it is written
 to ``-tmp``, fsynced and renamed), so any cut or flip of one must raise
 ``CorruptionError`` or leave a map that is still exactly right.
+
+The sstable test also runs with recovery reading 7 bytes at a time (the
+``chunk_size`` fixture), so that every zstd block and record straddles a
+chunk boundary; the log tests take too long for that, and the readers'
+own tests (``test_chunked_read.py``) check every prefix of such logs at
+every chunk size.  ``TINYLSM_TEST_CHUNK_SIZE=7`` runs them all that way.
 """
 from __future__ import annotations
 
@@ -144,7 +150,7 @@ def _damage_cases(data: bytes):
 
 
 @pytest.mark.parametrize("k,v", SIZES, ids=lambda x: str(x))
-def test_sstable_cut_and_flip_every_byte(tmp_path, k, v, record_property):
+def test_sstable_cut_and_flip_every_byte(tmp_path, k, v, record_property, chunk_size):
     path, tables, expected = _build_sstable_db(tmp_path, k, v, seed=7 * k + v)
     tried = refused = still_right = 0
     for table in tables:

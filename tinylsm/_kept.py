@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import List, Tuple
 
+from . import _logread
 from ._backend import codec
 from ._format import KEPT_NAME, STOP_SHORT, TMP_SUFFIX, kept_name
 from ._fs import Files
@@ -35,6 +36,15 @@ def may_hold_data(tail: bytes, key_size: int, value_size: int) -> bool:
     if len(tail) > frame:
         return True
     return len(tail) == frame and _well_formed(tail, key_size, value_size)
+
+
+def tail_may_hold_data(files: Files, fd: int, start: int, end: int, key_size: int,
+                       value_size: int) -> bool:
+    """``may_hold_data`` of bytes ``[start, end)`` of the log ``fd``, read a
+    chunk at a time (a tail longer than a frame is only checked for zeros)."""
+    if end - start <= codec.frame_size(key_size, value_size):
+        return may_hold_data(files.pread_all(fd, end - start, start), key_size, value_size)
+    return not _logread.zeros(files, fd, start, end)
 
 
 def _well_formed(frame: bytes, key_size: int, value_size: int) -> bool:
@@ -71,16 +81,25 @@ def remove_unfinished(files: Files, directory: str) -> List[str]:
     return gone
 
 
-def set_aside(files: Files, directory: str, tail: bytes, offset: int) -> str:
-    """Copy ``tail`` (the log's bytes from ``offset``) to a new kept file,
-    durably (written, fsynced, renamed, directory fsynced); return its path.
+def set_aside(files: Files, directory: str, fd: int, start: int, end: int) -> str:
+    """Copy bytes ``[start, end)`` of the log ``fd`` (its tail) to a new
+    kept file, a chunk at a time and durably (written, fsynced, renamed,
+    directory fsynced); return its path.
 
     Only after this returns may the log be cut: a crash in between leaves
     the tail in both places, and the next recovery keeps it again.
     """
-    path = _next_path(files, directory, offset)
+    path = _next_path(files, directory, start)
     tmp = path + TMP_SUFFIX
-    files.write_new_file(tmp, tail)
+    out = files.create(tmp)
+    try:
+        step = _logread.chunk()
+        for off in range(start, end, step):
+            data = files.pread_all(fd, min(step, end - off), off)
+            files.pwrite(out, data, off - start)
+        files.fsync(out)
+    finally:
+        files.close(out)
     files.rename(tmp, path)
     files.fsync_dir(directory)
     return path

@@ -11,14 +11,15 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from . import _kept, _layout, _meta, _rollover, sstable
-from ._backend import codec
 from ._compactor import Table
-from ._format import LOG_NAME, META_NAME, SST_COMPLETE, SSTABLE_DIR, STOP_SHORT, LogScan, check_sizes
+from ._format import (LOG_NAME, META_NAME, SST_COMPLETE, SSTABLE_DIR, STOP_END, STOP_SHORT, LogScan,
+                      check_sizes)
 from ._fs import Files
 from ._log import LogWriter
+from ._logread import LogReader
 from ._meta import StoreLock
 from .errors import CorruptionError
 
@@ -113,27 +114,47 @@ def settle_sizes(path: str, recorded: Optional[Tuple[int, int]], key_size: Optio
 
 
 class LogPlan(NamedTuple):
-    """What recovery makes of a log's bytes."""
+    """What recovery makes of a log."""
 
-    scan: LogScan  # the changes it replays, up to scan.end
-    tail: bytes  # the bytes after scan.end, cut off
-    keep: bool  # the tail may hold data: set it aside before the cut
+    scan: LogScan  # the changes it replays, up to scan.end (records not kept)
+    size: int  # the log's length: the bytes after scan.end are cut off
+    keep: bool  # those bytes may hold data: set them aside before the cut
     refuse: bool  # the first frame is not one: refuse the store, change nothing
 
+    @property
+    def tail(self) -> int:
+        """Bytes after ``scan.end``, cut off."""
+        return self.size - self.scan.end
 
-def plan_log(data: bytes, key_size: int, value_size: int) -> LogPlan:
+
+#: The plan for no log at all (a read-only open of a store without one).
+NO_LOG = LogPlan(LogScan(b"", 0, 0, STOP_END, 0, 0), 0, False, False)
+
+
+def plan_log(files: Files, fd: int, key_size: int, value_size: int,
+             apply: Optional[Callable[[bytes, int, int], None]] = None) -> LogPlan:
     """The one verdict on a log, for ``open()`` and ``tinylsm verify`` alike.
 
     Point-in-time recovery: the changes up to the first frame that cannot be
     trusted are replayed.  What follows is kept aside unless it provably
     holds no change (``_kept.may_hold_data``).  A log whose very first frame
     is damaged (not merely cut short) is no torn tail: the store is refused.
+
+    The log is read in chunks (``_logread.LogReader``), and each chunk of
+    changes goes to ``apply(records, k, v)`` as it comes: every change
+    before ``scan.end`` is replayed whatever follows it, and a refused log
+    has replayed nothing.
     """
-    scan = codec.scan_log(data, key_size, value_size)
-    tail = data[scan.end:]
-    keep = _kept.may_hold_data(tail, key_size, value_size)
+    size = files.size(fd)
+    reader = LogReader(files, fd, key_size, value_size, 0, size)
+    for records in reader:
+        if apply is not None:
+            apply(records, key_size, value_size)
+    scan = reader.scan
+    assert scan is not None
+    keep = _kept.tail_may_hold_data(files, fd, scan.end, size, key_size, value_size)
     refuse = keep and scan.end == 0 and scan.stop_offset == 0 and scan.stop != STOP_SHORT
-    return LogPlan(scan, tail, keep, refuse)
+    return LogPlan(scan, size, keep, refuse)
 
 
 def refuse_log(log_path: str, plan: LogPlan, size: int, k: int, v: int, meta: str) -> None:
@@ -168,7 +189,14 @@ class Recovered(NamedTuple):
 def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
             bufsize: int) -> Recovered:
     """Read the sstables in id order and the log into ``apply(records, k,
-    v)``, checking everything; only then repair (never when ``readonly``)."""
+    v)``, checking everything; only then repair (never when ``readonly``).
+
+    Every file is read in chunks and its records applied as they are
+    checked, so memory beyond the map stays a few chunks.  A file found
+    damaged part-way raises, and the caller discards the map: the map is
+    all that was changed, and nothing on disk changes before every file
+    has been read and judged.
+    """
     k, v = opening.key_size, opening.value_size
     ssdir = os.path.join(path, SSTABLE_DIR)
     read_bytes = 0
@@ -179,7 +207,11 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
     empty = None  # an empty newest sstable: tiny-lsm's flush torn at once
     for sst_id in sorted(ids):
         table = os.path.join(ssdir, ids[sst_id])
-        scan, nbytes = sstable.read(files, table, k, v)
+        reader = sstable.TableReader(files, table, k, v)
+        for records in reader:
+            apply(records, k, v)
+        scan, nbytes = reader.scan, reader.nbytes
+        assert scan is not None
         if nbytes == 0:
             if sst_id != max(ids):
                 raise CorruptionError(f"sstable {table} is empty, and is not the newest: "
@@ -192,7 +224,6 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
                 "interrupted flush of tiny-lsm, whose data is still in the log",
                 table, scan.count, scan.expected if scan.expected >= 0 else "?")
         read_bytes += nbytes
-        apply(scan.records, k, v)
         tables[sst_id] = Table(scan.count, nbytes)
     log_path = os.path.join(path, LOG_NAME)
     log_fd = -1
@@ -200,35 +231,31 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
     if log_existed or not readonly:
         log_fd = files.open_ro(log_path) if readonly else files.open_rw(log_path)
     try:
-        data = files.pread_all(log_fd, files.size(log_fd)) if log_fd >= 0 else b""
-        read_bytes += len(data)
-        log_size = len(data)
-        plan = plan_log(data, k, v)
+        plan = plan_log(files, log_fd, k, v, apply) if log_fd >= 0 else NO_LOG
+        read_bytes += plan.size
         if plan.refuse:
-            refuse_log(log_path, plan, len(data), k, v, opening.meta)
+            refuse_log(log_path, plan, plan.size, k, v, opening.meta)
         scan, tail = plan.scan, plan.tail
         if empty is not None and scan.end == 0:
             raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
                                   "changes: it is not an interrupted flush of tiny-lsm")
-        apply(scan.records, k, v)
-        del data
         if tail:
             log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
-                        "are %s", log_path, scan.stop, scan.stop_offset, len(tail),
+                        "are %s", log_path, scan.stop, scan.stop_offset, tail,
                         scan.end, "ignored (read-only)" if readonly else
                         "set aside, then cut off" if plan.keep else
                         "a torn final frame (or zeros), and are cut off")
 
         # 2. repair: only now is anything on disk changed
         if not readonly:
-            for name, fate in _rollover.settle_copies(files, path, log_fd, log_size):
+            for name, fate in _rollover.settle_copies(files, path, log_fd, plan.size):
                 log.warning("tinylsm: %s, left by an interrupted log rollover, was %s",
                             name, fate)
             if tail:
                 if plan.keep:
-                    kept = _kept.set_aside(files, path, tail, scan.end)
+                    kept = _kept.set_aside(files, path, log_fd, scan.end, plan.size)
                     log.warning("tinylsm: log %s: %d bytes after offset %d kept in %s",
-                                log_path, len(tail), scan.end, kept)
+                                log_path, tail, scan.end, kept)
                 files.truncate(log_fd, scan.end)
                 files.fsync(log_fd)
             for name in tmps:

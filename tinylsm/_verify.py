@@ -1,7 +1,7 @@
 """``tinylsm verify``: every file of a store checked, by the readers ``open()``
 uses, so that the two verdicts cannot drift apart.
 
-An sstable is read by ``sstable.read`` (what it refuses, verify calls
+An sstable is read by ``sstable.TableReader`` (what it refuses, verify calls
 CORRUPT), the log is judged by ``_recovery.plan_log`` (what recovery would
 replay, set aside, cut or refuse), and a read-only open of the whole store
 ends the report.  Nothing on disk is changed.
@@ -28,6 +28,7 @@ from ._format import (
     batch_count,
 )
 from ._fs import DEFAULT as FILES
+from ._logread import zeros
 from ._recovery import plan_log
 from .errors import CorruptionError, Error
 
@@ -51,12 +52,16 @@ class Report:
 
 def check_sstable(path: str, rel: str, k: int, v: int, report: Report) -> None:
     """Report sstable ``path`` as ``open()`` reads it."""
+    reader = sstable.TableReader(FILES, path, k, v)
     try:
-        scan, nbytes = sstable.read(FILES, path, k, v)
+        for _ in reader:  # checked chunk by chunk; the records are not needed
+            pass
     except CorruptionError as exc:
         report.problem(rel, "CORRUPT", f"{exc.detail} ({FILES.file_size(path):,} bytes)",
                        f"corrupt {rel} ({exc.detail})")
         return
+    scan, nbytes = reader.scan, reader.nbytes
+    assert scan is not None
     if scan.status == SST_COMPLETE:
         report.ok(rel, f"{scan.count:,} records ({scan.tombstones:,} tombstones), "
                        f"{nbytes:,} bytes")
@@ -71,11 +76,18 @@ def check_sstable(path: str, rel: str, k: int, v: int, report: Report) -> None:
 
 def check_log(path: str, k: int, v: int, sizes_from_meta: bool, report: Report) -> None:
     """Report the log as recovery judges it (``plan_log``)."""
-    data = FILES.read_file(path)
+    fd = FILES.open_ro(path)
+    try:
+        _check_log(fd, k, v, sizes_from_meta, report)
+    finally:
+        FILES.close(fd)
+
+
+def _check_log(fd: int, k: int, v: int, sizes_from_meta: bool, report: Report) -> None:
     frame = codec.frame_size(k, v)
-    plan = plan_log(data, k, v)
+    plan = plan_log(FILES, fd, k, v)
     scan = plan.scan
-    total = len(data)
+    total = plan.size
     applied = (f"{scan.count:,} records ({scan.tombstones:,} tombstones) in "
                f"{scan.end:,} bytes")
     if scan.stop == STOP_END and scan.end == total:
@@ -83,9 +95,11 @@ def check_log(path: str, k: int, v: int, sizes_from_meta: bool, report: Report) 
         return
     lost = total - scan.end
     batch = ""
-    if scan.end < scan.stop_offset and data[scan.end + 4] == BATCH_TAG:
-        batch = (f"; the write_batch of {batch_count(data[scan.end:scan.end + frame]):,} "
-                 f"items starting at offset {scan.end:,} is incomplete and is dropped whole")
+    if scan.end < scan.stop_offset:
+        header = FILES.pread_all(fd, frame, scan.end)
+        if header[4] == BATCH_TAG:
+            batch = (f"; the write_batch of {batch_count(header):,} items starting at "
+                     f"offset {scan.end:,} is incomplete and is dropped whole")
     if plan.refuse:
         hint = ("" if sizes_from_meta else
                 f" (the very first frame is bad: is the store's key size {k} and value "
@@ -100,15 +114,15 @@ def check_log(path: str, k: int, v: int, sizes_from_meta: bool, report: Report) 
             "file, then cuts the log there" if plan.keep else
             f"cuts the log to {scan.end:,} bytes, dropping {lost:,} bytes that hold no "
             "complete change")
-    tail = data[scan.stop_offset:]
-    if scan.stop in (STOP_END, STOP_SHORT) or not tail.strip(b"\0"):
+    tail = total - scan.stop_offset
+    if scan.stop in (STOP_END, STOP_SHORT) or zeros(FILES, fd, scan.stop_offset, total):
         if scan.stop == STOP_SHORT:
             what = (f"{total - scan.stop_offset} bytes of a cut-off frame at offset "
                     f"{scan.stop_offset:,}")
         elif scan.stop == STOP_END:
             what = "the file ends inside a write_batch"
         else:
-            what = (f"{len(tail):,} zero bytes from offset {scan.stop_offset:,} "
+            what = (f"{tail:,} zero bytes from offset {scan.stop_offset:,} "
                     "(space allocated but never written)")
         report.problem(
             LOG_NAME, "TORN TAIL",

@@ -2,20 +2,25 @@
 
 An sstable is one zstd stream of an sstable payload (see ``codec``).  The
 Rust crate never finishes its zstd frames, so reading always goes through a
-streaming decompressor, which returns what the complete blocks hold.
+streaming decompressor, which returns what the complete blocks hold.  It is
+fed a chunk at a time (``TableReader``), so reading a table holds a few
+chunks and zstd's window, never the whole file or payload.
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Tuple
+import struct
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import zstandard
 
+from . import _logread
 from ._backend import codec
 from ._format import (
     HEX_NAME,
-    SST_CORRUPT,
+    SST_COMPLETE,
     SST_SHORT,
+    SST_TRAILING,
     SSTABLE_NAME,
     SSTABLE_TMP_SUFFIX,
     SSTableScan,
@@ -24,6 +29,9 @@ from ._format import (
 )
 from ._fs import Files
 from .errors import CorruptionError
+
+_U64 = struct.Struct("<Q")
+
 
 def list_dir(files: Files, directory: str) -> Tuple[Dict[int, str], List[str]]:
     """Sort the names in ``directory`` into sstables and unfinished writes.
@@ -54,46 +62,199 @@ def decompress(data: bytes, path: str) -> bytes:
     try:
         return zstandard.ZstdDecompressor().decompressobj(read_across_frames=True).decompress(data)
     except zstandard.ZstdError as exc:
-        detail = f"zstd stream is damaged: {exc}"
-        raise CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail) from None
+        raise _damaged(path, exc) from None
+
+
+def _damaged(path: str, exc: zstandard.ZstdError) -> CorruptionError:
+    detail = f"zstd stream is damaged: {exc}"
+    return CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail)
 
 
 def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTableScan, int]:
     """Read and check sstable ``path``; return its scan and the file's size.
 
-    A corrupt record raises ``CorruptionError`` naming the file, the record
-    and the reason.  A short file (a torn write of the Rust crate's in-place
-    flush, whose data is still in the log) is returned with status
-    ``short`` and the records before the tear.
+    The verdicts of ``TableReader``, with every record in the scan.
     """
-    data = files.read_file(path)
-    payload = decompress(data, path)
-    scan = codec.decode_sstable(payload, key_size, value_size)
-    if scan.status == SST_CORRUPT:
-        detail = (f"record {scan.error_index} of {scan.expected}: {scan.reason}"
-                  + _sizes_hint(payload, scan.expected, key_size, value_size))
-        raise CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail)
-    if scan.status == SST_SHORT and data and not _streamed(data):
-        # Only the Rust crate's in-place flush tears an sstable (its data is
-        # then still in the log), and the crate writes streaming frames,
-        # which leave the content size unknown.  tinylsm writes its tables
-        # whole, size in the header, through -tmp: a short one is damage,
-        # and accepting it would silently drop its tail.
-        detail = (f"cut short ({scan.count} of "
-                  f"{scan.expected if scan.expected >= 0 else '?'} records), and it is "
-                  "not a torn streaming write of tiny-lsm: the file is damaged"
-                  + _sizes_hint(payload, scan.expected, key_size, value_size))
-        raise CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail)
-    return scan, len(data)
+    reader = TableReader(files, path, key_size, value_size)
+    records = b"".join(reader)
+    assert reader.scan is not None
+    return reader.scan._replace(records=records), reader.nbytes
 
 
-def _sizes_hint(payload: bytes, expected: int, key_size: int, value_size: int) -> str:
-    """A note for a payload whose length fits no whole number of records of
-    these sizes: the likelier cause is then a wrong key or value size (a
-    damaged size record, or sizes given for a Rust crate's store), not a
-    flipped bit in a record."""
+#: The zstd frame header is at most this long (ZSTD_FRAMEHEADERSIZE_MAX).
+_FRAME_HEADER_MAX = 18
+
+
+class TableReader:
+    """The checked records of sstable ``path``, chunk by chunk.
+
+    Iterating yields packed records (bytes-like, 5 + K + V each) in file
+    order; every record yielded has passed every check of
+    ``codec.decode_sstable`` (tag, checksum, tombstone value, key order,
+    also across chunks).  The file is read ``_logread.CHUNK_SIZE`` bytes at
+    a time and decompressed as it comes, in pieces of about a quarter chunk
+    (or one zstd block, up to 128 KiB), so memory stays a few chunks and
+    zstd's window whatever the table's size.
+
+    The verdicts are those of decoding the whole payload at once: a damaged
+    zstd stream anywhere, or a corrupt record, raises ``CorruptionError``
+    naming the file, the record and the reason (the stream is read to its
+    end first, so damage to it takes precedence as it did, and the payload's
+    length is known for the size hint).  Records yielded before the damage
+    was found must then be discarded by the caller.  A short file (a torn
+    write of the Rust crate's in-place flush, whose data is still in the
+    log) ends normally with ``scan.status`` ``short``, the records before
+    the tear yielded; a short table tinylsm wrote is damage and raises.
+    After iteration, ``scan`` is the ``SSTableScan`` (``records`` empty) and
+    ``nbytes`` the file's size.
+    """
+
+    def __init__(self, files: Files, path: str, key_size: int, value_size: int,
+                 chunk_size: Optional[int] = None) -> None:
+        self.files = files
+        self.path = path
+        self.key_size = key_size
+        self.value_size = value_size
+        self.step = _logread.chunk(chunk_size)
+        self.scan: Optional[SSTableScan] = None
+        self.nbytes = 0
+        self._head = b""  # the file's first bytes: its zstd frame header
+        self._read = 0  # bytes read from the file
+
+    def __iter__(self) -> Iterator["bytes | memoryview"]:
+        k, v, path = self.key_size, self.value_size, self.path
+        rsize = codec.record_size(k, v)
+        self.scan = None
+        expected = -1  # the count in the payload's first 8 bytes, once read
+        count = tombstones = 0  # records checked
+        prev = b""  # the last record checked: the next key must follow its key
+        rest = b""  # payload bytes not yet checked (part of the count or of a record)
+        total = 0  # payload bytes
+        error: Optional[Tuple[int, str]] = None  # the first bad record, and why
+        for out in self._payload():
+            total += len(out)
+            if error is not None:
+                continue  # read on: damage to the stream comes first, and the length
+            body = memoryview(out)
+            if expected < 0:
+                if len(rest) + len(body) < 8:
+                    rest += body
+                    continue
+                cut = 8 - len(rest)
+                expected = _U64.unpack(rest + body[:cut])[0]
+                rest, body = b"", body[cut:]
+            # the records come from rest + body, without joining the two first
+            n = min((len(rest) + len(body)) // rsize, expected - count)
+            if n:
+                cut = n * rsize - len(rest)  # >= 1: rest is shorter than a record
+                # the previous chunk's last record leads, so that the order
+                # of keys is checked across the boundary as within a chunk
+                skip = 1 if prev else 0
+                payload = b"".join((_U64.pack(n + skip), prev, rest, body[:cut]))
+                scan = codec.decode_sstable(payload, k, v)
+                got = scan.count - skip
+                tombstones += scan.tombstones - (skip and prev[4] == 0)
+                if got:
+                    yield memoryview(scan.records)[rsize:] if skip else scan.records
+                count += got
+                if scan.status != SST_COMPLETE:
+                    error = (count, scan.reason)
+                    continue
+                prev = payload[-rsize:]
+                rest, body = b"", body[cut:]
+            if count == expected and len(rest) + len(body):
+                error = (count, SST_TRAILING)
+                continue
+            rest += body  # less than a record
+        self.nbytes = nbytes = self._read
+        if error is not None:
+            index, reason = error
+            detail = (f"record {index} of {expected}: {reason}"
+                      + _sizes_hint(total, expected, k, v))
+            raise CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail)
+        if expected < 0:
+            scan = SSTableScan(b"", 0, -1, SST_SHORT, 0, "", 0)
+        elif count < expected:
+            scan = SSTableScan(b"", count, expected, SST_SHORT, count, "", tombstones)
+        else:
+            scan = SSTableScan(b"", count, expected, SST_COMPLETE, -1, "", tombstones)
+        if scan.status == SST_SHORT and nbytes and not _streamed(self._head):
+            # Only the Rust crate's in-place flush tears an sstable (its data is
+            # then still in the log), and the crate writes streaming frames,
+            # which leave the content size unknown.  tinylsm writes its tables
+            # whole, size in the header, through -tmp: a short one is damage,
+            # and accepting it would silently drop its tail.
+            detail = (f"cut short ({scan.count} of "
+                      f"{scan.expected if scan.expected >= 0 else '?'} records), and it is "
+                      "not a torn streaming write of tiny-lsm: the file is damaged"
+                      + _sizes_hint(total, scan.expected, k, v))
+            raise CorruptionError(f"sstable {path}: {detail}", path=path, detail=detail)
+        self.scan = scan
+
+    def _payload(self) -> Iterator[bytes]:
+        """The decompressed payload, in pieces of about a chunk; raises
+        ``CorruptionError`` for a damaged stream."""
+        files, step = self.files, self.step
+        fd = files.open_ro(self.path)
+        try:
+            size = files.size(fd)
+            self._read = 0
+            # an explicit write_size: the default fails (MemoryError) when
+            # a call is given a few bytes (python-zstandard 0.25)
+            dobj = zstandard.ZstdDecompressor().decompressobj(
+                read_across_frames=True,
+                write_size=zstandard.DECOMPRESSION_RECOMMENDED_OUTPUT_SIZE)
+            head = b""
+            target = max(1, step // 4)  # payload bytes per call (a zstd block
+            # holds up to 128 KiB, so a call may return that much anyway)
+            feed = min(target, 1024)  # compressed bytes per call, adapted to the ratio
+            for off in range(0, size, step):
+                want = min(step, size - off)
+                data = files.pread_all(fd, want, off)
+                self._read += len(data)
+                if len(head) < _FRAME_HEADER_MAX:
+                    head += data[:_FRAME_HEADER_MAX - len(head)]
+                    self._head = head
+                view = memoryview(data)
+                i = 0
+                while i < len(data):
+                    piece = view[i:i + feed]
+                    try:
+                        out = dobj.decompress(piece)
+                    except zstandard.ZstdError as exc:
+                        raise self._damage(fd, exc) from None
+                    i += len(piece)
+                    # about a quarter chunk of output per call, whatever the ratio
+                    feed = (max(1, min(step, len(piece) * target // len(out))) if out
+                            else min(step, feed * 2))
+                    if out:
+                        yield out
+                if len(data) < want:
+                    break  # the file shrank: it ends here
+        finally:
+            files.close(fd)
+
+
+    def _damage(self, fd: int, exc: zstandard.ZstdError) -> CorruptionError:
+        """The error for a damaged stream, in zstd's words for the whole
+        file at once: for some damage zstd names another cause when it is
+        given a frame in pieces, and the message must not depend on the
+        chunk size.  Only a table that is refused anyway is read whole."""
+        data = self.files.pread_all(fd, self.files.size(fd))
+        try:
+            decompress(data, self.path)
+        except CorruptionError as whole:
+            return whole
+        return _damaged(self.path, exc)
+
+
+def _sizes_hint(total: int, expected: int, key_size: int, value_size: int) -> str:
+    """A note for a payload of ``total`` bytes whose records do not make
+    ``expected`` whole records of these sizes: the likelier cause is then a
+    wrong key or value size (a damaged size record, or sizes given for a
+    Rust crate's store), not a flipped bit in a record."""
     rsize = codec.record_size(key_size, value_size)
-    body = len(payload) - 8
+    body = total - 8
     if body < 0 or (body % rsize == 0 and body // rsize == expected):
         return ""
     return (f" (its {body} bytes of records are not {expected} records of "

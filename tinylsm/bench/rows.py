@@ -30,6 +30,7 @@ WORKLOADS: Dict[str, Row] = {
     "latency": Row("insert during compact(), p99", "us", False),
     "sustained": Row("sustained insert, default Config", "ops/s", True),
     "memory": Row("memory per key", "B/key", False),
+    "reopen-memory": Row("peak memory while reopening, data in log", "B/key", False),
     "disk": Row("disk per key", "B/key", False),
 }
 
@@ -39,6 +40,8 @@ SUBROWS: Dict[str, Tuple[str, ...]] = {
     "latency": ("latency-p50", "", "latency-max", "latency-count"),
     "sustained": ("", "sustained-p50", "sustained-p99", "sustained-p999", "sustained-max",
                   "sustained-slow"),
+    "reopen-memory": ("", "reopen-memory-log-x", "reopen-memory-sst", "reopen-memory-sst-x",
+                      "reopen-memory-log-s", "reopen-memory-sst-s"),
 }
 
 #: row -> how it shows, for the rows of SUBROWS
@@ -53,6 +56,11 @@ ROWS: Dict[str, Row] = {
     "sustained-p999": Row("sustained insert, p99.9", "us", False),
     "sustained-max": Row("sustained insert, max", "us", False),
     "sustained-slow": Row(f"sustained inserts over {SLOW_NS // 1_000_000} ms", "inserts", False),
+    "reopen-memory-log-x": Row("peak / open store, data in log", "x", False),
+    "reopen-memory-sst": Row("peak memory while reopening, data in sstables", "B/key", False),
+    "reopen-memory-sst-x": Row("peak / open store, data in sstables", "x", False),
+    "reopen-memory-log-s": Row("reopen in a fresh process, data in log", "s", False),
+    "reopen-memory-sst-s": Row("reopen in a fresh process, data in sstables", "s", False),
 }
 
 #: What the workloads measured: row -> engine -> figure (None: no figure

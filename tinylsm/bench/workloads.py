@@ -3,7 +3,8 @@
 Most workloads call the engine method of their name on each engine that has
 it, one engine after the other; ``sync`` and ``group-commit`` run every
 engine in one step, taking turns (see ``durable.py``); ``latency`` and
-``sustained`` show percentiles in rows of their own.  A workload returns its figures by row
+``sustained`` show percentiles in rows of their own, and ``reopen-memory``
+each reopen's peak, ratio and time.  A workload returns its figures by row
 (a workload, or one of the rows ``rows.SUBROWS`` adds) and engine.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .durable import group_interleaved, sync_interleaved
 from .engines import Engine
 from .latency import Latency
 from .measure import tolerate
+from .memory import Reopen
 from .rows import Figures
 from .sustained import Sustained
 
@@ -32,6 +34,8 @@ class Session:
         self.latency: Optional[Latency] = None
         #: tinylsm's sustained run, whose rollovers the note under the table gives
         self.sustained: Optional[Sustained] = None
+        #: tinylsm's reopens in fresh processes (log, sstables), for the note
+        self.reopened: Optional[Tuple[Optional[Reopen], Optional[Reopen]]] = None
         self.bar: Any = None  # while run() runs: its progress bar
 
     def having(self, method: str) -> Dict[str, Engine]:
@@ -109,6 +113,25 @@ def _sustained(s: Session, name: str, method: str) -> Figures:
     return rows
 
 
+def _reopen_memory(s: Session, name: str, method: str) -> Figures:
+    """Peak memory while reopening, data in log (the workload's own row),
+    its ratio to the open store's, the same with data in sstables, and each
+    reopen's time (all in fresh processes)."""
+    rows: Figures = {name: {}, "reopen-memory-log-x": {}, "reopen-memory-sst": {},
+                     "reopen-memory-sst-x": {}, "reopen-memory-log-s": {},
+                     "reopen-memory-sst-s": {}}
+    for engine, (log, sst) in _each(s, name, method):
+        for got, peak, ratio, seconds in (
+                (log, name, "reopen-memory-log-x", "reopen-memory-log-s"),
+                (sst, "reopen-memory-sst", "reopen-memory-sst-x", "reopen-memory-sst-s")):
+            rows[peak][engine] = None if got is None else got.peak
+            rows[ratio][engine] = None if got is None else got.ratio
+            rows[seconds][engine] = None if got is None else got.seconds
+        if engine == "tinylsm":
+            s.reopened = (log, sst)
+    return rows
+
+
 def _openers(s: Session, name: str, method: str) -> Dict[str, Callable[..., Any]]:
     """Each engine's ``method``, which opens its durable inserts, for a
     workload that runs every engine in one progress step."""
@@ -160,5 +183,6 @@ RUNS: Dict[str, Workload] = {
     "latency": Workload("latency_during_compaction", _latency),
     "sustained": Workload("sustained", _sustained),
     "memory": Workload("memory", _one_row),
+    "reopen-memory": Workload("reopen_memory", _reopen_memory),
     "disk": Workload("disk", _one_row),
 }

@@ -4,14 +4,14 @@ from __future__ import annotations
 import os
 import shutil
 from itertools import islice
-from typing import Optional
+from typing import Optional, Tuple
 
 import tinylsm
 
 from .. import latency, sustained
 from ..durable import GroupOpen, SyncPair
 from ..measure import dir_bytes, expect, timed
-from ..memory import rss_per_key
+from ..memory import Reopen, reopen_in_child, rss_per_key
 from .base import Engine, shared
 
 #: A log that never becomes an sstable by itself, for the store whose data
@@ -162,6 +162,12 @@ class TinyLsmEngine(Engine):
             "print(rss() - base, len(db))\n",
             self.d.n,
         )
+
+    def reopen_memory(self) -> Tuple[Optional[Reopen], Optional[Reopen]]:
+        """Reopens in fresh processes with the default Config: data in the
+        log, then in sstables."""
+        return (reopen_in_child(self._log_dir(), self.d.n),
+                reopen_in_child(self._sst_dir(), self.d.n))
 
     def disk(self) -> float:
         return dir_bytes(self._sst_dir()) / self.d.n
