@@ -61,6 +61,7 @@ from ._compactor import RETRY_DELAYS, Compactor
 from ._format import LOG_COPY_NAME, STOP_END, log_copy_name, sstable_tmp_name
 from ._fs import Files
 from ._log import LogWriter
+from ._logread import LogReader
 from ._worker import Stopped, Worker
 from .config import Config
 from .errors import CorruptionError, describe
@@ -74,6 +75,10 @@ CATCH_UP_ROUNDS = 4
 #: Bytes copied per read and write in steps 3 and 4, and compared per read
 #: by ``settle_copies``.
 COPY_CHUNK = 4 << 20
+#: Log bytes read, checked and sorted into one run at a time by step 2:
+#: larger than recovery's chunks, since each chunk costs this thread a GIL
+#: hand-off from a busy writer (up to ``sys.getswitchinterval()``).
+TABLE_CHUNK = 4 << 20
 
 
 class _Job:
@@ -263,21 +268,27 @@ class Rollover(Worker):
         # the changes it holds: a power cut would then leave a shorter log,
         # whose replay over the table would undo its later changes.
         log_writer.make_durable(job.epoch, job.start)
-        # the descriptor is stable until this job's own switch, and the bytes
-        # before ``start`` never change
-        data = self.files.pread_all(log_writer.fd, job.start)
-        self.read_bytes += len(data)
-        scan = codec.scan_log(data, k, v)
-        del data
+        # The descriptor is stable until this job's own switch, and the bytes
+        # before ``start`` never change.  Each chunk is sorted into a run as
+        # it comes, and the runs merged once (the newest run wins a key):
+        # memory stays about twice the table's records, never the log's
+        # bytes plus three copies of its records.
+        reader = LogReader(self.files, log_writer.fd, k, v, 0, job.start, TABLE_CHUNK)
+        runs = []
+        for chunk in reader:
+            self._safe_point()
+            runs.append(codec.sort_records(chunk, k, v))
+        scan = reader.scan
+        assert scan is not None  # the loop ran to its end
+        self.read_bytes += job.start
         if scan.end != job.start or scan.stop != STOP_END:
             raise CorruptionError(
                 f"log {log_writer.path}: re-reading it to write an sstable, "
                 f"{scan.stop} at offset {scan.stop_offset} of {job.start}")
         self._safe_point()
-        records = codec.sort_records(scan.records, k, v)
-        del scan
-        if job.drop_tombstones:
-            records = codec.merge_runs([records], k, v, True)
+        # with no older table, no tombstone has anything to hide
+        records = codec.merge_runs(runs, k, v, job.drop_tombstones)
+        del runs
         self._safe_point()
         try:
             nbytes = sstable.write(self.files, self.ssdir, job.sst_id, records, k, v,
