@@ -75,9 +75,10 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
     cuts the log after the last change it can trust; bytes after that point
     that may be data are first copied to a ``tinylsm.kept-*`` file (see
     ``Stats.kept_files``).  Everything is checked before anything on disk is
-    changed.  Cost: reads every sstable and the log once, O(bytes on disk),
-    and builds the map in memory (about 27 bytes per key in all at 8/8, 75
-    at 32/32, as measured by ``tinylsm bench``).
+    changed.  Cost: reads every sstable and the log once, in chunks (a
+    batch longer than a chunk twice), O(bytes on disk), and builds the map
+    in memory (about 27 bytes per key in all at 8/8, 75 at 32/32, as
+    measured by ``tinylsm bench``), holding only a few chunks beyond it.
 
     With ``readonly`` nothing on disk is changed (no truncation, no deletion,
     no compaction, no metadata); sizes default to the recorded ones;
