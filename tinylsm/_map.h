@@ -107,6 +107,16 @@ static void *tl_realloc(void *p, size_t old, size_t n) {
     return q;
 }
 
+/* tl_realloc, with the new bytes [old, n) zeroed.  Mapped blocks come out
+   of mmap or mremap as zero pages beyond ``old`` (nothing ever writes past a
+   block's size), so only heap blocks need a memset: growing a large live
+   bitmap touches no memory. */
+static void *tl_realloc0(void *p, size_t old, size_t n) {
+    void *q = tl_realloc(p, old, n);
+    if (q != NULL && n > old && n < TL_MMAP_MIN) memset((char *)q + old, 0, n - old);
+    return q;
+}
+
 static inline int tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) {
     if (TL_LIKELY(k == 8)) return tl_load64(a) == tl_load64(b);
     return memcmp(a, b, k) == 0;

@@ -66,6 +66,7 @@ cdef extern from "_map.h":
     void *tl_alloc(size_t n, int zero) noexcept nogil
     void tl_free(void *p, size_t n) noexcept nogil
     void *tl_realloc(void *p, size_t old, size_t n) noexcept nogil
+    void *tl_realloc0(void *p, size_t old, size_t n) noexcept nogil
     object _steal "TL_STEAL"(PyObject *o)  # a new reference, or NULL: raise
     size_t _NOPOS "TL_NOPOS"
     size_t _MAX_SLOTS "TL_MAX_SLOTS"
@@ -421,10 +422,11 @@ cdef class SortedMap:
         if self.S and cap > (<size_t>-1) // self.S:
             raise MemoryError()
         words = (cap + 63) >> 6
-        live = <uint64_t *>tl_realloc(self.live, old_words * 8, words * 8)
+        # both grow in place or by mremap (large blocks): no copy, and the
+        # bitmap's new words come zeroed without being touched
+        live = <uint64_t *>tl_realloc0(self.live, old_words * 8, words * 8)
         if live == NULL:
             raise MemoryError()
-        memset(live + old_words, 0, (words - old_words) * 8)
         self.live = live
         self.livewords = words
         if self.S:
