@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import pytest
 from hypothesis import given
