@@ -16,6 +16,10 @@
 #define TL_NOPOS ((size_t)-1)      /* no position */
 #define TL_MAX_SLOTS ((size_t)0xFFFFFFFEu)
 #define TL_REMOVED ((uint32_t)0xFFFFFFFFu)
+/* A position of the previous hash table (while it is migrated) whose key
+   has moved on or been deleted: occupied, never a match.  Table entries are
+   slot + 1 <= TL_MAX_SLOTS, so this value is free. */
+#define TL_TOMB ((uint32_t)0xFFFFFFFFu)
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TL_PREFETCH(p) __builtin_prefetch((const void *)(p))
@@ -56,7 +60,11 @@ static inline uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) {
    freed heap memory resident once its mmap threshold has risen, as it
    does after Python frees any large buffer), growth is mremap (no copy)
    on Linux, and a new hash table starts as untouched zero pages.
-   Callers pass each block's size back on realloc and free. */
+   Callers pass each block's size back on realloc and free.  ``flags`` of
+   tl_alloc: TL_ZERO for zeroed memory, TL_HUGE (with TL_ZERO) to ask for
+   huge pages at once. */
+#define TL_ZERO 1
+#define TL_HUGE 2
 #if !defined(_WIN32)
 #include <sys/mman.h>
 #define TL_MMAP_MIN ((size_t)1 << 20)
@@ -64,22 +72,33 @@ static inline uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) {
 #else
 #define TL_MMAP_MIN ((size_t)-1)
 #endif
-static void *tl_alloc(size_t n, int zero) {
+/* Hash tables: random lookups touch a new page almost every time, and
+   with 4 KiB pages each costs a TLB miss (a two-level walk under a VM).
+   Not the arena: it grows by mremap, and huge pages made bulk inserts 1.8x
+   slower.  Asking for huge pages has a price, though: with the kernel's
+   usual THP defrag setting ("madvise") each first touch of a 2 MiB page
+   zeroes it and may compact memory first, which was measured at up to 7
+   ms.  A table built in one step (a bulk load) pays that inside its
+   rebuild; a table grown incrementally is advised only once it is fully
+   written (tl_advise_huge), so that khugepaged merges its pages in the
+   background instead of a change faulting them in. */
+static void tl_advise_huge(void *p, size_t n) {
+#if !defined(_WIN32) && defined(MADV_HUGEPAGE)
+    if (p != NULL && n >= TL_HUGE_MIN) (void)madvise(p, n, MADV_HUGEPAGE);
+#else
+    (void)p; (void)n;
+#endif
+}
+static void *tl_alloc(size_t n, int flags) {
 #if !defined(_WIN32)
     if (n >= TL_MMAP_MIN) {
         void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return NULL;  /* else zero-filled */
-#if defined(MADV_HUGEPAGE)
-        /* Hash tables (the zeroed blocks): random lookups touch a new
-           page almost every time, and with 4 KiB pages each costs a TLB
-           miss (a two-level walk under a VM).  Not the arena: it grows
-           by mremap, and huge pages made bulk inserts 1.8x slower. */
-        if (zero && n >= TL_HUGE_MIN) (void)madvise(p, n, MADV_HUGEPAGE);
-#endif
+        if (flags & TL_HUGE) tl_advise_huge(p, n);
         return p;
     }
 #endif
-    return zero ? calloc(n ? n : 1, 1) : malloc(n ? n : 1);
+    return (flags & TL_ZERO) ? calloc(n ? n : 1, 1) : malloc(n ? n : 1);
 }
 static void tl_free(void *p, size_t n) {
     if (p == NULL) return;
@@ -87,6 +106,29 @@ static void tl_free(void *p, size_t n) {
     if (n >= TL_MMAP_MIN) { munmap(p, n); return; }
 #endif
     free(p);
+}
+/* Unmapping costs about 0.1 ms per MiB of 4 KiB pages, so a large block
+   that need not go at once is released a piece at a time: tl_shrink_tail
+   frees the last TL_RELEASE bytes (or all) of a block of ``n`` bytes from
+   tl_alloc, whose first call must see n >= TL_MMAP_MIN (else it frees all),
+   and returns the bytes left.  Mapped blocks are whole pages, and they are
+   cut at multiples of TL_RELEASE from their start, so every cut is page
+   aligned. */
+#define TL_RELEASE ((size_t)1 << 20)
+static size_t tl_shrink_tail(void *p, size_t n) {
+#if !defined(_WIN32)
+    size_t keep;
+    if (n > TL_RELEASE) {
+        keep = (n - 1) & ~(TL_RELEASE - 1);  /* n - keep in (0, TL_RELEASE] */
+        munmap((char *)p + keep, n - keep);
+        return keep;
+    }
+    if (n) munmap(p, n);
+    return 0;
+#else
+    tl_free(p, n);
+    return 0;
+#endif
 }
 /* Resize a block of ``old`` bytes (p may be NULL, old 0) to ``n`` bytes,
    keeping the contents; NULL (p untouched) when memory is short. */
@@ -105,6 +147,27 @@ static void *tl_realloc(void *p, size_t old, size_t n) {
     memcpy(q, p, old < n ? old : n);
     tl_free(p, old);
     return q;
+}
+
+/* tl_realloc, with the new bytes [old, n) zeroed.  Mapped blocks come out
+   of mmap or mremap as zero pages beyond ``old`` (nothing ever writes past a
+   block's size), so only heap blocks need a memset: growing a large live
+   bitmap touches no memory. */
+static void *tl_realloc0(void *p, size_t old, size_t n) {
+    void *q = tl_realloc(p, old, n);
+    if (q != NULL && n > old && n < TL_MMAP_MIN) memset((char *)q + old, 0, n - old);
+    return q;
+}
+
+/* The index of the lowest set bit of x (x != 0). */
+static inline int tl_ctz64(uint64_t x) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(x);
+#else
+    int n = 0;
+    while (!(x & 1)) { x >>= 1; n++; }
+    return n;
+#endif
 }
 
 static inline int tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) {

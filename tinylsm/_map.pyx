@@ -10,7 +10,9 @@ No Python object is kept per key; all data sits in a few C arrays:
 * a *live bitmap*, one bit per slot;
 * a *hash table* of ``slot + 1`` (``uint32``, 0 is empty): open addressing,
   power-of-two size, linear probing, load factor at most 0.7, deletion by
-  backward shift (no tombstones);
+  backward shift (no tombstones).  It grows by doubling, incrementally: the
+  previous table is kept and migrated a few positions per change (see
+  ``_grow``), so that no single change pays for moving every key;
 * the *sorted index*: slot ids in key order (``memcmp`` order), maintained
   lazily.  A new key's slot goes to the *pending* list; a deleted key's slot
   goes to the *zombie* list.  The first ordered read after changes (or a
@@ -24,7 +26,8 @@ No Python object is kept per key; all data sits in a few C arrays:
 
 Memory per key is K + V (arena) + 4 / load (hash table, 5.7 to 11.4) + 4
 (sorted index) + 1/8 (bitmap), plus 4 per key changed since the last merge;
-the first sort of m new keys borrows 12 * m bytes for a moment.  Arrays of
+the first sort of m new keys borrows 12 * m bytes for a moment, and while
+the table grows the previous one (half its size) is kept too.  Arrays of
 1 MiB or more are mapped pages of their own (``mmap``, grown with ``mremap``
 on Linux), so freed memory goes back to the system at once and growing
 space that is never written costs no resident memory.
@@ -63,13 +66,22 @@ cdef extern from "_map.h":
     bint tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) noexcept nogil
     int tl_keycmp(const uint8_t *a, const uint8_t *b, size_t k) noexcept nogil
     void TL_PREFETCH(const void *p) noexcept nogil
-    void *tl_alloc(size_t n, int zero) noexcept nogil
+    void *tl_alloc(size_t n, int flags) noexcept nogil
+    void tl_advise_huge(void *p, size_t n) noexcept nogil
+    size_t tl_shrink_tail(void *p, size_t n) noexcept nogil
+    enum:
+        TL_ZERO
+        TL_HUGE
+        TL_MMAP_MIN
     void tl_free(void *p, size_t n) noexcept nogil
     void *tl_realloc(void *p, size_t old, size_t n) noexcept nogil
+    void *tl_realloc0(void *p, size_t old, size_t n) noexcept nogil
+    int tl_ctz64(uint64_t x) noexcept nogil
     object _steal "TL_STEAL"(PyObject *o)  # a new reference, or NULL: raise
     size_t _NOPOS "TL_NOPOS"
     size_t _MAX_SLOTS "TL_MAX_SLOTS"
     uint32_t _REMOVED "TL_REMOVED"
+    uint32_t _TOMB "TL_TOMB"
 
 # Per-process hash seed.
 cdef uint64_t _SEED = int.from_bytes(os.urandom(8), "little")
@@ -91,12 +103,16 @@ if MAX_ITEM_SIZE != _MAX_ITEM:  # pragma: no cover - guards an edit of _format
 # Radix sort buckets of at most _SMALL_SORT are insertion-sorted.
 # The iterator prefetches the slot _AHEAD ids ahead; apply_records hashes
 # _RING records ahead (a power of two).
+# A growing table migrates _MIGRATE positions of the previous one per change
+# (at least 2: see _grow), prefetching the slots _MIGRATE_AHEAD ahead.
 cdef enum:
     _ZOMBIE_SLACK = 1024
     _KEEP_IDS = 4096
     _SMALL_SORT = 32
     _AHEAD = 16
     _RING = 16
+    _MIGRATE = 64
+    _MIGRATE_AHEAD = 8
 
 _CHANGED = "tinylsm store changed during iteration"
 
@@ -236,6 +252,13 @@ cdef class SortedMap:
     cdef uint32_t *table          # slot + 1, or 0 for empty
     cdef size_t tmask             # table size - 1
     cdef size_t tlimit            # most keys before the table grows
+    cdef uint32_t *old            # the previous table while it is migrated, else NULL
+    cdef size_t omask             # its size - 1
+    cdef size_t ocursor           # its positions below this have been migrated
+    cdef size_t ostep             # positions migrated per change (_MIGRATE)
+    cdef uint8_t *spent           # a migrated previous table, released piecemeal
+    cdef size_t spentlen          # its bytes left
+    cdef bint growing             # old or spent is set: changes have work to do
     cdef size_t n                 # live keys
     cdef _Ids order               # sorted index: slot ids in key order
     cdef _Ids pending             # slots of keys added since the last merge
@@ -248,11 +271,12 @@ cdef class SortedMap:
 
     def __cinit__(self, key_size, value_size):
         check_sizes(key_size, value_size)
-        self.table = <uint32_t *>tl_alloc(8 * sizeof(uint32_t), 1)
+        self.table = <uint32_t *>tl_alloc(8 * sizeof(uint32_t), TL_ZERO)
         if self.table == NULL:
             raise MemoryError()
         self.tmask = 7
         self.tlimit = 5
+        self.ostep = _MIGRATE
         self.pending_sorted = True
         self.K = key_size
         self.V = value_size
@@ -268,6 +292,7 @@ cdef class SortedMap:
         tl_free(self.live, self.livewords * 8)
         if self.table != NULL:
             tl_free(self.table, (self.tmask + 1) * sizeof(uint32_t))
+        self._drop_old()
         self.arena = NULL
         self.live = NULL
         self.table = NULL
@@ -296,6 +321,7 @@ cdef class SortedMap:
         """Bytes of memory held by the map's arrays (allocated, not touched)."""
         return (self.slotcap * self.S + self.livewords * 8
                 + ((self.tmask + 1) if self.table != NULL else 0) * 4
+                + ((self.omask + 1) if self.old != NULL else 0) * 4 + self.spentlen
                 + (self.order.cap + self.pending.cap + self.zombies.cap
                    + self.freelist.cap) * 4)
 
@@ -347,20 +373,184 @@ cdef class SortedMap:
             i = (i + 1) & mask
 
     @cython.final
-    cdef inline size_t _find(self, const uint8_t *key) noexcept:
-        """The table position holding ``key``, or _NOPOS."""
+    cdef size_t _probe_old(self, const uint8_t *key, uint64_t h) noexcept:
+        """The position of the previous table holding ``key``, or _NOPOS
+        (only while it is migrated)."""
+        cdef size_t K = self.K, S = self.S, mask = self.omask
+        cdef size_t i = <size_t>h & mask
+        cdef uint32_t e
+        cdef const uint32_t *old = self.old
+        cdef const uint8_t *arena = self.arena
+        while True:
+            e = old[i]
+            if e == 0:
+                return _NOPOS
+            if e != _TOMB and tl_keyeq(arena + <size_t>(e - 1) * S, key, K):
+                return i
+            i = (i + 1) & mask
+
+    @cython.final
+    cdef inline size_t _find_h(self, const uint8_t *key, uint64_t h) noexcept:
+        """The slot holding ``key`` (of hash ``h``), or _NOPOS."""
         cdef bint found
         cdef size_t pos
+        cdef const uint32_t *old = self.old
+        if old != NULL:  # both tables' lines are fetched at once
+            TL_PREFETCH(old + (<size_t>h & self.omask))
+        pos = self._probe(key, h, &found)
+        if found:
+            return self.table[pos] - 1
+        if old != NULL:
+            pos = self._probe_old(key, h)
+            if pos != _NOPOS:
+                return old[pos] - 1
+        return _NOPOS
+
+    @cython.final
+    cdef inline size_t _find(self, const uint8_t *key) noexcept:
+        """The slot holding ``key``, or _NOPOS."""
         if self.table == NULL:  # invalidated
             return _NOPOS
-        pos = self._probe(key, tl_hash(key, self.K, _SEED), &found)
-        return pos if found else _NOPOS
+        return self._find_h(key, tl_hash(key, self.K, _SEED))
+
+    # Growth is incremental.  When a new key would pass the load limit, _grow
+    # allocates a table of twice the size (zero pages, mapped lazily: O(1)),
+    # keeps the previous one as ``old``, and from then on every change first
+    # migrates the next ``ostep`` positions of ``old`` (_migrate, in position
+    # order from ``ocursor``) and then does its own work.  While migrating:
+    #
+    # * every live key is in exactly one of the tables: ``table``, or ``old``
+    #   at a position holding its slot + 1;
+    # * ``old`` gets no new entries (new keys go to ``table``).  A migrated
+    #   position, and one whose key is deleted, becomes _TOMB: occupied but
+    #   never a match, so probe runs in ``old`` stay intact, wrapping ones
+    #   included, and a key is found there only while it lives there.  Empty
+    #   positions stay empty, so a miss in ``old`` costs what it did before;
+    # * ``table`` is an ordinary linear-probing table (its deletes shift
+    #   back as usual); a key being migrated is absent from it, so migration
+    #   only looks for an empty position, comparing no keys.
+    #
+    # Lookups search ``table``, then ``old``.  Migrating in position order
+    # reads ``old`` sequentially and writes ``table`` near positions i and
+    # i + C (a key's new home is its old home, or that plus the old size C):
+    # two sequential streams, so the new table's pages are faulted in order,
+    # and the one random access per key, its slot in the arena, is fetched
+    # _MIGRATE_AHEAD positions ahead.  (The one-step _rehash walks the arena
+    # and writes the table at random: the same one miss per key.)
+    #
+    # Migration finishes before ``table`` fills.  Growth starts when a new
+    # key finds n = tlimit_old = floor(0.7 C), C >= 8, and the next growth
+    # needs n > tlimit_new = floor(1.4 C) >= 2 floor(0.7 C).  So at least
+    # tlimit_new - tlimit_old + 1 >= floor(0.7 C) + 1 changes run _migrate in
+    # between (the growing insert, one per key added, and the next growing
+    # insert before its check), and with ostep >= 2 they migrate at least
+    # 2 floor(0.7 C) + 2 >= 1.4 C >= C positions: all of them.  Deletes and
+    # overwrites migrate too, which only ends it sooner.  (_grow would still
+    # finish a migration in progress, should this ever not hold.)  A change
+    # thus pays for at most ostep positions, about ostep * 0.7 keys moved,
+    # and a few page faults of the new table.
+    #
+    # Then the old table goes: a small one at once, a large one (mapped
+    # pages) 1 MiB per change (_step), since unmapping 4 KiB pages costs
+    # about 0.1 ms per MiB.  That takes 4 C / 2**20 changes, and at least
+    # 0.2 C changes are left before the next growth even with ostep = 2.
+    # The new table is not asked for huge pages until it is fully written
+    # (see tl_advise_huge in _map.h): faulting one in can stall for ms.
+
+    @cython.final
+    cdef void _migrate(self, size_t count) noexcept:
+        """Move the keys of the next ``count`` positions of the previous
+        table into the table; free it once all its positions are done."""
+        cdef size_t i = self.ocursor, top = self.omask + 1, end, j, a
+        cdef size_t mask = self.tmask, K = self.K, S = self.S
+        cdef uint32_t e
+        cdef uint32_t *old = self.old
+        cdef uint32_t *table = self.table
+        cdef const uint8_t *arena = self.arena
+        end = top if count >= top - i else i + count
+        while i < end:
+            a = i + _MIGRATE_AHEAD
+            if a < top:
+                e = old[a]
+                if e != 0 and e != _TOMB:
+                    TL_PREFETCH(arena + <size_t>(e - 1) * S)
+            e = old[i]
+            if e != 0 and e != _TOMB:
+                j = <size_t>tl_hash(arena + <size_t>(e - 1) * S, K, _SEED) & mask
+                while table[j]:
+                    j = (j + 1) & mask
+                table[j] = e
+                old[i] = _TOMB
+            i += 1
+        self.ocursor = end
+        if end == top:  # done: the table is fully written, the old one unused
+            tl_advise_huge(table, (mask + 1) * sizeof(uint32_t))
+            if top * sizeof(uint32_t) >= TL_MMAP_MIN:
+                self.spent = <uint8_t *>old
+                self.spentlen = top * sizeof(uint32_t)
+                self.old = NULL
+                self.omask = self.ocursor = 0
+            else:
+                self._drop_old()
+
+    @cython.final
+    cdef void _step(self, uint64_t h) noexcept:
+        """A change's share of a growth, before it looks up its key (of hash
+        ``h``; its line of the previous table is fetched meanwhile):
+        migrate ``ostep`` positions, or release a piece of the migrated
+        table (unmapping a large one at once costs about 0.1 ms per MiB)."""
+        if self.old != NULL:
+            TL_PREFETCH(self.old + (<size_t>h & self.omask))
+            self._migrate(self.ostep)
+        elif self.spent != NULL:
+            self.spentlen = tl_shrink_tail(self.spent, self.spentlen)
+            if self.spentlen == 0:
+                self.spent = NULL
+                self.growing = False
+
+    @cython.final
+    cdef void _drop_old(self) noexcept:
+        """Free the previous table now (its keys all moved, or all re-added)."""
+        if self.old != NULL:
+            tl_free(self.old, (self.omask + 1) * sizeof(uint32_t))
+        tl_free(self.spent, self.spentlen)
+        self.old = NULL
+        self.spent = NULL
+        self.omask = self.ocursor = self.spentlen = 0
+        self.growing = False
+
+    @cython.final
+    cdef int _grow(self) except -1:
+        """Start migrating into a table of twice the size (see above)."""
+        cdef size_t cap
+        cdef uint32_t *table
+        if self.old != NULL:  # not reached: see the bound above
+            self._migrate(self.omask + 1)
+        cap = (self.tmask + 1) * 2
+        if cap > (<size_t>1 << 40):
+            raise MemoryError()
+        table = <uint32_t *>tl_alloc(cap * sizeof(uint32_t), TL_ZERO)
+        if table == NULL:
+            raise MemoryError()
+        self._drop_old()  # what is left of the one before (little, if anything)
+        self.growing = True
+        self.old = self.table
+        self.omask = self.tmask
+        self.ocursor = 0
+        self.table = table
+        self.tmask = cap - 1
+        self.tlimit = cap * 7 // 10
+        self._migrate(self.ostep)
+        return 0
 
     @cython.final
     cdef int _rehash(self, size_t need) except -1:
-        """Rehash into the smallest table that holds ``need`` keys (at least
-        the live ones) within the load limit."""
-        cdef size_t cap = 8, mask, i, slot
+        """Rebuild, in one step, the smallest table that holds ``need`` keys
+        (at least the live ones) within the load limit, ending any migration:
+        O(n + slots / 64).  Only for a bulk load at least as large as the
+        map, so that the work is proportional to the load."""
+        cdef size_t cap = 8, mask, i, slot, w
+        cdef uint64_t bits
         cdef uint32_t *table
         cdef const uint8_t *arena = self.arena
         cdef size_t K = self.K, S = self.S
@@ -370,17 +560,21 @@ cdef class SortedMap:
             if cap > (<size_t>1 << 40):
                 raise MemoryError()
             cap *= 2
-        table = <uint32_t *>tl_alloc(cap * sizeof(uint32_t), 1)
+        table = <uint32_t *>tl_alloc(cap * sizeof(uint32_t), TL_ZERO | TL_HUGE)
         if table == NULL:
             raise MemoryError()
         mask = cap - 1
-        for slot in range(self.nslots):
-            if (self.live[slot >> 6] >> (slot & 63)) & 1:
+        for w in range((self.nslots + 63) >> 6):
+            bits = self.live[w]
+            while bits:
+                slot = (w << 6) + tl_ctz64(bits)
+                bits &= bits - 1
                 i = <size_t>tl_hash(arena + slot * S, K, _SEED) & mask
                 while table[i]:
                     i = (i + 1) & mask
                 table[i] = <uint32_t>(slot + 1)
         tl_free(self.table, (self.tmask + 1) * sizeof(uint32_t))
+        self._drop_old()
         self.table = table
         self.tmask = mask
         self.tlimit = cap * 7 // 10
@@ -421,10 +615,11 @@ cdef class SortedMap:
         if self.S and cap > (<size_t>-1) // self.S:
             raise MemoryError()
         words = (cap + 63) >> 6
-        live = <uint64_t *>tl_realloc(self.live, old_words * 8, words * 8)
+        # both grow in place or by mremap (large blocks): no copy, and the
+        # bitmap's new words come zeroed without being touched
+        live = <uint64_t *>tl_realloc0(self.live, old_words * 8, words * 8)
         if live == NULL:
             raise MemoryError()
-        memset(live + old_words, 0, (words - old_words) * 8)
         self.live = live
         self.livewords = words
         if self.S:
@@ -447,11 +642,20 @@ cdef class SortedMap:
         """Set ``key`` (of hash ``h``) to ``value``; the previous value (if
         ``want_old``) or None."""
         cdef bint found
-        cdef size_t pos = self._probe(key, h, &found), slot, last
+        cdef size_t pos, opos, slot = _NOPOS, last
         cdef uint8_t *p
         cdef object old = None
+        if self.growing:
+            self._step(h)
+        pos = self._probe(key, h, &found)
         if found:
-            p = self.arena + <size_t>(self.table[pos] - 1) * self.S + self.K
+            slot = self.table[pos] - 1
+        elif self.old != NULL:
+            opos = self._probe_old(key, h)
+            if opos != _NOPOS:
+                slot = self.old[opos] - 1
+        if slot != _NOPOS:
+            p = self.arena + slot * self.S + self.K
             if want_old:
                 old = _steal(_new_bytes(<const char *>p, self.V))
             memcpy(p, value, self.V)
@@ -459,9 +663,10 @@ cdef class SortedMap:
             return old
         if self.K == 0:
             raise RuntimeError("SortedMap.__init__ was not called")
-        # every allocation first, so that a MemoryError changes nothing
+        # every allocation first, so that a MemoryError changes nothing (a
+        # growth that has begun changes no key)
         if self.n + 1 > self.tlimit:
-            self._rehash(self.n + 1)
+            self._grow()
             pos = self._probe(key, h, &found)
         if self.freelist.n == 0 and self.nslots == self.slotcap:
             self._grow_arena()
@@ -492,16 +697,28 @@ cdef class SortedMap:
         """Remove ``key`` (of hash ``h``); its value (if ``want_old``, else
         True) or None."""
         cdef bint found
-        cdef size_t pos = self._probe(key, h, &found), slot
+        cdef size_t pos, opos = _NOPOS, slot
         cdef object old = True
-        if not found:
+        if self.growing:
+            self._step(h)
+        pos = self._probe(key, h, &found)
+        if found:
+            slot = self.table[pos] - 1
+        elif self.old != NULL:
+            opos = self._probe_old(key, h)
+            if opos == _NOPOS:
+                return None
+            slot = self.old[opos] - 1
+        else:
             return None
-        slot = self.table[pos] - 1
         _ids_reserve(&self.zombies, self.zombies.n + 1)
         if want_old:
             old = _steal(_new_bytes(<const char *>(self.arena + slot * self.S + self.K),
                                     self.V))
-        self._table_remove(pos)
+        if found:
+            self._table_remove(pos)
+        else:  # still in the previous table: a tombstone keeps its runs intact
+            self.old[opos] = _TOMB
         self.live[slot >> 6] &= ~((<uint64_t>1) << (slot & 63))
         self.zombies.p[self.zombies.n] = <uint32_t>slot
         self.zombies.n += 1
@@ -720,8 +937,8 @@ cdef class SortedMap:
 
     @cython.final
     cdef inline size_t _lookup(self, object key) noexcept:
-        """``key``'s table position, or _NOPOS (also for a key that is not
-        bytes-like or not K bytes long)."""
+        """``key``'s slot, or _NOPOS (also for a key that is not bytes-like
+        or not K bytes long)."""
         if PyBytes_Check(key):
             if <size_t>PyBytes_GET_SIZE(key) != self.K:
                 return _NOPOS
@@ -740,10 +957,8 @@ cdef class SortedMap:
         return self._find(<const uint8_t *>PyBytes_AS_STRING(key))
 
     @cython.final
-    cdef inline object _value_at(self, size_t pos):
-        return _steal(_new_bytes(
-            <const char *>(self.arena + <size_t>(self.table[pos] - 1) * self.S + self.K),
-            self.V))
+    cdef inline object _value_at(self, size_t slot):
+        return _steal(_new_bytes(<const char *>(self.arena + slot * self.S + self.K), self.V))
 
     def __contains__(self, key):
         if self.dead is not None:
@@ -754,22 +969,22 @@ cdef class SortedMap:
     def get(self, key):
         """The value of ``key``, or None (also for a key that is not
         bytes-like or not ``key_size`` bytes long)."""
-        cdef size_t pos
+        cdef size_t slot
         if self.dead is not None:
             self._raise_dead()
-        pos = self._lookup(key)
-        if pos == _NOPOS:
+        slot = self._lookup(key)
+        if slot == _NOPOS:
             return None
-        return self._value_at(pos)
+        return self._value_at(slot)
 
     def __getitem__(self, key):
-        cdef size_t pos
+        cdef size_t slot
         if self.dead is not None:
             self._raise_dead()
-        pos = self._lookup(key)
-        if pos == _NOPOS:
+        slot = self._lookup(key)
+        if slot == _NOPOS:
             raise KeyError(key)
-        return self._value_at(pos)
+        return self._value_at(slot)
 
     def set(self, key, value):
         """Set ``key`` to ``value``; return the previous value or None.
@@ -828,8 +1043,11 @@ cdef class SortedMap:
             count = total // rsize
             p = <const uint8_t *>view.buf
             presized = False
-            if self.n + count > self.tlimit:
-                # one rehash instead of many; undone below if the records
+            if self.n + count > self.tlimit and self.n <= count:
+                # one rehash instead of many, when the map is no larger than
+                # the load (so that the rehash, O(n), costs what applying
+                # the records does; a smaller load grows incrementally, each
+                # record paying its share); undone below if the records
                 # were mostly overwrites or deletes
                 try:
                     self._rehash(self.n + count)
@@ -838,7 +1056,10 @@ cdef class SortedMap:
                     pass
             # Memory latency dominates a large load: the hashes run _RING
             # records ahead, so that the table entry and then the slot it
-            # names are fetched while earlier records are applied.
+            # names are fetched while earlier records are applied (and the
+            # previous table's entry, while the table grows; a growth
+            # during the load changes the table under the ring, which
+            # costs only useless prefetches).
             for i in range(count if count < _RING else _RING):
                 ring[i] = tl_hash(p + i * rsize + 5, K, _SEED)
                 TL_PREFETCH(self.table + (<size_t>ring[i] & self.tmask))
@@ -848,6 +1069,8 @@ cdef class SortedMap:
                 if j < count:
                     ring[j % _RING] = tl_hash(p + j * rsize + 5, K, _SEED)
                     TL_PREFETCH(self.table + (<size_t>ring[j % _RING] & self.tmask))
+                    if self.old != NULL:
+                        TL_PREFETCH(self.old + (<size_t>ring[j % _RING] & self.omask))
                 j = i + _RING // 2
                 if j < count:
                     e = self.table[<size_t>ring[j % _RING] & self.tmask]
@@ -900,9 +1123,42 @@ cdef class SortedMap:
             it.step = 1
         return it
 
+    @property
+    def _migrating(self):
+        """Whether the table is growing (the previous one still in use); for tests."""
+        return self.old != NULL
+
+    def _set_migration_step(self, positions):
+        """Migrate ``positions`` (at least 2) positions of a growing table per
+        change from now on, instead of _MIGRATE; for tests, which make
+        growth span many changes.  Call it before the table first grows."""
+        if positions < 2:
+            raise ValueError("a migration step of at least 2 positions")
+        self.ostep = positions
+
+    def _where(self, key):
+        """Where the table holds ``key`` (``bytes`` of key_size): None, or
+        (which, position, home, size) with which 0 for the table and 1 for
+        the previous one while it is migrated; for tests."""
+        cdef uint64_t h
+        cdef bint found
+        cdef size_t pos
+        self._alive()
+        key = _coerce(key, self.K, "key")
+        h = tl_hash(<const uint8_t *>PyBytes_AS_STRING(key), self.K, _SEED)
+        pos = self._probe(<const uint8_t *>PyBytes_AS_STRING(key), h, &found)
+        if found:
+            return (0, pos, <size_t>h & self.tmask, self.tmask + 1)
+        if self.old != NULL:
+            pos = self._probe_old(<const uint8_t *>PyBytes_AS_STRING(key), h)
+            if pos != _NOPOS:
+                return (1, pos, <size_t>h & self.omask, self.omask + 1)
+        return None
+
     def _check(self):
         """Verify the invariants (after bringing the index up to date); for tests."""
         cdef size_t i, j, slot, home, mask, live = 0, entries = 0, K = self.K, S = self.S
+        cdef size_t omask = self.omask, left
         cdef uint32_t e
         self._alive()
         self._merge()
@@ -916,8 +1172,7 @@ cdef class SortedMap:
                 if slot >= self.nslots:
                     raise AssertionError(f"slot {slot} live beyond the handed-out slots")
                 live += 1
-                i = self._find(self.arena + slot * S)
-                if i == _NOPOS or self.table[i] != slot + 1:
+                if self._find(self.arena + slot * S) != slot:
                     raise AssertionError(f"live slot {slot} not found by its key")
         if live != self.n:
             raise AssertionError(f"{live} live slots for {self.n} keys")
@@ -925,6 +1180,8 @@ cdef class SortedMap:
             e = self.table[i]
             if e == 0:
                 continue
+            if e == _TOMB:
+                raise AssertionError(f"tombstone at table position {i}")
             entries += 1
             slot = e - 1
             if slot >= self.nslots or not self._is_live(slot):
@@ -935,6 +1192,38 @@ cdef class SortedMap:
                 if self.table[j] == 0:
                     raise AssertionError(f"table entry {i} unreachable from {home}")
                 j = (j + 1) & mask
+        if self.growing != (self.old != NULL or self.spent != NULL):
+            raise AssertionError("growth flag out of step")
+        if self.old != NULL:
+            # the previous table: keys only at positions not yet migrated,
+            # each reachable from its home through occupied positions
+            if self.ocursor > omask or self.ostep < 2 or 2 * (omask + 1) != mask + 1:
+                raise AssertionError("migration state out of bounds")
+            # _grow's bound: the changes left before the next growth (at
+            # least one per key added) migrate every position left
+            left = omask + 1 - self.ocursor
+            if left > self.ostep * (self.tlimit - self.n + 1):
+                raise AssertionError(
+                    f"{left} positions to migrate in {self.tlimit - self.n + 1} changes")
+            for i in range(omask + 1):
+                e = self.old[i]
+                if e == 0 or e == _TOMB:
+                    continue
+                if i < self.ocursor:
+                    raise AssertionError(f"migrated position {i} still holds a key")
+                entries += 1
+                slot = e - 1
+                if slot >= self.nslots or not self._is_live(slot):
+                    raise AssertionError(f"previous table's entry {i} names dead slot {slot}")
+                home = <size_t>tl_hash(self.arena + slot * S, K, _SEED) & omask
+                j = home
+                while j != i:
+                    if self.old[j] == 0:
+                        raise AssertionError(
+                            f"previous table's entry {i} unreachable from {home}")
+                    j = (j + 1) & omask
+        # every live slot is found by its key and every entry names a live
+        # slot, so n entries in all means that no key is in both tables
         if entries != self.n:
             raise AssertionError(f"{entries} table entries for {self.n} keys")
         if self.order.n != self.n:
@@ -1183,13 +1472,11 @@ cdef class StoreCore:
         cdef SortedMap m = self._map
         cdef const uint8_t *kp
         cdef uint64_t h
-        cdef bint found
         if (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == m.K
                 and self._fast_room()):
             kp = <const uint8_t *>PyBytes_AS_STRING(key)
             h = tl_hash(kp, m.K, _SEED)
-            m._probe(kp, h, &found)
-            if not found:
+            if m._find_h(kp, h) == _NOPOS:
                 return None  # nothing to remove, nothing to log
             self._append_frame(kp, NULL)
             try:
@@ -1216,20 +1503,20 @@ cdef class StoreCore:
 
     def __getitem__(self, key):
         cdef SortedMap m = self._open_map()
-        cdef size_t pos = m._lookup(key)
-        if pos == _NOPOS:
+        cdef size_t slot = m._lookup(key)
+        if slot == _NOPOS:
             _coerce(key, m.K, "key")  # raises for a key of the wrong type or size
             raise KeyError(key)
-        return m._value_at(pos)
+        return m._value_at(slot)
 
     def get(self, key, default=None):
         """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
         cdef SortedMap m = self._open_map()
-        cdef size_t pos = m._lookup(key)
-        if pos == _NOPOS:
+        cdef size_t slot = m._lookup(key)
+        if slot == _NOPOS:
             _coerce(key, m.K, "key")
             return default
-        return m._value_at(pos)
+        return m._value_at(slot)
 
     def __contains__(self, key):
         cdef SortedMap m = self._open_map()
