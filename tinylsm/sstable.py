@@ -75,7 +75,9 @@ def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTab
 
     The verdicts of ``TableReader``, with every record in the scan.
     """
-    reader = TableReader(files, path, key_size, value_size)
+    # a big chunk: few calls into zstd, each of which takes the GIL back
+    # from a busy writer (see WRITE_CHUNK)
+    reader = TableReader(files, path, key_size, value_size, WRITE_CHUNK)
     records = b"".join(reader)
     assert reader.scan is not None
     return reader.scan._replace(records=records), reader.nbytes
@@ -201,12 +203,14 @@ class TableReader:
             self._read = 0
             # an explicit write_size: the default fails (MemoryError) when
             # a call is given a few bytes (python-zstandard 0.25)
-            dobj = zstandard.ZstdDecompressor().decompressobj(
-                read_across_frames=True,
-                write_size=zstandard.DECOMPRESSION_RECOMMENDED_OUTPUT_SIZE)
-            head = b""
             target = max(1, step // 4)  # payload bytes per call (a zstd block
             # holds up to 128 KiB, so a call may return that much anyway)
+            # Output buffers of a call's whole target: python-zstandard takes
+            # the GIL back after each buffer, a wait beside a busy writer.
+            dobj = zstandard.ZstdDecompressor().decompressobj(
+                read_across_frames=True,
+                write_size=max(zstandard.DECOMPRESSION_RECOMMENDED_OUTPUT_SIZE, target))
+            head = b""
             feed = min(target, 1024)  # compressed bytes per call, adapted to the ratio
             for off in range(0, size, step):
                 want = min(step, size - off)
@@ -272,8 +276,14 @@ def _streamed(data: bytes) -> bool:
     return params.content_size == zstandard.CONTENTSIZE_UNKNOWN
 
 
-#: Uncompressed bytes handed to zstd, and compressed bytes written, at a time.
-WRITE_CHUNK = 1 << 20
+#: Uncompressed bytes handed to zstd, and compressed bytes written, at a
+#: time; also the chunk of ``read``.  Each call into zstd releases the GIL
+#: and must take it back, which beside a thread running Python waits up to
+#: ``sys.getswitchinterval()`` (5 ms): python-zstandard's default pieces (a
+#: zstd block, 128 KiB) made writing and reading a table 5 to 20 times
+#: slower beside a busy writer than alone.  8 MiB pieces make it a few calls
+#: per table, and hold at most one piece beyond the records.
+WRITE_CHUNK = 8 << 20
 
 
 def write(
@@ -296,15 +306,15 @@ def write(
     """
     header = codec.sstable_header(records, key_size, value_size)
     view = memoryview(records).cast("B")
-    comp = zstandard.ZstdCompressor(level=level).compressobj(size=len(header) + len(view))
+    chunker = zstandard.ZstdCompressor(level=level).chunker(
+        size=len(header) + len(view), chunk_size=WRITE_CHUNK)
     tmp = os.path.join(directory, sstable_tmp_name(sst_id))
     fd = files.create(tmp)
     try:
         written = 0
         pieces = [header] + [view[i:i + WRITE_CHUNK] for i in range(0, len(view), WRITE_CHUNK)]
         for piece in pieces + [None]:
-            out = comp.flush() if piece is None else comp.compress(piece)
-            if out:
+            for out in (chunker.finish() if piece is None else chunker.compress(piece)):
                 files.pwrite(fd, out, written)
                 written += len(out)
         files.fsync(fd)
