@@ -72,9 +72,10 @@ class Progress:
 
 
 #: Points of a log rollover (``_rollover.Rollover``) where an ``("H", point,
-#: ops)`` op runs ``ops``: after its table is written, after its catch-up copy
-#: (just before the switch).
-HOOKS = {"table": "_write_table", "copied": "_catch_up"}
+#: ops)`` op runs ``ops``: after its table is written, after its catch-up copy,
+#: and once the switch holds appends in the buffer (writes only there: a
+#: flush waits for the switch, which this very thread runs).
+HOOKS = {"table": "_write_table", "copied": "_catch_up", "held": "_hold"}
 
 
 def hook(db, point: str, ops: Sequence[Op], do) -> None:
@@ -84,11 +85,12 @@ def hook(db, point: str, ops: Sequence[Op], do) -> None:
     name = HOOKS[point]
     step = getattr(rollover, name)
 
-    def hooked(job) -> None:
-        step(job)
+    def hooked(job, *args):
+        got = step(job, *args)
         delattr(rollover, name)  # once
         for op in ops:
             do(op)
+        return got
 
     setattr(rollover, name, hooked)
 
@@ -305,8 +307,11 @@ def test_crash_during_a_rollover_with_writes_and_flushes_between_its_steps(
     logged = next(op[1] for op in log_ops if op[0] == "I")  # durable in the log
     between_table = make_ops(13, 5, k, v, keys=10, flush_every=3)  # ends unflushed
     between_copy = [("R", key(1, k)), ("F",), ("I", key(2, k), b"\x07" * v)]
+    while_held = [("I", key(7, k), b"\x0b" * v), ("R", key(30, k)),
+                  ("B", [(key(8, k), b"\x0c" * v), (key(2, k), None)])]
     unsynced = [("I", logged, b"\x05" * v), ("I", key(30, k), b"\x06" * v)]
-    ops = [("H", "table", between_table), ("H", "copied", between_copy), *unsynced,
+    ops = [("H", "table", between_table), ("H", "copied", between_copy),
+           ("H", "held", while_held), *unsynced,
            ("I", key(3, k), b"\x09" * v),  # over the limit: rolls over first
            ("I", key(4, k), b"\x0a" * v), ("F",)]
     # the limit is passed by the unsynced changes: the rollover must make

@@ -34,6 +34,8 @@ class LogWriter:
         self.bufsize = bufsize
         self.buf = bytearray()
         self.broken: Optional[BaseException] = None
+        #: A rollover is switching files: appends stay in the buffer.
+        self.held = False
         #: Bytes handed to the OS since opening.
         self.written = 0
         #: Bumped each time a rollover switches to a new file (``switch``).
@@ -78,7 +80,7 @@ class LogWriter:
         """
         if self.broken is not None:
             self.check()
-        if len(self.buf) + len(data) <= self.bufsize:
+        if len(self.buf) + len(data) <= self.bufsize or self.held:
             self.buf += data
             return
         self.write_out()
@@ -87,8 +89,24 @@ class LogWriter:
         else:
             self._write(data)
 
+    def hold(self) -> None:
+        """(Store lock held, buffer written out) Keep appends in the buffer
+        until ``switch`` or ``release``: a rollover is moving the log."""
+        if self.buf:
+            raise AssertionError("hold with buffered data")
+        self.held = True
+
+    def release(self) -> None:
+        """(Store lock held) End a hold without a switch: the held appends
+        go to the file that is still the log."""
+        self.held = False
+        self.write_out()
+
     def write_out(self) -> None:
-        """Hand the buffer to the OS (no fsync)."""
+        """Hand the buffer to the OS (no fsync); nothing while held (the
+        caller waits for the hold to end if it needs the bytes out)."""
+        if self.held:
+            return
         if self.buf:
             self._write(self.buf)
             # emptied in place: the store's compiled fast path appends to
@@ -235,11 +253,14 @@ class LogWriter:
         next fsync; raises if the log broke."""
         with self._mutex:
             while True:
-                if self.epoch != epoch or self.synced >= target:
+                if self.epoch == epoch and self.synced >= target:
                     return True
-                # a broken log is reported even once closed: its close did
-                # not make the bytes durable
+                # a broken log is reported even once closed (its close did
+                # not make the bytes durable), or switched (a failed switch
+                # breaks it first)
                 self.check()
+                if self.epoch != epoch:  # a rollover's switch made them durable
+                    return True
                 if self.fd < 0:  # closed: close() synced what was taken
                     return True
                 if not (self._syncing or self._gathering):
@@ -274,22 +295,23 @@ class LogWriter:
         while self._syncing:
             self._wait()
 
-    def switch(self, fd: int, size: int) -> None:
+    def switch(self, fd: int, size: int, durable: bool = True) -> None:
         """Write to ``fd`` from now on: a rollover renamed it over the log,
         holding the log's last ``size`` bytes, fsynced along with the rename.
 
-        Called with the store lock held and the buffer written out.  Every
-        byte taken so far is durable now, so every flush waiting on the
-        old descriptor may return; the old descriptor is closed once no
-        fsync works on it.
+        Called with the store lock held; the buffer holds what was appended
+        since ``hold`` (it goes to ``fd`` next).  Every byte written out
+        before is durable now, so every flush waiting on the old descriptor
+        may return; the old descriptor is closed once no fsync works on it.
+        Not ``durable`` (the rename's directory fsync failed, and the log is
+        broken): nothing counts as durable, and waiting flushes raise.
         """
-        if self.buf:
-            raise AssertionError("switch with buffered data")
+        self.held = False
         with self._mutex:
             old, self.fd = self.fd, fd
             self.size = size
             self.epoch += 1
-            self.synced = size
+            self.synced = size if durable else 0
             self._retired.append(old)
             if not self._syncing:
                 self._close_retired()

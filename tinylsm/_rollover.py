@@ -8,12 +8,15 @@ When the log passes ``max_log_length``, a background thread
    rename, directory fsync), then hands it to the compactor (no lock);
 3. copies ``log[M:]`` to ``tinylsm.log-from-M`` in rounds and fsyncs it,
    until little is left (no lock);
-4. holding the store lock: writes the buffer out to the log, copies the
-   rest, fsyncs the copy, renames it over ``log``, fsyncs the directory and
-   switches the writer to it.
+4. writes the buffer out to the log and from then on holds appends in the
+   buffer (store lock held, briefly); copies the rest, fsyncs the copy,
+   renames it over ``log`` and fsyncs the directory (no lock); then
+   switches the writer to the copy, where the held appends go next (lock
+   held, briefly).
 
-Writers append to the log all along; only step 4 holds them, for the last
-small copy and two fsyncs.  If they outrun the thread (the log reaches twice
+Writers append all along: during step 4 into the buffer only, which may
+then grow past ``log_bufwriter_size`` (up to ``HOLD_BYTES``, after which
+appends wait); a ``flush()`` in step 4 waits for its end.  If they outrun the thread (the log reaches twice
 the limit while a rollover is due), they wait for step 4: a write stall,
 counted in ``Stats``.  The directory keeps the Rust crate's shape at every
 instant: one log named ``log``, sstables named as always.
@@ -33,14 +36,16 @@ Why every crash state recovers the map of an uninterrupted run:
   still give the map as of ``log[0:M]``.
 * N is durable (renamed, directory fsynced) before step 3 starts, so by the
   time the copy can become ``log``, the new log needs only ``log[M:]``.
-* The copy is fsynced before the rename, and nothing is appended between
-  the rename and the directory fsync (the store lock is held), so whichever
-  entry a power cut leaves, ``log`` holds every byte a ``flush()`` has
+* The copy is fsynced before the rename, and nothing is written to any
+  file between the old log's end being frozen and the directory fsync
+  (appends are held in memory, and a flush waits), so whichever entry a
+  power cut leaves, ``log`` holds every byte a ``flush()`` has
   acknowledged: the old file had them fsynced, and so has the copy.
 * A flush acknowledged before step 4 fsynced the old file, and its bytes
   are in the copy; a flush waiting across the switch returns once the
   switch is done (``LogWriter.switch``), which is after the directory
-  fsync; a later flush fsyncs the new file.
+  fsync; a flush called during step 4 waits for its end, then writes the
+  held appends to the new file and fsyncs it.
 * A copy left by a crash before its rename is provably redundant only if
   it equals ``log[M:M+len]`` byte for byte: recovery then deletes it;
   otherwise (a power cut can leave the copy holding bytes the old log lost,
@@ -75,6 +80,9 @@ CATCH_UP_ROUNDS = 4
 #: Bytes copied per read and write in steps 3 and 4, and compared per read
 #: by ``settle_copies``.
 COPY_CHUNK = 4 << 20
+#: Bytes the buffer may hold while step 4 holds appends in it; an append
+#: past that waits for the switch (a write stall).
+HOLD_BYTES = 8 << 20
 #: Log bytes read, checked and sorted into one run at a time by step 2:
 #: larger than recovery's chunks, since each chunk costs this thread a GIL
 #: hand-off from a busy writer (up to ``sys.getswitchinterval()``).
@@ -142,6 +150,23 @@ class Rollover(Worker):
         the rollover trigger, or once one is due, the stall point."""
         limit = self.config.max_log_length
         return 2 * limit if self._due and self.running else limit
+
+    def fast_cap(self, log_writer: LogWriter) -> int:
+        """How far the buffer may grow before a write takes the slow path."""
+        if log_writer.held:
+            return HOLD_BYTES
+        return min(log_writer.bufsize, self.limit - log_writer.size)
+
+    def wait_switched(self, appending: bool) -> None:
+        """(Store lock held, released while waiting) Wait until step 4 no
+        longer holds appends; counted as a stall for an append."""
+        start = time.monotonic()
+        with self._switched:
+            while self.log.held:
+                self._switched.wait(0.1)
+        if appending:
+            self.stalls += 1
+            self.stall_seconds += time.monotonic() - start
 
     def note_length(self, length: int, stall: bool = True) -> None:
         """The log is ``length`` bytes long: ask for a rollover if it is over
@@ -332,30 +357,52 @@ class Rollover(Worker):
             self.written_bytes += n
 
     def _switch(self, job: _Job) -> None:
-        """Step 4, under the store lock."""
+        """Step 4.  The store lock is held only to freeze the old log's end
+        (``_hold``) and to move the writer to the copy; the last copy, its
+        fsync, the rename and the directory fsync run without it, while
+        writers append to the buffer, which is not written out meanwhile
+        (``LogWriter.hold``)."""
         files = self.files
-        with self.exclusive():
-            self._safe_point()
+        exclusive = self.exclusive()  # holds the store: no collection mid-switch
+        end = self._hold(job, exclusive)
+        renamed = False
+        try:
+            self._copy(job, end)
+            files.fsync(job.copy_fd)
+            files.rename(job.copy_path, self.log.path)
+            renamed = True
+            files.fsync_dir(self.path)
+        except BaseException as exc:
+            with exclusive:
+                if renamed:
+                    # ``log`` is the copy now, but its entry may not survive
+                    # a power cut: nothing written to it can be acknowledged
+                    self.log.broken = exc
+                    self._move(job, durable=False)
+                else:
+                    self.log.release()  # the old file is still the log
+            raise
+        with exclusive:
+            self._move(job)
+            self.rollovers += 1
+
+    def _hold(self, job: _Job, exclusive: ContextManager[None]) -> int:
+        """Step 4's start, under the store lock: write the buffer out, and
+        hold further appends in it; return the old log's end."""
+        with exclusive:
+            self._safe_point()  # the last one: from here on the switch finishes
             log_writer = self.log
             log_writer.check()
             log_writer.write_out()
-            self._copy(job, log_writer.size)
-            files.fsync(job.copy_fd)
-            files.rename(job.copy_path, log_writer.path)
-            fd, job.copy_fd = job.copy_fd, -1
-            self._job = None
-            try:
-                files.fsync_dir(self.path)
-            except BaseException as exc:
-                # ``log`` is the copy now, but its entry may not survive a
-                # power cut: nothing written to it can be acknowledged
-                log_writer.broken = exc
-                raise
-            finally:
-                # either way the writer must follow the name: the old file
-                # is no longer the log
-                log_writer.switch(fd, job.copied)
-            self.rollovers += 1
+            log_writer.hold()
+            return log_writer.size
+
+    def _move(self, job: _Job, durable: bool = True) -> None:
+        """(Store lock held) The writer follows the name to the copy, with
+        the appends held meanwhile still in its buffer."""
+        fd, job.copy_fd = job.copy_fd, -1
+        self._job = None
+        self.log.switch(fd, job.copied, durable)
 
     def _discard_copy(self, job: _Job) -> None:
         if job.copy_fd >= 0:

@@ -14,7 +14,7 @@ from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, releas
 from ._views import Items, Keys, Values
 from ._backend import codec, maps
 from ._compactor import Compactor
-from ._rollover import Rollover
+from ._rollover import HOLD_BYTES, Rollover
 from ._worker import Stopped
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
@@ -248,7 +248,7 @@ class Lsm(maps.StoreCore, MutableMapping):
                 or log_writer.broken is not None):
             self._set_fast_cap(-1)
         else:
-            self._set_fast_cap(min(log_writer.bufsize, rollover.limit - log_writer.size))
+            self._set_fast_cap(rollover.fast_cap(log_writer))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -269,6 +269,13 @@ class Lsm(maps.StoreCore, MutableMapping):
             # an append may wait (a write stall); a flush never does
             self._rollover.note_length(log_writer.length, stall=appending)
             if self._closed:  # closed while it waited
+                self._check_open()
+        if log_writer.held and (not appending or len(log_writer.buf) >= HOLD_BYTES):
+            # a rollover is switching files: a flush needs it done, and the
+            # buffer holding the appends meanwhile has a bound
+            assert self._rollover is not None  # set while open
+            self._rollover.wait_switched(appending)
+            if self._closed:
                 self._check_open()
         return log_writer
 
