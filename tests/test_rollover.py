@@ -125,7 +125,9 @@ def test_writers_stall_at_twice_the_limit_and_the_stall_is_counted(tmp_path):
     st = db.stats()
     assert st.write_stalls >= 1 and st.write_stall_seconds >= 0.2, st
     assert st.rollovers >= 1
-    assert max(lengths) <= 2 * limit + FRAME, (max(lengths), stuck_at)
+    # while the rollover could not finish, the log stayed within twice the
+    # limit (during its switch, appends are held in the buffer instead)
+    assert max(lengths[:stuck_at]) <= 2 * limit + FRAME, (max(lengths), stuck_at)
     assert dict(db) == {key(i): key(i) for i in range(200)}
     db.close()
 
