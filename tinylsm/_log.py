@@ -97,10 +97,19 @@ class LogWriter:
         self.held = True
 
     def release(self) -> None:
-        """(Store lock held) End a hold without a switch: the held appends
-        go to the file that is still the log."""
+        """(Store lock held) End a hold: the held appends go to the log."""
         self.held = False
         self.write_out()
+
+    def drain(self, limit: int) -> bool:
+        """(Store lock held) Write out at most ``limit`` bytes from the front
+        of the buffer, held or not; True once it holds no more than a
+        buffer's worth (``release`` may then end the hold)."""
+        n = min(limit, len(self.buf) - self.bufsize)
+        if n > 0:
+            self._write(bytes(self.buf[:n]))
+            del self.buf[:n]
+        return len(self.buf) <= self.bufsize
 
     def write_out(self) -> None:
         """Hand the buffer to the OS (no fsync); nothing while held (the
@@ -290,6 +299,15 @@ class LogWriter:
         while self._retired:
             self.files.close(self._retired.pop())
 
+    def close_retired(self) -> None:
+        """(No store lock held) Close the descriptors ``switch`` replaced,
+        once no fsync works on them."""
+        with self._mutex:
+            self._idle()
+            retired, self._retired = self._retired, []
+        for fd in retired:
+            self.files.close(fd)
+
     def _idle(self) -> None:
         """Wait (holding ``_mutex``) until no fsync is under way."""
         while self._syncing:
@@ -300,21 +318,21 @@ class LogWriter:
         holding the log's last ``size`` bytes, fsynced along with the rename.
 
         Called with the store lock held; the buffer holds what was appended
-        since ``hold`` (it goes to ``fd`` next).  Every byte written out
+        since ``hold`` (it goes to ``fd`` next, and stays held until
+        ``release``).  Every byte written out
         before is durable now, so every flush waiting on the old descriptor
         may return; the old descriptor is closed once no fsync works on it.
         Not ``durable`` (the rename's directory fsync failed, and the log is
         broken): nothing counts as durable, and waiting flushes raise.
         """
-        self.held = False
         with self._mutex:
             old, self.fd = self.fd, fd
             self.size = size
             self.epoch += 1
             self.synced = size if durable else 0
+            # closed by close_retired, outside the store lock: closing the
+            # last descriptor of a big unlinked file frees it, tens of ms
             self._retired.append(old)
-            if not self._syncing:
-                self._close_retired()
             if self._waiters:
                 self._sync_cv.notify_all()
 

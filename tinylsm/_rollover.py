@@ -83,6 +83,8 @@ COPY_CHUNK = 4 << 20
 #: Bytes the buffer may hold while step 4 holds appends in it; an append
 #: past that waits for the switch (a write stall).
 HOLD_BYTES = 8 << 20
+#: Held bytes written out per lock holding once the switch is done.
+DRAIN_BYTES = 256 * 1024
 #: Log bytes read, checked and sorted into one run at a time by step 2:
 #: larger than recovery's chunks, since each chunk costs this thread a GIL
 #: hand-off from a busy writer (up to ``sys.getswitchinterval()``).
@@ -379,12 +381,26 @@ class Rollover(Worker):
                     # a power cut: nothing written to it can be acknowledged
                     self.log.broken = exc
                     self._move(job, durable=False)
-                else:
-                    self.log.release()  # the old file is still the log
+                self.log.held = False
+            self.log.close_retired()
             raise
         with exclusive:
             self._move(job)
             self.rollovers += 1
+        self.log.close_retired()
+        # The appends held meanwhile go to the new log a piece at a time,
+        # each under the lock: written out at once by the next writer, a few
+        # MiB into fresh page cache could hold it for tens of milliseconds.
+        try:
+            while True:
+                with exclusive:
+                    if self.log.drain(DRAIN_BYTES):
+                        self.log.release()
+                        break
+        except BaseException:
+            with exclusive:
+                self.log.held = False
+            raise
 
     def _hold(self, job: _Job, exclusive: ContextManager[None]) -> int:
         """Step 4's start, under the store lock: write the buffer out, and
