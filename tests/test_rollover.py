@@ -283,7 +283,7 @@ def test_a_leftover_copy_is_deleted_only_if_the_log_holds_its_bytes(tmp_path, sa
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("seed", range(32))
 def test_threads_flushing_across_rollovers_lose_nothing_acknowledged(tmp_path, seed):
     """Writers and flushers on several threads, the rollover thread switching
     the log under them, until the "process dies" at a random file operation:
