@@ -11,14 +11,14 @@ When the log passes ``max_log_length``, a background thread
 4. writes the buffer out to the log and from then on holds appends in the
    buffer (store lock held, briefly); copies the rest, fsyncs the copy,
    renames it over ``log`` and fsyncs the directory (no lock); then
-   switches the writer to the copy, where the held appends go next (lock
-   held, briefly).
+   switches the writer to the copy (lock held, briefly) and drains the
+   held appends to it, a piece per lock holding.
 
 Writers append all along: during step 4 into the buffer only, which may
 then grow past ``log_bufwriter_size`` (up to ``HOLD_BYTES``, after which
-appends wait); a ``flush()`` in step 4 waits for its end.  If they outrun the thread (the log reaches twice
-the limit while a rollover is due), they wait for step 4: a write stall,
-counted in ``Stats``.  The directory keeps the Rust crate's shape at every
+appends wait); a ``flush()`` in step 4 waits for its end.  If writers
+outrun the thread (the log reaches twice the limit while a rollover is
+due), appends wait for the rollover: a write stall, counted in ``Stats``.  The directory keeps the Rust crate's shape at every
 instant: one log named ``log``, sstables named as always.
 
 Why every crash state recovers the map of an uninterrupted run:
