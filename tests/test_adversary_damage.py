@@ -477,3 +477,23 @@ def test_kill_during_first_open_leaves_no_store_or_a_complete_one(tmp_path, reco
                 assert db[key(1)] == val(1)
     assert points >= 5
     report(record_property, "first_open_crash_points", points)
+
+
+@pytest.mark.parametrize("kind", sorted(ODD))
+def test_odd_leftover_rollover_copy_is_an_error_naming_it(tmp_path, kind):
+    """A ``tinylsm.log-from-M`` that is not a regular file: a writer's open
+    refuses naming it (recovery compares a leftover copy with the log before
+    it removes one), a reader ignores it (it reads only the log), and
+    neither changes anything."""
+    path = tmp_path / "db"
+    make_store(path, n=5, flushed_sstables=False)
+    target = path / "tinylsm.log-from-0"
+    ODD[kind](target)
+    before = snapshot(path)
+    exc = _open_in_thread(path)
+    assert isinstance(exc, (tinylsm.CorruptionError, OSError)), repr(exc)
+    assert str(target) in str(exc), f"{exc!r} does not name {target}"
+    assert snapshot(path) == before
+    with tinylsm.open(path, readonly=True) as db:
+        assert len(db) == 5
+    assert snapshot(path) == before
