@@ -162,13 +162,7 @@ class Rollover(Worker):
     def wait_switched(self, appending: bool) -> None:
         """(Store lock held, released while waiting) Wait until step 4 no
         longer holds appends; counted as a stall for an append."""
-        start = time.monotonic()
-        with self._switched:
-            while self.log.held:
-                self._switched.wait(0.1)
-        if appending:
-            self.stalls += 1
-            self.stall_seconds += time.monotonic() - start
+        self._wait_while(lambda: self.log.held, appending)
 
     def note_length(self, length: int, stall: bool = True) -> None:
         """The log is ``length`` bytes long: ask for a rollover if it is over
@@ -190,7 +184,9 @@ class Rollover(Worker):
             self._due = True
             self.wake()
         if stall and length >= 2 * self.config.max_log_length and self.error is None:
-            self._stall()
+            self._wait_while(lambda: (self._due and self.running and self.error is None
+                                      and self.log.length >= 2 * self.config.max_log_length),
+                             True)
 
     def ask(self, length: int) -> None:
         """Like ``note_length`` but never waits nor fails (a change is
@@ -200,14 +196,18 @@ class Rollover(Worker):
             self._due = True
             self.wake()
 
-    def _stall(self) -> None:
+    def _wait_while(self, blocked: Callable[[], bool], stall: bool) -> None:
+        """(Store lock held, released while waiting) Wait on a rollover
+        until ``blocked()`` is false; with ``stall``, count it in ``Stats``.
+        Re-checked every 0.1 s, and at the end of each rollover."""
         start = time.monotonic()
-        self.stalls += 1
+        if stall:
+            self.stalls += 1
         with self._switched:
-            while (self._due and self.running and self.error is None
-                   and self.log.length >= 2 * self.config.max_log_length):
+            while blocked():
                 self._switched.wait(0.1)
-        self.stall_seconds += time.monotonic() - start
+        if stall:
+            self.stall_seconds += time.monotonic() - start
 
     def roll_now(self) -> None:
         """Turn the whole log into an sstable, in the caller's thread, and
