@@ -46,7 +46,7 @@ from typing import Callable, List
 import pytest
 
 import tinylsm
-from tinylsm.bench import durable, rows
+from tinylsm.bench import durable, rows, sustained
 from tinylsm.bench.data import Data
 from tinylsm.bench.engines import ENGINE_CLASSES, TinyLsmEngine, lmdb_engine
 from tinylsm.bench.latency import Latency
@@ -379,7 +379,5 @@ def test_sustained_insert(benchmark, engine_rates, engine_name, sustained_data, 
             inserts=got.inserts, p50_us=got.p50_us, p99_us=got.p99_us, p999_us=got.p999_us,
             max_us=got.max_us, slow=got.slow, rollovers=got.rollovers, stalls=got.stalls,
             **SUSTAINED_TARGETS)
-    for row, value in (("sustained-p50", got.p50_us), ("sustained-p99", got.p99_us),
-                       ("sustained-p999", got.p999_us), ("sustained-max", got.max_us),
-                       ("sustained-slow", got.slow)):
-        _extra_row(engine_rates, row, engine_name, value)
+    for row, field in sustained.SUBROW_FIELDS:
+        _extra_row(engine_rates, row, engine_name, getattr(got, field))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, NamedTuple, Optional, Tuple
 
 from .durable import GROUP_THREADS
-from .sustained import SLOW_NS
+from .sustained import SLOW_NS, SUBROW_FIELDS
 
 
 class Row(NamedTuple):
@@ -38,8 +38,7 @@ WORKLOADS: Dict[str, Row] = {
 SUBROWS: Dict[str, Tuple[str, ...]] = {
     "group-commit": ("", "group-commit-1", "group-commit-x"),
     "latency": ("latency-p50", "", "latency-max", "latency-count"),
-    "sustained": ("", "sustained-p50", "sustained-p99", "sustained-p999", "sustained-max",
-                  "sustained-slow"),
+    "sustained": ("",) + tuple(row for row, _ in SUBROW_FIELDS),
     "reopen-memory": ("", "reopen-memory-log-x", "reopen-memory-sst", "reopen-memory-sst-x",
                       "reopen-memory-log-s", "reopen-memory-sst-s"),
 }

@@ -48,6 +48,13 @@ class Sustained(NamedTuple):
     stalls: Optional[int] = None  # tinylsm: writes that waited for a rollover
 
 
+#: The rows below the workload's own (throughput) row, each with the
+#: ``Sustained`` field it shows.
+SUBROW_FIELDS = (("sustained-p50", "p50_us"), ("sustained-p99", "p99_us"),
+                 ("sustained-p999", "p999_us"), ("sustained-max", "max_us"),
+                 ("sustained-slow", "slow"))
+
+
 def chunks(data: Data, size: int = CHUNK) -> Iterator[List[Tuple[bytes, bytes]]]:
     """The workload's ``data.sustained_count`` items, ``size`` at a time."""
     k, values, n = data.key_size, data.values, data.n

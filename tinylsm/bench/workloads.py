@@ -19,7 +19,7 @@ from .latency import Latency
 from .measure import tolerate
 from .memory import Reopen
 from .rows import Figures
-from .sustained import Sustained
+from .sustained import SUBROW_FIELDS, Sustained
 
 
 class Session:
@@ -99,15 +99,11 @@ def _latency(s: Session, name: str, method: str) -> Figures:
 def _sustained(s: Session, name: str, method: str) -> Figures:
     """Throughput (the workload's own row), p50, p99, p99.9, max, and the
     inserts slower than SLOW_NS."""
-    rows: Figures = {name: {}, "sustained-p50": {}, "sustained-p99": {},
-                     "sustained-p999": {}, "sustained-max": {}, "sustained-slow": {}}
+    rows: Figures = {name: {}, **{row: {} for row, _ in SUBROW_FIELDS}}
     for engine, got in _each(s, name, method):
         rows[name][engine] = got.rate
-        rows["sustained-p50"][engine] = got.p50_us
-        rows["sustained-p99"][engine] = got.p99_us
-        rows["sustained-p999"][engine] = got.p999_us
-        rows["sustained-max"][engine] = got.max_us
-        rows["sustained-slow"][engine] = got.slow
+        for row, field in SUBROW_FIELDS:
+            rows[row][engine] = getattr(got, field)
         if engine == "tinylsm":
             s.sustained = got
     return rows
