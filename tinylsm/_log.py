@@ -55,7 +55,8 @@ class LogWriter:
         self._crowd = 1  # threads seen flushing together
         self._fsync_time = 0.0  # the last fsync's duration, capped
         # the descriptor the fsync under way works on, and the ones a
-        # rollover's switch replaced while it did: closed once it ends
+        # rollover's switch replaced (closed by close_retired, once no fsync
+        # works on them, or by close)
         self._sync_fd = fd
         self._retired: List[int] = []
 
@@ -291,7 +292,6 @@ class LogWriter:
 
     def _done_syncing(self) -> None:
         self._syncing = False
-        self._close_retired()
         if self._waiters:
             self._sync_cv.notify_all()
 
