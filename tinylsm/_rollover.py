@@ -159,12 +159,19 @@ class Rollover(Worker):
             return HOLD_BYTES
         return min(log_writer.bufsize, self.limit - log_writer.size)
 
-    def wait_switched(self, appending: bool) -> None:
-        """(Store lock held, released while waiting) Wait until step 4 no
-        longer holds appends; counted as a stall for an append."""
-        self._wait_while(lambda: self.log.held, appending)
+    def before_write(self, appending: bool) -> None:
+        """(Store lock held, released while waiting) Before a write to the
+        log: ask for a rollover if the log is past the limit.  An append
+        waits while writers outrun the thread, or while step 4 holds
+        appends and the buffer is full (a write stall); a flush never waits
+        for a rollover, but waits for step 4's end, since it needs its
+        bytes written out."""
+        log_writer = self.log
+        self.note_length(log_writer.length, stall=appending)
+        if log_writer.held and (not appending or len(log_writer.buf) >= HOLD_BYTES):
+            self._wait_while(lambda: log_writer.held, appending)
 
-    def note_length(self, length: int, stall: bool = True) -> None:
+    def note_length(self, length: int, stall: bool) -> None:
         """The log is ``length`` bytes long: ask for a rollover if it is over
         the limit; with ``stall``, wait (releasing the lock) while writers
         outrun the thread."""

@@ -14,7 +14,7 @@ from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, releas
 from ._views import Items, Keys, Values
 from ._backend import codec, maps
 from ._compactor import Compactor
-from ._rollover import HOLD_BYTES, Rollover
+from ._rollover import Rollover
 from ._worker import Stopped
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
@@ -264,18 +264,10 @@ class Lsm(maps.StoreCore, MutableMapping):
         if self._closed or self.readonly or log_writer is None:
             self._check_open()
             raise ReadOnlyError(f"store {self.path!r} is open read-only")
-        if log_writer.length > self.config.max_log_length:
+        if log_writer.length > self.config.max_log_length or log_writer.held:
             assert self._rollover is not None  # set while open
-            # an append may wait (a write stall); a flush never does
-            self._rollover.note_length(log_writer.length, stall=appending)
+            self._rollover.before_write(appending)  # may wait
             if self._closed:  # closed while it waited
-                self._check_open()
-        if log_writer.held and (not appending or len(log_writer.buf) >= HOLD_BYTES):
-            # a rollover is switching files: a flush needs it done, and the
-            # buffer holding the appends meanwhile has a bound
-            assert self._rollover is not None  # set while open
-            self._rollover.wait_switched(appending)
-            if self._closed:
                 self._check_open()
         return log_writer
 
