@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -185,23 +186,88 @@ def test_rust_directory_needs_sizes(tmp_path):
 # -- locked --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [("stats",), ("get", "00" * 8), ("dump",), ("verify",),
-                                  ("compact",)])
-def test_locked_directory(store, args):
+class BusyWriter:
+    """The store open for writing in this process, with a thread writing,
+    flushing and rolling the log over while the CLI reads it."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = tinylsm.open(path, config=tinylsm.Config(max_log_length=4000))
+        self.stop = threading.Event()
+        self.written = 0
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        i = 1000
+        while not self.stop.is_set():
+            self.db[key(i)] = val(i)
+            i += 1
+            if i % 10 == 0:
+                self.db.flush()
+        self.written = i - 1000
+
+    def __enter__(self) -> "BusyWriter":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.db.close()
+
+
+LIVE_NOTE = "is live (a writer has it open): this is a snapshot"
+
+
+@pytest.mark.parametrize("args", [("stats",), ("get", key(7).hex()), ("dump",), ("verify",),
+                                  ("stats", "--json")])
+def test_read_commands_on_a_live_store(store, args):
+    with BusyWriter(store) as busy:
+        out = run(args[0], store, *args[1:], status=0)
+        busy.db.stats()  # the writer is undisturbed
+    assert busy.written > 0 and busy.db.stats is not None
+    if args[0] == "get":
+        assert out.stdout == val(7).hex() + "\n" and LIVE_NOTE in out.stderr
+    elif args[0] == "dump":
+        lines = dict(line.split() for line in out.stdout.splitlines())
+        for i in range(100):  # every key of before the writer opened, as it was
+            assert lines.get(key(i).hex()) == (None if i == 50 else val(i).hex())
+        assert LIVE_NOTE in out.stderr
+    elif args[0] == "verify":
+        assert "live: a writer has the store open" in out.stdout
+        assert out.stdout.rstrip().splitlines()[-1].startswith("clean:"), out.stdout
+    elif args[1:] == ("--json",):
+        data = json.loads(out.stdout)
+        assert data["live"] is True and data["keys"] >= 99
+    else:
+        assert "(live: a writer has it open; the figures are a snapshot)" in out.stdout
+        keys = int(re.search(r"^keys\s+([\d,]+)$", out.stdout, re.M).group(1).replace(",", ""))
+        assert keys >= 99
+
+
+def test_read_commands_say_nothing_of_liveness_on_a_closed_store(store):
+    assert "live" not in run("get", store, key(7).hex(), status=0).stderr
+    assert json.loads(run("stats", store, "--json", status=0).stdout)["live"] is False
+
+
+def test_compact_is_refused_beside_a_live_writer(store):
     before = snapshot(store)
     with tinylsm.open(store) as writer:
-        out = run(args[0], store, *args[1:], status=3)
-        line = one_error_line(out)
-        assert "already open" in line and str(store) in line
-        assert out.stdout == ""
-        writer.stats()  # the writer is undisturbed
+        line = one_error_line(run("compact", store, status=3))
+        writer.stats()
+    assert "already open for writing" in line and "compact needs the store to itself" in line
     assert snapshot(store) == before
 
 
-def test_compact_is_locked_out_by_a_reader(store):
-    with tinylsm.open(store, readonly=True):
-        line = one_error_line(run("compact", store, status=3))
-    assert "already open" in line
+def test_compact_beside_a_reader(store):
+    """A reader holds no lock once open: compact runs, and the reader keeps
+    its snapshot until it refreshes."""
+    with tinylsm.open(store, readonly=True) as reader:
+        before = dict(reader.items())
+        run("compact", store, status=0)
+        assert dict(reader.items()) == before
+        assert reader.refresh() is True
+        assert dict(reader.items()) == before
+    assert len(list((store / "sstables").iterdir())) == 1
 
 
 # -- stats ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from . import sstable
 from ._backend import codec
 from ._format import SST_COMPLETE, sstable_name
 from ._fs import Files
+from ._gate import Gate
 from .config import Config
 from ._worker import Stopped, Worker
 from .errors import describe
@@ -19,6 +20,9 @@ log = logging.getLogger("tinylsm")
 
 #: Seconds to wait before retrying a failed merge, doubling up to the last.
 RETRY_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+#: Seconds the last attempt at ``close()`` waits for readers opening beside
+#: the store before it leaves a merge's inputs in place.
+CLOSING_GATE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Compactor(Worker):
         self._merge_lock = threading.Lock()
         self._wake = True  # look at the tables found at opening
         self._retry_on_stop = False
+        self.gate = Gate(directory)
 
     # -- bookkeeping, called by the store ------------------------------------
 
@@ -177,6 +182,11 @@ class Compactor(Worker):
         if not closing:
             super()._safe_point()
 
+    def _stop_check(self) -> None:
+        """Give up waiting for readers once the store is closing."""
+        if self._stopping:
+            raise Stopped()
+
     def _has_tombstones_or_short(self, sst_id: int) -> bool:
         scan, _ = sstable.read(self.files, self._path(sst_id), self.key_size, self.value_size)
         return scan.tombstones > 0 or scan.status != SST_COMPLETE
@@ -217,10 +227,17 @@ class Compactor(Worker):
         self.written_bytes += nbytes
         with self._cv:
             self.tables[target] = Table(len(merged) // codec.record_size(k, v), nbytes)
-        for sst_id in run[1:]:
-            self.files.unlink(self._path(sst_id))
-            with self._cv:  # gone, even if the fsync below fails: never read it again
-                del self.tables[sst_id]
-            self.files.fsync_dir(self.directory)
+        # Readers opening beside us may have listed the inputs (``_gate``).
+        # If the store closes while they hold us up, the inputs stay: the
+        # merged table then a suffix of the run is a state the order above
+        # allows, and a later merge folds them in again.
+        # close()'s last attempt waits a while, then reports the wait
+        wait = ((None, CLOSING_GATE_TIMEOUT) if closing else (self._stop_check, None))
+        with self.gate.exclusive(*wait, what="a merge"):
+            for sst_id in run[1:]:
+                self.files.unlink(self._path(sst_id))
+                with self._cv:  # gone, even if the fsync below fails: never read it again
+                    del self.tables[sst_id]
+                self.files.fsync_dir(self.directory)
         self.merges += 1
         log.debug("tinylsm: merged sstables %s into %016x", [f"{i:x}" for i in run], target)

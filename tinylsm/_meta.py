@@ -9,6 +9,7 @@ import errno
 import fcntl
 import json
 import os
+import time
 import zlib
 from typing import List, NamedTuple, Optional, Tuple
 
@@ -27,25 +28,24 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 class StoreLock:
     """The lock that keeps a second writer out of a store directory.
 
-    The lock is an ``flock`` on the *directory itself*: deleting or
-    replacing a file in it cannot let a second writer in, as it could when
-    the lock lived on a file that an operator may delete.  A writer also
-    takes ``tinylsm.lock`` exclusively, so that older tinylsm versions, which
-    lock only that file, stay out too.  Writers lock exclusively, readers
-    shared.  The lock belongs to the open file description: it goes away
-    with the last descriptor, so a forked child must close its inherited
-    copies at once (``close``), or the parent could not reopen after
-    closing.  Descriptors are close-on-exec.
+    The lock is an exclusive ``flock`` on the *directory itself*: deleting
+    or replacing a file in it cannot let a second writer in, as it could
+    when the lock lived on a file that an operator may delete.  A writer
+    also takes ``tinylsm.lock`` exclusively, so that tinylsm 0.1, which
+    locks only that file, stays out too.  Read-only opens take neither (they open files beside the
+    writer under ``_gate.Gate``).  The lock belongs to the open file
+    description: it goes away with the last descriptor, so a forked child
+    must close its inherited copies at once (``close``), or the parent
+    could not reopen after closing.  Descriptors are close-on-exec.
     """
 
-    def __init__(self, directory: str, shared: bool) -> None:
+    def __init__(self, directory: str) -> None:
         self.directory = directory
-        self.shared = shared
         self.fds: List[int] = []
         try:
             fd = os.open(directory, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
             self.fds.append(fd)
-            self._flock(fd)
+            self._flock(fd, PROBE_PATIENCE)
             # the path must still name the directory we locked (not one
             # swapped in between the open and the lock)
             st, locked = os.stat(directory), os.fstat(fd)
@@ -56,33 +56,26 @@ class StoreLock:
             raise
 
     def lock_file(self) -> None:
-        """Also lock ``tinylsm.lock``, as tinylsm 0.1 did (a writer creates
-        it; call this once the directory is known to be a store's)."""
+        """Also lock ``tinylsm.lock`` (created if need be; call this once the
+        directory is known to be a store's)."""
         path = os.path.join(self.directory, LOCK_NAME)
-        try:
-            if self.shared:
-                fd = os.open(path, os.O_RDONLY | _CLOEXEC | os.O_NONBLOCK)
-            else:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | os.O_NONBLOCK, 0o644)
-        except OSError:
-            if self.shared:
-                return  # absent or unreadable: the directory lock is what counts
-            raise
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _CLOEXEC | os.O_NONBLOCK, 0o644)
         self.fds.append(fd)
-        self._flock(fd)
+        self._flock(fd, 0.0)
 
-    def _flock(self, fd: int) -> None:
-        shared = self.shared
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LockedError(
-                    f"store {self.directory!r} is already open"
-                    + (" for writing" if shared else "")
-                    + " in this or another process"
-                ) from None
-            raise
+    def _flock(self, fd: int, patience: float) -> None:
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+            if time.monotonic() >= deadline:
+                raise LockedError(f"store {self.directory!r} is already open for writing "
+                                  "in this or another process") from None
+            time.sleep(0.001)
 
     def close(self) -> None:
         """Give the lock up (in a forked child: give up the child's copies,
@@ -90,6 +83,37 @@ class StoreLock:
         fds, self.fds = self.fds, []
         for fd in fds:
             os.close(fd)
+
+
+#: Seconds a writer's opening waits out a holder of the directory's lock: a
+#: ``writer_present`` probe lets go within microseconds.
+PROBE_PATIENCE = 0.5
+
+
+def writer_present(directory: str) -> bool:
+    """Whether a writer (this tinylsm or the one before it) has the store
+    open now.
+
+    Probes the directory's lock with a shared lock given back at once; a
+    writer opening at that instant waits it out (``PROBE_PATIENCE``).
+    Changes nothing on disk, and sees the writer whatever became of
+    ``tinylsm.lock``.
+    """
+    try:
+        fd = os.open(directory, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return True
+            raise
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _canonical(key_size: int, value_size: int) -> bytes:

@@ -18,6 +18,7 @@ from ._compactor import Table
 from ._format import (LOG_NAME, META_NAME, SST_COMPLETE, SSTABLE_DIR, STOP_END, STOP_SHORT, LogScan,
                       check_sizes)
 from ._fs import Files
+from ._gate import OPENING_TIMEOUT, Gate
 from ._log import LogWriter
 from ._logread import LogReader
 from ._meta import StoreLock
@@ -32,7 +33,7 @@ META_NONE, META_LEGACY, META_OK = "none", "legacy", "ok"
 class Opening(NamedTuple):
     """What ``prepare`` settled."""
 
-    lock: StoreLock
+    lock: Optional[StoreLock]  # a writer's; None for a read-only open
     key_size: int
     value_size: int
     created: bool  # a new store: its sstables/ was just made
@@ -56,7 +57,9 @@ def prepare(files: Files, path: str, key_size: Optional[int], value_size: Option
         given_sizes(key_size, value_size)
         os.makedirs(path, exist_ok=True)
         _layout.fsync_parents(files, path)
-    lock = StoreLock(path, shared=readonly)
+    # a read-only open takes no lock of its own: it opens the files beside
+    # a writer under the gate (``recover``)
+    lock = None if readonly else StoreLock(path)
     try:
         layout = _layout.inspect(files, path)
         created = not layout.is_store
@@ -70,11 +73,13 @@ def prepare(files: Files, path: str, key_size: Optional[int], value_size: Option
         recorded = None if record is None else record.sizes
         k, v = settle_sizes(path, recorded, key_size, value_size, layout.holds_data)
         meta = META_NONE if record is None else META_LEGACY if record.legacy else META_OK
-        lock.lock_file()
+        if lock is not None:
+            lock.lock_file()
         if created:
             _layout.make_sstables_dir(files, path)
     except BaseException:
-        lock.close()
+        if lock is not None:
+            lock.close()
         raise
     return Opening(lock, k, v, created, meta)
 
@@ -186,6 +191,43 @@ class Recovered(NamedTuple):
     kept: List[Tuple[str, int]]  # (name, size) of the kept log tails
 
 
+class Opened(NamedTuple):
+    """The files of a store, opened at one instant (see ``_gate``)."""
+
+    tables: List[Tuple[int, str, int]]  # (id, path, fd) in id order
+    tmps: List[str]  # names of unfinished sstable writes
+    log_fd: int  # -1: no log
+    log_existed: bool
+
+
+def open_files(files: Files, path: str, readonly: bool) -> Opened:
+    """List ``sstables/`` and open every table and the log.  A read-only
+    open does it holding the gate shared, so that the set is one a writer
+    left at one instant; a writer needs no gate (it is the only one that
+    removes files)."""
+    ssdir = os.path.join(path, SSTABLE_DIR)
+    log_path = os.path.join(path, LOG_NAME)
+    held = Gate(ssdir).shared() if readonly else None
+    opened: List[Tuple[int, str, int]] = []
+    log_fd = -1
+    try:
+        ids, tmps = sstable.list_dir(files, ssdir)
+        for sst_id in sorted(ids):
+            table = os.path.join(ssdir, ids[sst_id])
+            opened.append((sst_id, table, files.open_ro(table)))
+        log_existed = os.path.lexists(log_path)
+        if log_existed or not readonly:
+            log_fd = files.open_ro(log_path) if readonly else files.open_rw(log_path)
+    except BaseException:
+        for _, _, fd in opened:
+            files.close(fd)
+        raise
+    finally:
+        if held is not None:
+            held.release()
+    return Opened(opened, tmps, log_fd, log_existed)
+
+
 def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
             bufsize: int) -> Recovered:
     """Read the sstables in id order and the log into ``apply(records, k,
@@ -195,42 +237,43 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
     checked, so memory beyond the map stays a few chunks.  A file found
     damaged part-way raises, and the caller discards the map: the map is
     all that was changed, and nothing on disk changes before every file
-    has been read and judged.
+    has been read and judged.  A read-only open reads the files a writer
+    may be changing beside it: see ``_gate`` for why what it reads is the
+    map after a prefix of the writer's log.
     """
     k, v = opening.key_size, opening.value_size
-    ssdir = os.path.join(path, SSTABLE_DIR)
-    read_bytes = 0
-
-    # 1. read and check everything, changing nothing
-    ids, tmps = sstable.list_dir(files, ssdir)
-    tables = {}
-    empty = None  # an empty newest sstable: tiny-lsm's flush torn at once
-    for sst_id in sorted(ids):
-        table = os.path.join(ssdir, ids[sst_id])
-        reader = sstable.TableReader(files, table, k, v)
-        for records in reader:
-            apply(records, k, v)
-        scan, nbytes = reader.scan, reader.nbytes
-        assert scan is not None
-        if nbytes == 0:
-            if sst_id != max(ids):
-                raise CorruptionError(f"sstable {table} is empty, and is not the newest: "
-                                      "it is not an interrupted flush of tiny-lsm")
-            empty = table
-            continue
-        if scan.status != SST_COMPLETE:
-            log.warning(
-                "tinylsm: sstable %s is cut short (%d of %s records): an "
-                "interrupted flush of tiny-lsm, whose data is still in the log",
-                table, scan.count, scan.expected if scan.expected >= 0 else "?")
-        read_bytes += nbytes
-        tables[sst_id] = Table(scan.count, nbytes)
     log_path = os.path.join(path, LOG_NAME)
-    log_fd = -1
-    log_existed = os.path.lexists(log_path)
-    if log_existed or not readonly:
-        log_fd = files.open_ro(log_path) if readonly else files.open_rw(log_path)
+    read_bytes = 0
+    opened = open_files(files, path, readonly)
+    log_fd = opened.log_fd
     try:
+        # 1. read and check everything, changing nothing
+        tables = {}
+        empty = None  # an empty newest sstable: tiny-lsm's flush torn at once
+        newest = opened.tables[-1][0] if opened.tables else -1
+        while opened.tables:
+            sst_id, table, fd = opened.tables.pop(0)
+            try:
+                reader = sstable.TableReader(files, table, k, v, fd=fd)
+                for records in reader:
+                    apply(records, k, v)
+            finally:
+                files.close(fd)
+            scan, nbytes = reader.scan, reader.nbytes
+            assert scan is not None
+            if nbytes == 0:
+                if sst_id != newest:
+                    raise CorruptionError(f"sstable {table} is empty, and is not the newest: "
+                                          "it is not an interrupted flush of tiny-lsm")
+                empty = table
+                continue
+            if scan.status != SST_COMPLETE:
+                log.warning(
+                    "tinylsm: sstable %s is cut short (%d of %s records): an "
+                    "interrupted flush of tiny-lsm, whose data is still in the log",
+                    table, scan.count, scan.expected if scan.expected >= 0 else "?")
+            read_bytes += nbytes
+            tables[sst_id] = Table(scan.count, nbytes)
         plan = plan_log(files, log_fd, k, v, apply) if log_fd >= 0 else NO_LOG
         read_bytes += plan.size
         if plan.refuse:
@@ -239,49 +282,69 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
         if empty is not None and scan.end == 0:
             raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
                                   "changes: it is not an interrupted flush of tiny-lsm")
-        if tail:
+        if tail and not readonly:
             log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
-                        "are %s", log_path, scan.stop, scan.stop_offset, tail,
-                        scan.end, "ignored (read-only)" if readonly else
+                        "are %s", log_path, scan.stop, scan.stop_offset, tail, scan.end,
                         "set aside, then cut off" if plan.keep else
                         "a torn final frame (or zeros), and are cut off")
+        elif tail and plan.keep:
+            # a live writer's last frame half-written is no news; damage is
+            log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
+                        "are ignored (read-only)", log_path, scan.stop, scan.stop_offset,
+                        tail, scan.end)
 
         # 2. repair: only now is anything on disk changed
         if not readonly:
-            for name, fate in _rollover.settle_copies(files, path, log_fd, plan.size):
-                log.warning("tinylsm: %s, left by an interrupted log rollover, was %s",
-                            name, fate)
-            if tail:
-                if plan.keep:
-                    kept = _kept.set_aside(files, path, log_fd, scan.end, plan.size)
-                    log.warning("tinylsm: log %s: %d bytes after offset %d kept in %s",
-                                log_path, tail, scan.end, kept)
-                files.truncate(log_fd, scan.end)
-                files.fsync(log_fd)
-            for name in tmps:
-                log.warning("tinylsm: removing unfinished sstable write %s", name)
-                files.unlink(os.path.join(ssdir, name))
-            if empty is not None:  # it holds nothing; its changes are in the log
-                log.warning("tinylsm: removing empty sstable %s (a torn flush of "
-                            "tiny-lsm, whose changes are in the log)", empty)
-                files.unlink(empty)
-            if tmps or empty is not None:
-                files.fsync_dir(ssdir)
-            if not log_existed:
-                # the new log's entry must be durable before a flush()
-                # acknowledges anything in it (fsync of the file alone does
-                # not make its name survive a power cut)
-                files.fsync_dir(path)
-            for name in _kept.remove_unfinished(files, path):
-                log.warning("tinylsm: removed %s, an unfinished copy of a log tail "
-                            "(the log still held those bytes)", name)
-            if opening.meta != META_OK:
-                # last: the record completes a new store (see prepare)
-                _meta.write_sizes(files, path, k, v)
+            log_fd = _repair(files, path, opening, opened, plan, empty)
         kept_tails = _kept.listing(files, path)
     except BaseException:
+        for _, _, fd in opened.tables:
+            files.close(fd)
         if log_fd >= 0:
             files.close(log_fd)
         raise
     return Recovered(LogWriter(files, log_path, log_fd, scan.end, bufsize), tables,
                      read_bytes, kept_tails)
+
+
+def _repair(files: Files, path: str, opening: Opening, opened: Opened, plan: LogPlan,
+            empty: Optional[str]) -> int:
+    """A writer's repairs after reading everything; returns the log's
+    descriptor (a new one if the log was cut, the old one then closed; if
+    this raises, the old one is still the caller's).  The steps that remove
+    what a reader opening beside it may be listing run under the gate."""
+    ssdir = os.path.join(path, SSTABLE_DIR)
+    log_path = os.path.join(path, LOG_NAME)
+    log_fd = opened.log_fd
+    for name, fate in _rollover.settle_copies(files, path, log_fd, plan.size):
+        log.warning("tinylsm: %s, left by an interrupted log rollover, was %s",
+                    name, fate)
+    for name in opened.tmps:
+        log.warning("tinylsm: removing unfinished sstable write %s", name)
+        files.unlink(os.path.join(ssdir, name))
+    if empty is not None:  # it holds nothing; its changes are in the log
+        log.warning("tinylsm: removing empty sstable %s (a torn flush of "
+                    "tiny-lsm, whose changes are in the log)", empty)
+        with Gate(ssdir).exclusive(timeout=OPENING_TIMEOUT, what="recovery"):
+            files.unlink(empty)
+    if opened.tmps or empty is not None:
+        files.fsync_dir(ssdir)
+    if not opened.log_existed:
+        # the new log's entry must be durable before a flush()
+        # acknowledges anything in it (fsync of the file alone does
+        # not make its name survive a power cut)
+        files.fsync_dir(path)
+    for name in _kept.remove_unfinished(files, path):
+        log.warning("tinylsm: removed %s, an unfinished copy of a log tail "
+                    "(the log still held those bytes)", name)
+    if opening.meta != META_OK:
+        # last: the record completes a new store (see prepare)
+        _meta.write_sizes(files, path, opening.key_size, opening.value_size)
+    scan = plan.scan
+    if plan.tail:  # last: from the new descriptor on, nothing here can fail
+        if plan.keep:
+            kept = _kept.set_aside(files, path, log_fd, scan.end, plan.size)
+            log.warning("tinylsm: log %s: %d bytes after offset %d kept in %s",
+                        log_path, plan.tail, scan.end, kept)
+        log_fd = _rollover.replace_log(files, path, log_fd, scan.end, Gate(ssdir))
+    return log_fd

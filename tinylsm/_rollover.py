@@ -63,8 +63,9 @@ from typing import Callable, ContextManager, List, Optional, Tuple
 from . import _kept, sstable
 from ._backend import codec
 from ._compactor import RETRY_DELAYS, Compactor
-from ._format import LOG_COPY_NAME, STOP_END, log_copy_name, sstable_tmp_name
+from ._format import LOG_COPY_NAME, LOG_NAME, STOP_END, log_copy_name, sstable_tmp_name
 from ._fs import Files
+from ._gate import OPENING_TIMEOUT, Gate
 from ._log import LogWriter
 from ._logread import LogReader
 from ._worker import Stopped, Worker
@@ -133,6 +134,7 @@ class Rollover(Worker):
         self.compactor = compactor
         self.next_id = next_id
         self.exclusive = exclusive
+        self.gate = Gate(ssdir)
         self.read_bytes = 0
         self.written_bytes = 0
         self.rollovers = 0
@@ -354,16 +356,11 @@ class Rollover(Worker):
 
     def _copy(self, job: _Job, end: int) -> None:
         """Copy ``log[start + copied:end]`` to the copy."""
-        while job.start + job.copied < end:
-            offset = job.start + job.copied
-            n = self.files.copy_range(self.log.fd, job.copy_fd,
-                                      min(COPY_CHUNK, end - offset), offset, job.copied)
-            if n == 0:
-                raise CorruptionError(f"log {self.log.path}: ends at {offset}, "
-                                      f"before the {end} bytes written")
-            job.copied += n
-            self.read_bytes += n
-            self.written_bytes += n
+        n = copy_log(self.files, self.log.fd, self.log.path, job.copy_fd,
+                     job.start + job.copied, end, job.copied)
+        job.copied += n
+        self.read_bytes += n
+        self.written_bytes += n
 
     def _switch(self, job: _Job) -> None:
         """Step 4.  The store lock is held only to freeze the old log's end
@@ -373,15 +370,23 @@ class Rollover(Worker):
         (``LogWriter.hold``)."""
         files = self.files
         exclusive = self.exclusive()  # holds the store: no collection mid-switch
-        end = self._hold(job, exclusive)
+        # The rename retires the old log, which readers opening beside us
+        # may be about to open (``_gate``): wait for them now, while writers
+        # still append, rather than once they are held.
+        gate = self.gate.exclusive(self._safe_point, what="a log rollover")
         renamed = False
         try:
+            end = self._hold(job, exclusive)
             self._copy(job, end)
             files.fsync(job.copy_fd)
             files.rename(job.copy_path, self.log.path)
             renamed = True
+            gate.release()
             files.fsync_dir(self.path)
         except BaseException as exc:
+            gate.release()
+            if not self.log.held:  # given up before the hold: nothing to undo
+                raise
             with exclusive:
                 if renamed:
                     # ``log`` is the copy now, but its entry may not survive
@@ -448,6 +453,51 @@ def discard(files: Files, path: str) -> None:
         pass
     except OSError as exc:
         log.warning("tinylsm: could not remove %s (recovery will): %r", path, exc)
+
+
+def copy_log(files: Files, src: int, src_path: str, dst: int, start: int, end: int,
+             dst_offset: int) -> int:
+    """Copy ``src[start:end]`` to ``dst`` at ``dst_offset``; return the
+    bytes copied (all of them, or raise)."""
+    done = 0
+    while start + done < end:
+        n = files.copy_range(src, dst, min(COPY_CHUNK, end - start - done), start + done,
+                             dst_offset + done)
+        if n == 0:
+            raise CorruptionError(f"log {src_path}: ends at {start + done}, "
+                                  f"before the {end} bytes written")
+        done += n
+    return done
+
+
+def replace_log(files: Files, path: str, log_fd: int, end: int, gate: Gate) -> int:
+    """Cut the log to ``end`` bytes at recovery, the way a rollover replaces
+    it, never in place (a reader opening beside the writer may be reading
+    it, see ``_gate``): copy ``log[0:end]`` to a copy, fsync it, rename it
+    over ``log`` under the gate, fsync the directory.  Returns the copy's
+    descriptor and closes ``log_fd``; if this raises, ``log_fd`` is still
+    the caller's.  A crash before the rename leaves a copy equal to the
+    log's first bytes, which the next recovery deletes (``settle_copies``);
+    after it, ``log`` is the cut log (or, until the directory fsync, the
+    old one, cut again by the next recovery)."""
+    log_path = os.path.join(path, LOG_NAME)
+    copy_path = os.path.join(path, log_copy_name(0))
+    fd = files.create(copy_path)
+    renamed = False
+    try:
+        copy_log(files, log_fd, log_path, fd, 0, end, 0)
+        files.fsync(fd)
+        with gate.exclusive(timeout=OPENING_TIMEOUT, what="recovery"):
+            files.rename(copy_path, log_path)
+            renamed = True
+        files.fsync_dir(path)
+    except BaseException:
+        files.close(fd)
+        if not renamed:
+            discard(files, copy_path)
+        raise
+    files.close(log_fd)
+    return fd
 
 
 def settle_copies(files: Files, path: str, log_fd: int, log_size: int) -> List[Tuple[str, str]]:

@@ -28,6 +28,7 @@ from ._format import (
     batch_count,
 )
 from ._fs import DEFAULT as FILES
+from ._gate import Gate
 from ._logread import zeros
 from ._recovery import plan_log
 from .errors import CorruptionError, Error
@@ -50,14 +51,14 @@ class Report:
         self.problems.append(summary)
 
 
-def check_sstable(path: str, rel: str, k: int, v: int, report: Report) -> None:
-    """Report sstable ``path`` as ``open()`` reads it."""
-    reader = sstable.TableReader(FILES, path, k, v)
+def check_sstable(fd: int, path: str, rel: str, k: int, v: int, report: Report) -> None:
+    """Report sstable ``path`` (open as ``fd``) as ``open()`` reads it."""
+    reader = sstable.TableReader(FILES, path, k, v, fd=fd)
     try:
         for _ in reader:  # checked chunk by chunk; the records are not needed
             pass
     except CorruptionError as exc:
-        report.problem(rel, "CORRUPT", f"{exc.detail} ({FILES.file_size(path):,} bytes)",
+        report.problem(rel, "CORRUPT", f"{exc.detail} ({FILES.size(fd):,} bytes)",
                        f"corrupt {rel} ({exc.detail})")
         return
     scan, nbytes = reader.scan, reader.nbytes
@@ -74,16 +75,10 @@ def check_sstable(path: str, rel: str, k: int, v: int, report: Report) -> None:
         f"{rel} cut short ({scan.count} of {scan.expected} records)")
 
 
-def check_log(path: str, k: int, v: int, sizes_from_meta: bool, report: Report) -> None:
-    """Report the log as recovery judges it (``plan_log``)."""
-    fd = FILES.open_ro(path)
-    try:
-        _check_log(fd, k, v, sizes_from_meta, report)
-    finally:
-        FILES.close(fd)
-
-
-def _check_log(fd: int, k: int, v: int, sizes_from_meta: bool, report: Report) -> None:
+def check_log(fd: int, k: int, v: int, sizes_from_meta: bool, live: bool,
+              report: Report) -> None:
+    """Report the log (open as ``fd``) as recovery judges it (``plan_log``);
+    ``live``: a writer is appending to it."""
     frame = codec.frame_size(k, v)
     plan = plan_log(FILES, fd, k, v)
     scan = plan.scan
@@ -115,6 +110,10 @@ def _check_log(fd: int, k: int, v: int, sizes_from_meta: bool, report: Report) -
             f"cuts the log to {scan.end:,} bytes, dropping {lost:,} bytes that hold no "
             "complete change")
     tail = total - scan.stop_offset
+    if live and scan.stop in (STOP_END, STOP_SHORT):
+        report.note(LOG_NAME, f"{applied}, then {lost:,} bytes of a change the live "
+                              "writer is appending (read as they were at that instant)")
+        return
     if scan.stop in (STOP_END, STOP_SHORT) or zeros(FILES, fd, scan.stop_offset, total):
         if scan.stop == STOP_SHORT:
             what = (f"{total - scan.stop_offset} bytes of a cut-off frame at offset "
@@ -141,62 +140,92 @@ def _check_log(fd: int, k: int, v: int, sizes_from_meta: bool, report: Report) -
         f"corrupt log frame #{index} at offset {scan.stop_offset} ({scan.stop})")
 
 
+def _open_files(directory: str, ssdir: str, report: Report) -> List[Tuple[int, str, str]]:
+    """``[(fd, path, name in the report)]`` of the sstables in id order, then
+    the log (fd -1 if there is none), opened at one instant under the gate
+    (``_gate``), as a read-only open does; names that are not tables are
+    reported here."""
+    opened: List[Tuple[int, str, str]] = []
+    try:
+        with Gate(ssdir).shared():
+            for name in sorted(FILES.listdir(ssdir)):
+                rel = f"{SSTABLE_DIR}/{name}"
+                if SSTABLE_NAME.match(name):
+                    path = os.path.join(ssdir, name)
+                    try:
+                        opened.append((FILES.open_ro(path), path, rel))
+                    except CorruptionError as exc:  # not a regular file
+                        report.problem(rel, "CORRUPT", exc.detail, f"corrupt {rel} ({exc})")
+                elif HEX_NAME.match(name):
+                    report.problem(rel, "BAD NAME", "hex but not 16 lower-case hex digits; "
+                                   "recovery refuses to open the store",
+                                   f"bad sstable name {rel}")
+                elif name.endswith(SSTABLE_TMP_SUFFIX):
+                    report.note(rel, "an unfinished sstable write; the next writable open "
+                                     "deletes it (nothing is lost)")
+            log_path = os.path.join(directory, LOG_NAME)
+            fd = FILES.open_ro(log_path) if os.path.lexists(log_path) else -1
+            opened.append((fd, log_path, LOG_NAME))
+    except BaseException:
+        for fd, _, _ in opened:
+            if fd >= 0:
+                FILES.close(fd)
+        raise
+    return opened
+
+
 def verify(directory: str, k: int, v: int, source: str) -> Tuple[bool, str]:
     """Print the report of every file (the sizes came from ``source``);
     return ``(clean, summary)``."""
     import tinylsm  # the store itself, for the final read-only open
 
     report = Report()
-    lock = _meta.StoreLock(directory, shared=True)  # no writer may change files meanwhile
+    live = _meta.writer_present(directory)
+    print(f"{directory}: key size {k}, value size {v} (from {source})")
+    if live:
+        print(f"{directory}: live: a writer has the store open; its files are checked "
+              "as they were at one instant")
+    sizes_from_meta = source == META_NAME
+    ssdir = os.path.join(directory, SSTABLE_DIR)
+    if not os.path.isdir(ssdir):
+        report.problem(SSTABLE_DIR + "/", "MISSING", "recovery refuses a store that "
+                       "has lost its sstables", f"no {SSTABLE_DIR}/")
+    opened = _open_files(directory, ssdir, report) if os.path.isdir(ssdir) else []
+    tables = [rel for _, _, rel in opened if rel != LOG_NAME]
     try:
-        lock.lock_file()
-        print(f"{directory}: key size {k}, value size {v} (from {source})")
-        sizes_from_meta = source == META_NAME
-        ssdir = os.path.join(directory, SSTABLE_DIR)
-        names = sorted(os.listdir(ssdir)) if os.path.isdir(ssdir) else None
-        if names is None:
-            report.problem(SSTABLE_DIR + "/", "MISSING", "recovery refuses a store that "
-                           "has lost its sstables", f"no {SSTABLE_DIR}/")
-        tables = []
-        for name in names or []:
-            rel = f"{SSTABLE_DIR}/{name}"
-            if SSTABLE_NAME.match(name):
-                tables.append((name, rel))
-            elif HEX_NAME.match(name):
-                report.problem(rel, "BAD NAME", "hex but not 16 lower-case hex digits; "
-                               "recovery refuses to open the store",
-                               f"bad sstable name {rel}")
-            elif name.endswith(SSTABLE_TMP_SUFFIX):
-                report.note(rel, "an unfinished sstable write; the next writable open "
-                                 "deletes it (nothing is lost)")
-        steps = [(os.path.join(ssdir, n), r) for n, r in tables] + [(None, LOG_NAME)]
-        for path, rel in _progress.wrap(steps, desc="verify", unit="file"):
-            if path is not None:
-                check_sstable(path, rel, k, v, report)
-            elif os.path.lexists(os.path.join(directory, LOG_NAME)):
-                check_log(os.path.join(directory, LOG_NAME), k, v, sizes_from_meta, report)
+        for fd, path, rel in _progress.wrap(list(opened), desc="verify", unit="file"):
+            if rel != LOG_NAME:
+                check_sstable(fd, path, rel, k, v, report)
+            elif fd >= 0:
+                check_log(fd, k, v, sizes_from_meta, live, report)
             else:
                 report.note(LOG_NAME, "missing; a writable open creates it")
-        for name, size in _kept.listing(FILES, directory):
-            report.note(name, f"{size:,} bytes of log set aside by an earlier recovery "
-                              "(the log's bytes after the point it could replay to; "
-                              "tinylsm never reads them back)")
-        # what recovery makes of it all: the real thing, read-only
-        quiet = logging.getLogger("tinylsm")
-        was_disabled, quiet.disabled = quiet.disabled, True  # reported above already
-        try:
-            with tinylsm.open(directory, key_size=k, value_size=v, readonly=True) as db:
-                keys = len(db)
-            recovery = f"{keys:,} keys"
-            report.ok("recovery", f"a read-only open recovers {keys:,} keys")
-        except (Error, ValueError, OSError) as exc:
-            recovery = "recovery fails"
-            report.problem("recovery", "FAILS", f"{type(exc).__name__}: {exc}",
-                           "recovery fails")
-        finally:
-            quiet.disabled = was_disabled
+            opened.remove((fd, path, rel))
+            if fd >= 0:
+                FILES.close(fd)
     finally:
-        lock.close()
+        for fd, _, _ in opened:
+            if fd >= 0:
+                FILES.close(fd)
+    for name, size in _kept.listing(FILES, directory):
+        report.note(name, f"{size:,} bytes of log set aside by an earlier recovery "
+                          "(the log's bytes after the point it could replay to; "
+                          "tinylsm never reads them back)")
+    # what recovery makes of it all: the real thing, read-only
+    quiet = logging.getLogger("tinylsm")
+    was_disabled, quiet.disabled = quiet.disabled, True  # reported above already
+    try:
+        with tinylsm.open(directory, key_size=k, value_size=v, readonly=True) as db:
+            keys = len(db)
+        recovery = f"{keys:,} keys"
+        report.ok("recovery", f"a read-only open recovers {keys:,} keys"
+                  + (" (a later instant)" if live else ""))
+    except (Error, ValueError, OSError) as exc:
+        recovery = "recovery fails"
+        report.problem("recovery", "FAILS", f"{type(exc).__name__}: {exc}",
+                       "recovery fails")
+    finally:
+        quiet.disabled = was_disabled
     if report.problems:
         return False, f"NOT CLEAN: {'; '.join(report.problems)}"
     n = len(tables)

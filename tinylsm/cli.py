@@ -29,6 +29,7 @@ from ._args import ArgumentParser, size_arg
 from ._backend import codec
 from ._format import LOG_NAME, META_NAME, SSTABLE_DIR
 from ._fs import DEFAULT as FILES
+from ._gate import Gate
 from .errors import (
     CompactionError,
     CorruptionError,
@@ -142,9 +143,15 @@ def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
     return k, v, META_NAME if recorded is not None else "the command line"
 
 
-def open_readonly(args: argparse.Namespace) -> tinylsm.Lsm:
+def open_readonly(args: argparse.Namespace, quiet: bool = False) -> tinylsm.Lsm:
+    """The store read-only, as a snapshot if a writer has it open (then,
+    unless ``quiet``, a note on stderr says so)."""
     k, v, _ = store_sizes(args)
-    return tinylsm.open(args.dir, key_size=k, value_size=v, readonly=True)
+    db = tinylsm.open(args.dir, key_size=k, value_size=v, readonly=True)
+    if not quiet and db.live:
+        print(f"{PROG}: note: {args.dir} is live (a writer has it open): "
+              "this is a snapshot of the moment it was read", file=sys.stderr)
+    return db
 
 
 # -- stats ---------------------------------------------------------------------------
@@ -155,27 +162,35 @@ def _sstable_files(directory: str) -> Tuple[List[Tuple[str, int]], List[Tuple[st
     ssdir = os.path.join(directory, SSTABLE_DIR)
     if not os.path.isdir(ssdir):
         return [], []
-    ids, tmps = sstable.list_dir(FILES, ssdir)
-    tables = [(ids[i], os.path.getsize(os.path.join(ssdir, ids[i]))) for i in sorted(ids)]
-    return tables, [(t, os.path.getsize(os.path.join(ssdir, t))) for t in tmps]
+    with Gate(ssdir).shared():  # a live writer removes files only outside it
+        ids, tmps = sstable.list_dir(FILES, ssdir)
+        tables = [(ids[i], os.path.getsize(os.path.join(ssdir, ids[i]))) for i in sorted(ids)]
+        unfinished = []
+        for name in tmps:  # a live writer's own, renamed or removed at any time
+            try:
+                unfinished.append((name, os.path.getsize(os.path.join(ssdir, name))))
+            except FileNotFoundError:
+                pass
+    return tables, unfinished
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with open_readonly(args) as db:
+    with open_readonly(args, quiet=True) as db:
+        is_live = db.live
         st = db.stats()
         k, v = db.key_size, db.value_size
         frame = codec.frame_size(k, v)
         log_path = os.path.join(args.dir, LOG_NAME)
         log_file = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         tables, tmps = _sstable_files(args.dir)
-    torn = log_file - st.log_bytes
+    torn = log_file - st.log_bytes  # live: appended since it was read, mostly
     sst_bytes = sum(n for _, n in tables)
     on_disk = log_file + sst_bytes
     live = st.keys * (k + v)
     amp = on_disk / live if live else None
     if args.json:
         print(json.dumps({
-            "path": args.dir, "key_size": k, "value_size": v, "keys": st.keys,
+            "path": args.dir, "live": is_live, "key_size": k, "value_size": v, "keys": st.keys,
             "live_bytes": live, "log_bytes": log_file, "log_torn_bytes": torn,
             "sstables": [{"name": n, "bytes": b} for n, b in tables],
             "unfinished_sstables": [{"name": n, "bytes": b} for n, b in tmps],
@@ -183,13 +198,15 @@ def cmd_stats(args: argparse.Namespace) -> int:
         }, indent=2))
         return EXIT_OK
     rows = [
-        ("store", args.dir),
+        ("store", args.dir + ("  (live: a writer has it open; the figures are a "
+                              "snapshot)" if is_live else "")),
         ("key size", f"{k} bytes"),
         ("value size", f"{v} bytes"),
         ("keys", f"{st.keys:,}"),
         ("live data", f"{live:,} bytes (keys x (key size + value size))"),
         (LOG_NAME, f"{log_file:,} bytes, {st.log_bytes // frame:,} frames of {frame} bytes"
-         + (f" + a torn tail of {torn:,} bytes (see tinylsm verify)" if torn else "")),
+         + ((f" + {torn:,} bytes appended since the snapshot" if is_live else
+             f" + a torn tail of {torn:,} bytes (see tinylsm verify)") if torn else "")),
         ("sstables", f"{_plural(len(tables), 'file')}, {sst_bytes:,} bytes"),
     ]
     width = max(len(name) for name, _ in rows + [("space amp", "")])
@@ -271,7 +288,12 @@ def _space(st: tinylsm.Stats) -> str:
 def cmd_compact(args: argparse.Namespace) -> int:
     k, v, source = store_sizes(args)
     had_meta = source == META_NAME
-    with tinylsm.open(args.dir, key_size=k, value_size=v) as db:
+    try:
+        db = tinylsm.open(args.dir, key_size=k, value_size=v)
+    except LockedError as exc:
+        raise LockedError(f"{exc}: compact needs the store to itself (call compact() "
+                          "in the process that has it open)") from None
+    with db:
         print(f"before: {_space(db.stats())}")
         if _progress.enabled():
             print("compacting...", file=sys.stderr, flush=True)

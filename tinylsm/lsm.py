@@ -19,8 +19,9 @@ from ._worker import Stopped
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import GATHER, LEAD, LogWriter
-from ._format import SSTABLE_DIR, as_sized
-from ._meta import StoreLock
+from ._format import LOG_NAME, SSTABLE_DIR, as_sized
+from ._logread import LogReader
+from ._meta import StoreLock, writer_present
 from .config import Config, Stats
 from .errors import ClosedError, CompactionError, ReadOnlyError, describe
 
@@ -81,11 +82,17 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
     measured by ``tinylsm bench``), holding only a few chunks beyond it.
 
     With ``readonly`` nothing on disk is changed (no truncation, no deletion,
-    no compaction, no metadata); sizes default to the recorded ones;
-    several read-only openers may share a directory while no writer holds it.
+    no compaction, no metadata, no lock file); sizes default to the
+    recorded ones.  A read-only open works beside a writer, in this process
+    or another: it holds the map after some prefix of the writer's log that
+    includes every change flushed before the open began (``live`` says
+    whether a writer is there, ``refresh()`` catches up).  It holds the
+    writer up only while it opens its files (microseconds; see
+    ``tinylsm._gate``), and never once open.
 
-    Raises ``LockedError`` if a writer holds the directory (or, for a writer,
-    anyone does), ``ValueError`` for sizes that do not match the recorded
+    Raises ``LockedError`` if another writer holds the directory (a
+    read-only open only if a writer holds up its opening for 30 seconds,
+    a stopped process), ``ValueError`` for sizes that do not match the recorded
     ones, ``CorruptionError`` for damage recovery must not paper over (a
     damaged ``tinylsm.meta``, a log whose first frame is not one, a lost
     ``sstables/``, an odd file where a store file belongs), and
@@ -390,6 +397,92 @@ class Lsm(maps.StoreCore, MutableMapping):
             compactor.compact_all()
         except Stopped:
             raise ClosedError(f"store {self.path!r} was closed during compact()") from None
+
+    # -- a read-only store beside a writer ----------------------------------------
+
+    @property
+    def live(self) -> bool:
+        """Whether a writer has the store open now: this store itself if it
+        is writable, or a writer in this or another process beside a
+        read-only one (whose contents are then a snapshot that
+        ``refresh()`` brings up to date).  Costs a lock probe, no I/O."""
+        self._check_open()
+        return not self.readonly or writer_present(self.path)
+
+    def refresh(self) -> bool:
+        """Bring a read-only store up to date with the store's writer; True
+        if it read anything new.  A writable store is always up to date
+        (False).
+
+        Afterwards the store holds the map after a later prefix of the
+        writer's log than before, including every change flushed before
+        the call.  If the writer is still appending to the log this store
+        read, only the log's new bytes are read (O(new changes)); if the
+        log was replaced since (a rollover, or a writer's recovery), the
+        store is read again as by ``open()`` (O(bytes on disk)), into a new
+        map that replaces the old one when complete.  An iterator begun
+        before raises ``RuntimeError`` on its next step if new changes were
+        applied to its map, as for any change; after a re-read it goes on
+        over the earlier contents, whole.  Raises as ``open()`` does if the
+        files read are damaged; the store then keeps its earlier contents.
+        """
+        with _Exclusive(self):
+            self._check_open()
+            if not self.readonly:
+                return False
+            log_writer = self._log
+            assert log_writer is not None  # set while open
+            if self._log_is_current(log_writer):
+                return self._read_log_tail(log_writer)
+            self._reload()
+            return True
+
+    def _log_is_current(self, log_writer: LogWriter) -> bool:
+        """Whether ``log`` still names the file this store read, grown or not."""
+        if log_writer.fd < 0:
+            return False
+        try:
+            named = os.stat(os.path.join(self.path, LOG_NAME))
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(log_writer.fd)
+        return ((named.st_dev, named.st_ino) == (mine.st_dev, mine.st_ino)
+                and mine.st_size >= log_writer.size)  # never cut in place by tinylsm
+
+    def _read_log_tail(self, log_writer: LogWriter) -> bool:
+        """Apply the changes appended to the log since it was last read.
+        The bytes before ``log_writer.size`` never change (``_gate``), and
+        a log retired meanwhile only ever grew up to its retirement, so
+        what is read here is always the next part of a prefix."""
+        k, v = self.key_size, self.value_size
+        reader = LogReader(self._files, log_writer.fd, k, v, log_writer.size)
+        data = self._map
+        for records in reader:
+            data.apply_records(records, k, v)
+        scan = reader.scan
+        assert scan is not None  # read to its end
+        self._read_bytes += reader.end - log_writer.size
+        grew = scan.end > log_writer.size
+        log_writer.size = scan.end
+        return grew
+
+    def _reload(self) -> None:
+        """Read the store again, as ``open()`` does, into a new map."""
+        k, v = self.key_size, self.value_size
+        data = maps.SortedMap(k, v)
+        opening = _recovery.Opening(None, k, v, False, _recovery.META_OK)
+        done = _recovery.recover(self._files, self.path, data.apply_records, opening,
+                                 True, self.config.log_bufwriter_size)
+        old_log = self._log
+        self._log = done.log
+        self._read_bytes += done.read_bytes
+        self._kept = done.kept
+        assert self._compactor is not None and self._rollover is not None  # set while open
+        self._compactor.tables = done.tables
+        self._rollover.log = done.log
+        self._attach(data, done.log.buf, self._frame_size)
+        if old_log is not None:
+            old_log.close()
 
     # -- state -------------------------------------------------------------------
 

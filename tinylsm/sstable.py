@@ -112,9 +112,10 @@ class TableReader:
     """
 
     def __init__(self, files: Files, path: str, key_size: int, value_size: int,
-                 chunk_size: Optional[int] = None) -> None:
+                 chunk_size: Optional[int] = None, fd: int = -1) -> None:
         self.files = files
         self.path = path
+        self.fd = fd  # given: read from it, and leave it open
         self.key_size = key_size
         self.value_size = value_size
         self.step = _logread.chunk(chunk_size)
@@ -197,7 +198,7 @@ class TableReader:
         """The decompressed payload, in pieces of about a chunk; raises
         ``CorruptionError`` for a damaged stream."""
         files, step = self.files, self.step
-        fd = files.open_ro(self.path)
+        fd = files.open_ro(self.path) if self.fd < 0 else self.fd
         try:
             size = files.size(fd)
             self._read = 0
@@ -236,7 +237,8 @@ class TableReader:
                 if len(data) < want:
                     break  # the file shrank: it ends here
         finally:
-            files.close(fd)
+            if fd != self.fd:
+                files.close(fd)
 
 
     def _damage(self, fd: int, exc: zstandard.ZstdError) -> CorruptionError:

@@ -1,0 +1,309 @@
+"""Read-only opens beside a writer: the snapshot guarantee, proven by
+interleaving a reader's open with every file operation of the writer's
+flush, rollover and merge, and the writer's steps with every file
+operation of a reader's open (see ``tinylsm/_gate.py``).
+
+The guarantee checked each time: the reader holds the map after some prefix
+of the writer's changes (in log order), and that prefix includes every
+change flushed before the reader began opening.  A reader kept open and
+refreshed moves forward only.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from typing import Callable, Dict, List, Optional
+
+import pytest
+
+import tinylsm
+from tinylsm import _worker
+from tinylsm._backend import codec
+from tinylsm._fs import Files
+
+from faults import OPS
+
+K, V = 4, 4
+#: Small enough that a few dozen changes roll the log over.
+CONFIG = tinylsm.Config(max_log_length=600, log_bufwriter_size=0, merge_window=2,
+                        merge_ratio=255)
+
+
+class HookFiles(Files):
+    """Real file operations, each preceded by ``hook(op, path)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Callable[[str, str], None] = lambda op, path: None
+
+
+def _hooked(op: str):
+    def method(self, *args, **kwargs):
+        self.hook(op, str(args[0]) if args and isinstance(args[0], str) else op)
+        return getattr(Files, op)(self, *args, **kwargs)
+    method.__name__ = op
+    return method
+
+
+for _op in OPS + ("copy_range",):
+    setattr(HookFiles, _op, _hooked(_op))
+
+
+class Model:
+    """The writer's changes in log order: ``states[i]`` is the map after
+    the first ``i`` changes; ``flushed`` how many a ``flush()`` made durable."""
+
+    def __init__(self) -> None:
+        self.states: List[Dict[bytes, bytes]] = [{}]
+        self.flushed = 0
+
+    def change(self, key: bytes, value: Optional[bytes]) -> None:
+        state = dict(self.states[-1])
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+        self.states.append(state)
+
+    def prefixes(self, got: Dict[bytes, bytes], floor: int) -> List[int]:
+        """The prefixes of at least ``floor`` changes whose map is ``got``."""
+        return [i for i in range(floor, len(self.states)) if self.states[i] == got]
+
+
+def key(i: int) -> bytes:
+    return i.to_bytes(K, "big")
+
+
+class Writer:
+    """A writable store without background threads, driven step by step,
+    with its changes in a ``Model``."""
+
+    def __init__(self, path: str, files: Files) -> None:
+        self.db = tinylsm.open(path, key_size=K, value_size=V, config=CONFIG, _files=files)
+        self.model = Model()
+        self.n = 0
+
+    def put(self, count: int = 1) -> None:
+        for _ in range(count):
+            self.n += 1
+            k, v = key(self.n % 13), self.n.to_bytes(V, "big")
+            if self.n % 5 == 0:
+                self.db.remove(k)
+                self.model.change(k, None)
+            else:
+                self.db[k] = v
+                self.model.change(k, v)
+
+    def flush(self) -> None:
+        pending = len(self.model.states) - 1
+        self.db.flush()
+        self.model.flushed = pending
+
+    def roll(self) -> None:
+        self.db._rollover.roll(everything=True)
+
+    def merge(self) -> None:
+        self.db._compactor.compact_all()
+
+
+@pytest.fixture(autouse=True)
+def no_threads(monkeypatch):
+    """Rollovers and merges run when the test says, in its thread."""
+    monkeypatch.setattr(_worker.Worker, "start", lambda self: None)
+
+
+def read_snapshot(path: str, files: Optional[Files] = None) -> Dict[bytes, bytes]:
+    with tinylsm.open(path, readonly=True, _files=files) as db:
+        assert db.live
+        return dict(db.items())
+
+
+def check(model: Model, got: Dict[bytes, bytes], floor: int) -> List[int]:
+    found = model.prefixes(got, floor)
+    assert found, (f"reader's map ({len(got)} keys) is not the map after any prefix of "
+                   f"at least {floor} of the writer's {len(model.states) - 1} changes")
+    return found
+
+
+def gate_free(path: str) -> bool:
+    """Whether a reader could take the gate now (no removing step under way)."""
+    import fcntl
+    fd = os.open(os.path.join(path, "sstables"), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+WRITER_STEPS = {
+    "flush": lambda w: (w.put(3), w.flush()),
+    "rollover": lambda w: (w.put(2), w.roll()),
+    "merge": lambda w: w.merge(),
+    "recovery": None,  # reopening after a torn write: the log is cut
+}
+
+
+def _prepare(tmp_path, files: Files) -> Writer:
+    """A store with two sstables, a log of changes, and a flush behind it."""
+    w = Writer(str(tmp_path / "db"), files)
+    w.put(20)
+    w.flush()
+    w.roll()
+    w.put(20)
+    w.roll()
+    w.put(6)
+    w.flush()
+    w.put(3)  # written out (no buffer), not flushed
+    assert len(w.db._compactor.tables) >= 2
+    return w
+
+
+@pytest.mark.parametrize("step", ["flush", "rollover", "merge"])
+def test_a_reader_opening_at_every_file_operation_of_the_writer(tmp_path, step):
+    """Writer paused before each of its file operations in a step; a reader
+    opens then (in a thread, if the writer holds the gate at that point,
+    finishing once the step is done).  A reader opened before it all is
+    refreshed at every point and must only move forward."""
+    files = HookFiles()
+    w = _prepare(tmp_path, files)
+    path = w.db.path
+    pending: List[threading.Thread] = []
+    results: List[tuple] = []
+    follower = tinylsm.open(path, readonly=True)
+    follow_floor = [check(w.model, dict(follower.items()), w.model.flushed)[0]]
+    points = [0]
+
+    def at_op(op: str, _path: str) -> None:
+        points[0] += 1
+        floor = w.model.flushed
+
+        def read() -> None:
+            results.append((read_snapshot(path), floor))
+
+        if gate_free(path):
+            read()
+            follower.refresh()
+            follow_floor[0] = check(w.model, dict(follower.items()), max(floor, follow_floor[0]))[0]
+        else:  # inside a removing step: the reader waits for its end
+            t = threading.Thread(target=read)
+            t.start()
+            pending.append(t)
+
+    files.hook = at_op
+    WRITER_STEPS[step](w)
+    files.hook = lambda op, p: None
+    for t in pending:
+        t.join(10)
+        assert not t.is_alive(), "a reader stayed blocked after the writer's step"
+    for got, floor in results:
+        check(w.model, got, floor)
+    assert points[0] >= 3 and len(results) == points[0]
+    follower.refresh()
+    check(w.model, dict(follower.items()), max(w.model.flushed, follow_floor[0]))
+    follower.close()
+    w.db.close()
+    assert read_snapshot_after_close(path) == w.model.states[-1]
+
+
+def read_snapshot_after_close(path: str) -> Dict[bytes, bytes]:
+    with tinylsm.open(path, readonly=True) as db:
+        assert not db.live
+        return dict(db.items())
+
+
+def _reader_ops(path: str) -> int:
+    files = HookFiles()
+    count = [0]
+    files.hook = lambda op, p: count.__setitem__(0, count[0] + 1)
+    read_snapshot(path, files)
+    return count[0]
+
+
+@pytest.mark.parametrize("step", ["flush", "rollover", "merge"])
+def test_a_writer_step_at_every_file_operation_of_a_reader(tmp_path, step):
+    """Reader paused before each of its file operations while opening; the
+    writer runs a whole step then (in a thread: while the reader holds the
+    gate the step's removing part waits for it)."""
+    probe = _prepare(tmp_path / "probe", Files())
+    n_ops = _reader_ops(probe.db.path)
+    probe.db.close()
+    assert n_ops >= 4
+    for at in range(1, n_ops + 1):
+        w = _prepare(tmp_path / f"at{at}", Files())
+        floor = w.model.flushed
+        files = HookFiles()
+        seen = [0]
+        done = threading.Event()
+        errors: List[BaseException] = []
+
+        def run_step() -> None:
+            try:
+                WRITER_STEPS[step](w)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+            finally:
+                done.set()
+
+        def at_op(op: str, _path: str, at=at) -> None:
+            seen[0] += 1
+            if seen[0] == at:
+                t = threading.Thread(target=run_step)
+                t.start()
+                done.wait(0.3)  # finished, or waiting for the gate we hold
+
+        files.hook = at_op
+        got = read_snapshot(w.db.path, files)
+        assert done.wait(10) and not errors, errors
+        check(w.model, got, floor)
+        w.db.close()
+
+
+def test_a_reader_beside_the_writers_recovery_cutting_a_torn_log(tmp_path):
+    """A writer reopening a store whose log ends in a torn frame cuts it by
+    replacing the file: a reader that opened the old log before reads its
+    bytes unchanged, and one opening at each step sees a prefix."""
+    path = str(tmp_path / "db")
+    w = Writer(path, Files())
+    w.put(10)
+    w.flush()
+    w.db.close()
+    log_path = os.path.join(path, "log")
+    with open(log_path, "ab") as f:
+        f.write(b"\x01\x02\x03")  # a torn frame
+    early = tinylsm.open(path, readonly=True)
+    before = os.stat(log_path).st_ino
+    files = HookFiles()
+    snapshots: List[Dict[bytes, bytes]] = []
+    pending: List[threading.Thread] = []
+
+    def at_op(op: str, _path: str) -> None:
+        def read() -> None:
+            with tinylsm.open(path, readonly=True) as db:
+                snapshots.append(dict(db.items()))
+        if gate_free(path):
+            read()
+        else:
+            pending.append(threading.Thread(target=read))
+            pending[-1].start()
+
+    files.hook = at_op
+    db = tinylsm.open(path, config=CONFIG, _files=files)
+    files.hook = lambda op, p: None
+    for t in pending:
+        t.join(10)
+    assert os.stat(log_path).st_ino != before, "the torn log was cut in place"
+    assert os.path.getsize(log_path) % codec.frame_size(K, V) == 0
+    assert len(snapshots) > 5 and pending, "no reader opened during the log's replacement"
+    for got in snapshots:
+        assert got == w.model.states[-1]
+    assert early.refresh() is True  # the log was replaced: read again
+    assert dict(early.items()) == w.model.states[-1]
+    db[key(1)] = b"new!"
+    assert early.refresh() is True  # the same log grew: only its tail read
+    assert early[key(1)] == b"new!"
+    assert early.refresh() is False
+    early.close()
+    db.close()
