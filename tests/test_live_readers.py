@@ -307,3 +307,138 @@ def test_a_reader_beside_the_writers_recovery_cutting_a_torn_log(tmp_path):
     assert early.refresh() is False
     early.close()
     db.close()
+
+
+# -- reader processes beside a writer process under load ---------------------------
+
+#: Keys the load writer cycles over, and the seconds it runs (``TINYLSM_TORTURE``: 10x).
+LOAD_KEYS = 1500
+LOAD_SECONDS_CI, LOAD_SECONDS_TORTURE = 3.0, 30.0
+
+# Change i sets key (i * 7919) % LOAD_KEYS to i, or removes it when i % 6 == 0;
+# the map after n changes is then known without replaying them.
+LOAD_WRITER = """
+import os, sys, tinylsm
+path, nkeys = sys.argv[1], int(sys.argv[2])
+config = tinylsm.Config(max_log_length=32 * 1024, merge_window=3)
+def note(n):
+    with open(path + ".flushed.tmp", "w") as f:
+        f.write(str(n))
+    os.replace(path + ".flushed.tmp", path + ".flushed")
+with tinylsm.open(path, key_size=8, value_size=8, config=config) as db:
+    note(0)
+    open(path + ".started", "w").close()
+    i = 0
+    while not os.path.exists(path + ".stop"):
+        for _ in range(500):
+            i += 1
+            k = ((i * 7919) % nkeys).to_bytes(8, "big")
+            if i % 6 == 0:
+                db.remove(k)
+            else:
+                db[k] = i.to_bytes(8, "big")
+        db.flush()
+        note(i)
+    st = db.stats()
+    print(i, st.rollovers, st.merges)
+"""
+
+LOAD_READER = """
+import os, sys, tinylsm
+path, nkeys = sys.argv[1], int(sys.argv[2])
+inverse = pow(7919, -1, nkeys)
+first = [(k * inverse) % nkeys or nkeys for k in range(nkeys)]  # first change of key k
+
+def expected(key, n):
+    c = first[key]
+    if n < c:
+        return None
+    last = c + (n - c) // nkeys * nkeys
+    return None if last % 6 == 0 else last.to_bytes(8, "big")
+
+def prefix_of(got, floor):
+    # the number of changes n >= floor whose map is got, or None
+    top = max([int.from_bytes(v, "big") for v in got.values()] + [0])
+    for n in range(max(top, floor), top + 7):
+        if all(got.get(k.to_bytes(8, "big")) == expected(k, n) for k in range(nkeys)) \
+                and len(got) == sum(expected(k, n) is not None for k in range(nkeys)):
+            return n
+    return None
+
+def flushed():
+    with open(path + ".flushed") as f:
+        return int(f.read())
+
+opens = refreshes = 0
+follower = None
+last = 0
+while True:
+    done = os.path.exists(path + ".done")
+    floor = flushed()
+    with tinylsm.open(path, readonly=True) as db:
+        n = prefix_of(dict(db.items()), floor)
+    opens += 1
+    if n is None:
+        print("BAD open, floor", floor); sys.exit(1)
+    if follower is None:
+        follower = tinylsm.open(path, readonly=True)
+    else:
+        floor = flushed()
+        follower.refresh()
+        refreshes += 1
+        m = prefix_of(dict(follower.items()), max(floor, last))
+        if m is None:
+            print("BAD refresh, floor", floor, "before", last); sys.exit(1)
+        last = m
+    if done:
+        break
+follower.close()
+print(opens, refreshes)
+"""
+
+
+def test_reader_processes_beside_a_writer_process_under_load(tmp_path, record_property):
+    """Two reader processes open the store again and again (and refresh a
+    store kept open) while a writer process changes it, flushes, rolls the
+    log over and merges in the background.  Each open must hold the map
+    after a prefix of the writer's changes that includes every flushed one;
+    each refresh must move forward only."""
+    import subprocess
+    import sys
+    import time
+
+    from faults import report
+    from helpers import child_env
+
+    torture = os.environ.get("TINYLSM_TORTURE", "") not in ("", "0")
+    seconds = LOAD_SECONDS_TORTURE if torture else LOAD_SECONDS_CI
+    path = str(tmp_path / "db")
+    env = child_env()
+    writer = subprocess.Popen([sys.executable, "-c", LOAD_WRITER, path, str(LOAD_KEYS)],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path + ".started"):
+        assert writer.poll() is None and time.monotonic() < deadline, "writer did not start"
+        time.sleep(0.01)
+    readers = [subprocess.Popen([sys.executable, "-c", LOAD_READER, path, str(LOAD_KEYS)],
+                                env=env, stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    time.sleep(seconds)
+    open(path + ".stop", "w").close()
+    out, _ = writer.communicate(timeout=600)
+    assert writer.returncode == 0
+    changes, rollovers, merges = map(int, out.split())
+    open(path + ".done", "w").close()
+    opens = refreshes = 0
+    for r in readers:
+        rout, _ = r.communicate(timeout=600)
+        assert r.returncode == 0, rout
+        o, f = map(int, rout.split())
+        opens, refreshes = opens + o, refreshes + f
+    assert rollovers >= 5 and merges >= 1, (rollovers, merges)
+    assert opens >= 10, opens
+    report(record_property, "live_reader_opens", opens)
+    report(record_property, "live_reader_refreshes", refreshes)
+    report(record_property, "live_writer_changes", changes)
+    report(record_property, "live_writer_rollovers", rollovers)
+    report(record_property, "live_writer_merges", merges)
