@@ -442,3 +442,41 @@ def test_reader_processes_beside_a_writer_process_under_load(tmp_path, record_pr
     report(record_property, "live_writer_changes", changes)
     report(record_property, "live_writer_rollovers", rollovers)
     report(record_property, "live_writer_merges", merges)
+
+
+def test_refresh_racing_close(tmp_path):
+    """refresh() from threads while another thread closes the reader: each
+    call returns or raises ClosedError, nothing else, and the reader's log
+    descriptor is closed once close() returns."""
+    path = str(tmp_path / "db")
+    w = Writer(path, Files())
+    for round_ in range(8):
+        reader = tinylsm.open(path, readonly=True)
+        errors: List[BaseException] = []
+        start = threading.Barrier(3)
+
+        def refresher() -> None:
+            start.wait()
+            try:
+                for _ in range(200):
+                    w.put(1)
+                    reader.refresh()
+            except tinylsm.ClosedError:
+                pass
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=refresher) for _ in range(2)]
+        for t in threads:
+            t.start()
+        start.wait()
+        if round_ % 2:
+            w.roll()  # the next refresh reads the store again
+        reader.close()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors
+        assert reader._log is None
+        with pytest.raises(tinylsm.ClosedError):
+            reader.refresh()
+    w.db.close()

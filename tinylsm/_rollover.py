@@ -8,9 +8,11 @@ When the log passes ``max_log_length``, a background thread
    rename, directory fsync), then hands it to the compactor (no lock);
 3. copies ``log[M:]`` to ``tinylsm.log-from-M`` in rounds and fsyncs it,
    until little is left (no lock);
-4. writes the buffer out to the log and from then on holds appends in the
-   buffer (store lock held, briefly); copies the rest, fsyncs the copy,
-   renames it over ``log`` and fsyncs the directory (no lock); then
+4. waits until no reader is opening files (``_gate``: the rename retires
+   the old log, a removing step), writes the buffer out to the log and from
+   then on holds appends in the buffer (store lock held, briefly); copies
+   the rest, fsyncs the copy, renames it over ``log`` and lets readers in
+   again, fsyncs the directory (no lock); then
    switches the writer to the copy (lock held, briefly) and drains the
    held appends to it, a piece per lock holding.
 
