@@ -21,7 +21,7 @@ from tinylsm import _worker
 from tinylsm._backend import codec
 from tinylsm._fs import Files
 
-from faults import OPS
+from faults import OPS, report
 
 K, V = 4, 4
 #: Small enough that a few dozen changes roll the log over.
@@ -162,7 +162,8 @@ def _prepare(tmp_path, files: Files) -> Writer:
 
 
 @pytest.mark.parametrize("step", ["flush", "rollover", "merge"])
-def test_a_reader_opening_at_every_file_operation_of_the_writer(tmp_path, step):
+def test_a_reader_opening_at_every_file_operation_of_the_writer(tmp_path, step,
+                                                               record_property):
     """Writer paused before each of its file operations in a step; a reader
     opens then (in a thread, if the writer holds the gate at that point,
     finishing once the step is done).  A reader opened before it all is
@@ -201,6 +202,8 @@ def test_a_reader_opening_at_every_file_operation_of_the_writer(tmp_path, step):
     for got, floor in results:
         check(w.model, got, floor)
     assert points[0] >= 3 and len(results) == points[0]
+    report(record_property, f"reader_opens_during_{step}", points[0])
+    report(record_property, f"reader_opens_waiting_for_{step}", len(pending))
     follower.refresh()
     check(w.model, dict(follower.items()), max(w.model.flushed, follow_floor[0]))
     follower.close()
@@ -223,7 +226,8 @@ def _reader_ops(path: str) -> int:
 
 
 @pytest.mark.parametrize("step", ["flush", "rollover", "merge"])
-def test_a_writer_step_at_every_file_operation_of_a_reader(tmp_path, step):
+def test_a_writer_step_at_every_file_operation_of_a_reader(tmp_path, step,
+                                                          record_property):
     """Reader paused before each of its file operations while opening; the
     writer runs a whole step then (in a thread: while the reader holds the
     gate the step's removing part waits for it)."""
@@ -259,6 +263,7 @@ def test_a_writer_step_at_every_file_operation_of_a_reader(tmp_path, step):
         assert done.wait(10) and not errors, errors
         check(w.model, got, floor)
         w.db.close()
+    report(record_property, f"{step}_at_reader_operations", n_ops)
 
 
 def test_a_reader_beside_the_writers_recovery_cutting_a_torn_log(tmp_path):
@@ -407,7 +412,6 @@ def test_reader_processes_beside_a_writer_process_under_load(tmp_path, record_pr
     import sys
     import time
 
-    from faults import report
     from helpers import child_env
 
     torture = os.environ.get("TINYLSM_TORTURE", "") not in ("", "0")
