@@ -287,8 +287,9 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
                         "are %s", log_path, scan.stop, scan.stop_offset, tail, scan.end,
                         "set aside, then cut off" if plan.keep else
                         "a torn final frame (or zeros), and are cut off")
-        elif tail and plan.keep:
-            # a live writer's last frame half-written is no news; damage is
+        elif tail and plan.keep and not (scan.stop in (STOP_SHORT, STOP_END)
+                                         and _meta.writer_present(path)):
+            # a live writer's last frame or batch half-written is no news
             log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
                         "are ignored (read-only)", log_path, scan.stop, scan.stop_offset,
                         tail, scan.end)
