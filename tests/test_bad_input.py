@@ -69,6 +69,8 @@ def test_key_of_wrong_type(store, type_name, bad):
         _refused(TypeError, msg, db.__getitem__, bad)
         _refused(TypeError, msg, db.get, bad)
         _refused(TypeError, msg, db.__contains__, bad)
+        _refused(TypeError, msg, db.insert_if_absent, bad, good_v)
+        _refused(TypeError, msg, db.setdefault, bad, good_v)
         if bad is not None:  # None is an open end of a range
             _refused(TypeError, msg, lambda: list(db.range(bad)))
 
@@ -82,6 +84,13 @@ def test_value_of_wrong_type(store, type_name, bad):
         _refused(TypeError, msg, db.insert, present, bad)
         _refused(TypeError, msg, db.__setitem__, present, bad)
         _refused(TypeError, msg, db.insert, key(200, K), bad)
+        # refused whether the key is present or not
+        _refused(TypeError, msg, db.insert_if_absent, present, bad)
+        _refused(TypeError, msg, db.insert_if_absent, key(200, K), bad)
+        if bad is None:  # no default: refused as such, present or not
+            msg = r"setdefault\(\): a default value is required"
+        _refused(TypeError, msg, db.setdefault, present, bad)
+        _refused(TypeError, msg, db.setdefault, key(200, K), bad)
     assert db[present] == model[present]
     db.close()
     with open_db(path, K, V) as again:  # and the log agrees with memory
@@ -99,14 +108,20 @@ def test_key_of_wrong_size(store, size):
             _refused(ValueError, msg, db.get, bad)
             _refused(ValueError, msg, db.__getitem__, bad)
             _refused(ValueError, msg, db.__contains__, bad)
+            _refused(ValueError, msg, db.insert_if_absent, bad, b"v" * V)
+            _refused(ValueError, msg, db.setdefault, bad, b"v" * V)
 
 
 @pytest.mark.parametrize("size", [0, V - 1, V + 1])
 def test_value_of_wrong_size(store, size):
     db, path, model = store
     with unchanged(db, path, model):
-        _refused(ValueError, rf"value: expected {V} bytes, got {size}",
-                 db.insert, key(1, K), b"v" * size)
+        msg = rf"value: expected {V} bytes, got {size}"
+        _refused(ValueError, msg, db.insert, key(1, K), b"v" * size)
+        present = next(iter(model))
+        for k in (present, key(200, K)):  # refused whether the key is present or not
+            _refused(ValueError, msg, db.insert_if_absent, k, b"v" * size)
+            _refused(ValueError, msg, db.setdefault, k, bytearray(b"v" * size))
 
 
 BAD_BATCHES = [

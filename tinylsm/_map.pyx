@@ -1400,6 +1400,10 @@ cdef class StoreCore:
         """The owner's remove when the fast path cannot finish it."""
         raise NotImplementedError
 
+    def _slow_insert_if_absent(self, key, value):
+        """The owner's insert_if_absent when the fast path cannot finish it."""
+        raise NotImplementedError
+
     @property
     def key_size(self):
         """K, the size of every key in bytes."""
@@ -1462,6 +1466,38 @@ cdef class StoreCore:
 
     def __setitem__(self, key, value):
         self.insert(key, value)
+
+    def insert_if_absent(self, key, value):
+        """Set ``key`` to ``value`` only if it is absent: return ``None`` when
+        it inserted, else the value ``key`` has (and change nothing).
+
+        Atomic: of threads racing to insert the same absent key, exactly one
+        inserts and the others get its value.  Only an insert is logged.
+        Raises as ``insert`` does, whether the key is present or not.  O(1)
+        amortized.
+        """
+        cdef SortedMap m = self._map
+        cdef const uint8_t *kp
+        cdef const uint8_t *vp
+        cdef uint64_t h
+        cdef size_t slot
+        if (PyBytes_Check(key) and PyBytes_Check(value)
+                and <size_t>PyBytes_GET_SIZE(key) == m.K
+                and <size_t>PyBytes_GET_SIZE(value) == m.V
+                and self._fast_room()):
+            kp = <const uint8_t *>PyBytes_AS_STRING(key)
+            vp = <const uint8_t *>PyBytes_AS_STRING(value)
+            h = tl_hash(kp, m.K, _SEED)
+            slot = m._find_h(kp, h)
+            if slot != _NOPOS:
+                return m._value_at(slot)  # present: nothing to log
+            self._append_frame(kp, vp)
+            try:
+                return m._set(kp, vp, h, False)
+            except BaseException:
+                self._drop_frame()
+                raise
+        return self._slow_insert_if_absent(key, value)
 
     def remove(self, key):
         """Delete ``key``; return its value, or ``None`` if it was absent.

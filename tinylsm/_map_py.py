@@ -310,6 +310,10 @@ class StoreCore:
         """The owner's remove when the fast path cannot finish it."""
         raise NotImplementedError
 
+    def _slow_insert_if_absent(self, key: object, value: object) -> Optional[bytes]:
+        """The owner's insert_if_absent when the fast path cannot finish it."""
+        raise NotImplementedError
+
     @property
     def key_size(self) -> int:
         """K, the size of every key in bytes."""
@@ -333,6 +337,17 @@ class StoreCore:
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.insert(key, value)
+
+    def insert_if_absent(self, key: bytes, value: bytes) -> Optional[bytes]:
+        """Set ``key`` to ``value`` only if it is absent: return ``None`` when
+        it inserted, else the value ``key`` has (and change nothing).
+
+        Atomic: of threads racing to insert the same absent key, exactly one
+        inserts and the others get its value.  Only an insert is logged.
+        Raises as ``insert`` does, whether the key is present or not.  O(1)
+        amortized.
+        """
+        return self._slow_insert_if_absent(key, value)
 
     def remove(self, key: bytes) -> Optional[bytes]:
         """Delete ``key``; return its value, or ``None`` if it was absent.

@@ -271,8 +271,8 @@ class Lsm(maps.StoreCore, MutableMapping):
                 self._check_open()
         return log_writer
 
-    # insert() and remove() are StoreCore's: they call these when they
-    # cannot finish in one compiled step.
+    # insert(), remove() and insert_if_absent() are StoreCore's: they call
+    # these when they cannot finish in one compiled step.
 
     def _slow_insert(self, key: bytes, value: bytes) -> Optional[bytes]:
         if value is None:  # encode_frame would make it a tombstone
@@ -292,6 +292,53 @@ class Lsm(maps.StoreCore, MutableMapping):
             frame = codec.encode_frame(key, None, self.key_size, self.value_size)
             self._writable().append(frame)
             return self._map.delete(key)
+
+    def _slow_insert_if_absent(self, key: bytes, value: bytes) -> Optional[bytes]:
+        if value is None:
+            raise TypeError("value: expected a bytes-like object, got NoneType")
+        k, v = self.key_size, self.value_size
+        # bytes now, so that the frame and the map get the same bytes even
+        # if the caller's buffer changes meanwhile
+        key, value = as_sized(key, k, "key"), as_sized(value, v, "value")
+        frame = codec.encode_frame(key, value, k, v)
+        with _Exclusive(self):
+            log_writer = self._writable()  # may wait, letting other writers in
+            old = self._map.get(key)
+            if old is not None:
+                return old
+            log_writer.append(frame)
+            return self._map.set(key, value)
+
+    def setdefault(self, key: bytes, default: Optional[bytes] = None) -> bytes:
+        """The value of ``key``, inserting ``default`` first if it is absent.
+
+        Atomic, unlike ``MutableMapping.setdefault``: of threads racing on
+        the same absent key, exactly one inserts and every one gets the
+        value it inserted (see ``insert_if_absent``, which tells whether
+        this call inserted).  A store cannot hold ``None``, so ``default``
+        is required: leaving it out raises ``TypeError``, whether the key
+        is present or not.  The key and ``default`` are checked as by
+        ``insert`` even when the key is present.  O(1) amortized.
+
+        >>> import tinylsm, tempfile, os
+        >>> db = tinylsm.open(os.path.join(tempfile.mkdtemp(), "db"), key_size=1, value_size=1)
+        >>> db.setdefault(b"a", b"1"), db.setdefault(b"a", b"2")
+        (b'1', b'1')
+        >>> db.insert_if_absent(b"b", b"3"), db.insert_if_absent(b"b", b"4")
+        (None, b'3')
+        >>> db.setdefault(b"c")
+        Traceback (most recent call last):
+            ...
+        TypeError: setdefault(): a default value is required (a store cannot hold None; use get() to read without inserting)
+        >>> db.close()
+        """
+        if default is None:
+            raise TypeError("setdefault(): a default value is required (a store cannot "
+                            "hold None; use get() to read without inserting)")
+        old = self.insert_if_absent(key, default)
+        if old is not None:
+            return old
+        return as_sized(default, self.value_size, "value")
 
     def write_batch(self, items: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         """Apply ``(key, value_or_None)`` changes atomically, in order.
