@@ -73,6 +73,8 @@ def test_key_of_wrong_type(store, type_name, bad):
         _refused(TypeError, msg, db.setdefault, bad, good_v)
         if bad is not None:  # None is an open end of a range
             _refused(TypeError, msg, lambda: list(db.range(bad)))
+            _refused(TypeError, rf"prefix: expected a bytes-like object, got {type_name}",
+                     lambda: list(db.range(prefix=bad)))
 
 
 @pytest.mark.parametrize("type_name,bad", BAD_TYPES, ids=[t for t, _ in BAD_TYPES])

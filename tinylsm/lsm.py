@@ -9,7 +9,7 @@ import weakref
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from typing import Iterable, Iterator, List, NoReturn, Optional, Tuple, Union
 
-from . import _recovery
+from . import _prefix, _recovery
 from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, release
 from ._views import Items, Keys, Values
 from ._backend import codec, maps
@@ -206,13 +206,19 @@ class Lsm(maps.StoreCore, MutableMapping):
         return Values(self)
 
     def range(
-        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, *, reverse: bool = False
+        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, *,
+        reverse: bool = False, prefix: Optional[bytes] = None,
     ) -> Iterator[Tuple[bytes, bytes]]:
         """Yield ``(key, value)`` for ``start <= key < stop`` in key order.
 
         Either end may be ``None`` (open).  With ``reverse`` the same pairs
         come in descending order.  Raises ``RuntimeError`` on the next step
         if the store changes while the iterator is in use.
+
+        ``prefix`` (any bytes-like object of at most ``key_size`` bytes,
+        instead of ``start`` and ``stop``) yields the keys that begin with
+        it: ``b""`` every key, a whole key at most that key.  Giving it with
+        ``start`` or ``stop`` raises ``TypeError``, a longer one ``ValueError``.
 
         Cost: O(log n) to find the start, then O(1) per pair, no I/O.  The
         first ordered read (``range``, iteration, ``keys``/``items``/``values``)
@@ -228,9 +234,18 @@ class Lsm(maps.StoreCore, MutableMapping):
         >>> [k for k, _ in db.range(stop=b"c", reverse=True)]
         [b'b', b'a']
         >>> db.close()
+        >>> db = tinylsm.open(os.path.join(tempfile.mkdtemp(), "db"), key_size=2, value_size=0)
+        >>> db.write_batch([(b"az", b""), (b"ba", b""), (b"bz", b""), (b"ca", b"")])
+        >>> [k for k, _ in db.range(prefix=b"b")]
+        [b'ba', b'bz']
+        >>> db.close()
         """
         k = self.key_size
-        if start is not None:
+        if prefix is not None:
+            if start is not None or stop is not None:
+                raise TypeError("range(): give prefix, or start and stop, not both")
+            start, stop = _prefix.bounds(prefix, k)
+        elif start is not None:
             start = as_sized(start, k, "key")
         if stop is not None:
             stop = as_sized(stop, k, "key")
