@@ -26,7 +26,7 @@ from .errors import ClosedError, CompactionError, ReadOnlyError, describe
 
 log = logging.getLogger("tinylsm")
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 class _Exclusive:
@@ -66,6 +66,9 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
     _files: Optional[Files] = None,
 ) -> "Lsm":
     """Open the store in directory ``path``, creating or recovering it.
+
+    ``path`` is a ``str``, ``bytes`` or path-like object, as for ``os``
+    functions; ``Lsm.path`` is it as a ``str`` (``os.fsdecode``).
 
     A new store is made only in a new or empty directory, and records
     ``key_size`` and ``value_size``; an existing one must be opened with the
@@ -136,7 +139,9 @@ class Lsm(maps.StoreCore, MutableMapping):
             config = Config()
         elif not isinstance(config, Config):
             raise TypeError(f"config: expected tinylsm.Config, got {type(config).__name__}")
-        self.path = os.fspath(path)
+        # a str from here on (bytes decoded as os does, so that undecodable
+        # bytes survive as surrogates and name the same file)
+        self.path = os.fsdecode(path)
         self.config = config
         self.readonly = bool(readonly)
         self._files = _files if _files is not None else DEFAULT_FILES
