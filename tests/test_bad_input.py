@@ -165,6 +165,32 @@ def test_other_sizes_on_reopen(store):
     assert snapshot(path) == before
 
 
+def test_one_size_on_reopen(store):
+    """One size given for a store that records both: checked against its
+    recorded one, the other taken from the record."""
+    db, path, model = store
+    db.close()
+    for sizes in (dict(key_size=K), dict(value_size=V), dict(key_size=K, value_size=V)):
+        with tinylsm.open(path, **sizes) as again:
+            assert (again.key_size, again.value_size) == (K, V)
+            assert contents(again) == model
+        with tinylsm.open(path, readonly=True, **sizes) as reader:
+            assert (reader.key_size, reader.value_size) == (K, V)
+    before = snapshot(path)
+    for sizes, wrong in ((dict(key_size=K + 1), "key_size differs"),
+                         (dict(value_size=V - 1), "value_size differs"),
+                         (dict(key_size=V, value_size=K), "key_size and value_size differ")):
+        given = ", ".join(f"{name}={size}" for name, size in sizes.items())
+        with pytest.raises(ValueError, match=rf"created with key_size={K}, value_size={V}; "
+                                             rf"opened with {given} \({wrong}\)"):
+            tinylsm.open(path, **sizes)
+    for sizes, exc, msg in ((dict(key_size=0), ValueError, "key_size: expected 1 to 65536"),
+                            (dict(value_size="8"), TypeError, "value_size: expected int")):
+        with pytest.raises(exc, match=msg):
+            tinylsm.open(path, **sizes)
+    assert snapshot(path) == before
+
+
 def test_second_opener_in_this_process(store):
     db, path, model = store
     with unchanged(db, path, model):

@@ -141,7 +141,11 @@ def test_console_script_is_declared():
     (("dump", "{db}", "--start", "xyz"), "--start 'xyz' is not hexadecimal"),
     (("dump", "{db}", "--limit", "-1"), "expected 0 or more"),
     (("stats", "{db}", "--key-size", "4", "--value-size", "4"), "records key size 8"),
-    (("stats", "{db}", "--key-size", "8"), "give both --key-size and --value-size"),
+    (("stats", "{db}", "--key-size", "4"), "records key size 8 and value size 8, not "
+                                            "--key-size 4: leave"),
+    (("stats", "{db}", "--value-size", "9"), "not --value-size 9: leave"),
+    (("stats", "{db}", "--key-size", "8", "--value-size", "9"),
+     "not --key-size 8 and --value-size 9"),
     (("stats", "{missing}"), "no such directory"),
     (("stats", "{file}"), "not a directory"),
     (("verify", "{empty}"), "not a tinylsm or tiny-lsm store"),
@@ -176,6 +180,9 @@ def test_rust_directory_needs_sizes(tmp_path):
         assert "--key-size K --value-size V" in line
     line = one_error_line(run("get", db, "00" * 8, status=2))
     assert "records no key and value sizes" in line
+    for option in ("--key-size", "--value-size"):  # one size is not enough
+        line = one_error_line(run("stats", db, option, 8, status=2))
+        assert "--key-size K --value-size V" in line
     # the wrong sizes are caught too, by the first log frame
     line = one_error_line(run("stats", db, "--key-size", 4, "--value-size", 4, status=2))
     assert "are these the sizes" in line
@@ -196,6 +203,15 @@ def test_locked_directory(store, args):
         assert out.stdout == ""
         writer.stats()  # the writer is undisturbed
     assert snapshot(store) == before
+
+
+def test_one_size_is_checked_against_the_record(store):
+    """A store that records its sizes needs none on the command line; one
+    given alone is checked against the record, like a pair."""
+    whole = run("stats", store, status=0).stdout
+    assert run("stats", store, "--key-size", "8", status=0).stdout == whole
+    assert run("stats", store, "--value-size", "8", status=0).stdout == whole
+    assert run("get", store, "00" * 8, "--value-size", "8", status=0).stdout
 
 
 def test_compact_is_locked_out_by_a_reader(store):

@@ -3,7 +3,8 @@ compare tinylsm with its peers.
 
 Every command that takes a store directory reads the key and value sizes
 from its ``tinylsm.meta``; a directory written by the Rust crate records
-none, and needs ``--key-size K --value-size V``.  Only ``compact`` changes
+none, and needs ``--key-size K --value-size V`` (for any other store, a size
+given is checked against the record).  Only ``compact`` changes
 anything on disk: the others open the store read-only.
 
 Exit status: 0 success; 1 damage found (``verify``, or a corrupt store) or
@@ -123,8 +124,6 @@ def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
         raise UsageError(f"{directory}: not a tinylsm or tiny-lsm store "
                          f"(no {LOG_NAME}, {SSTABLE_DIR}/ or {META_NAME})")
     given = (args.key_size, args.value_size)
-    if (given[0] is None) != (given[1] is None):
-        raise UsageError("give both --key-size and --value-size, or neither")
     recorded = _meta.read_sizes(FILES, directory)
     try:
         k, v = _recovery.settle_sizes(directory, recorded, *given)
@@ -135,9 +134,11 @@ def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
     except ValueError as exc:
         if recorded is None:
             raise UsageError(str(exc)) from None
+        options = " and ".join(f"{option} {size}" for option, size
+                               in zip(("--key-size", "--value-size"), given) if size is not None)
         raise UsageError(
             f"{directory} records key size {recorded[0]} and value size {recorded[1]}, "
-            f"not {given[0]} and {given[1]}: leave --key-size and --value-size out"
+            f"not {options}: leave --key-size and --value-size out"
         ) from None
     return k, v, META_NAME if recorded is not None else "the command line"
 
@@ -290,8 +291,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def _directory_parent() -> argparse.ArgumentParser:
     p = ArgumentParser(add_help=False)
     p.add_argument("dir", metavar="DIR", help="the store's directory")
-    g = p.add_argument_group("sizes (only for a store written by the Rust tiny-lsm, which "
-                             "does not record them)")
+    g = p.add_argument_group("sizes (needed only for a store written by the Rust tiny-lsm, "
+                             "which does not record them; others are checked against "
+                             "the record)")
     g.add_argument("--key-size", type=size_arg, metavar="K", help="key size in bytes")
     g.add_argument("--value-size", type=size_arg, metavar="V", help="value size in bytes")
     return p

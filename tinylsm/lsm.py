@@ -71,9 +71,10 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
     functions; ``Lsm.path`` is it as a ``str`` (``os.fsdecode``).
 
     A new store is made only in a new or empty directory, and records
-    ``key_size`` and ``value_size``; an existing one must be opened with the
-    sizes it records (a directory written by the Rust crate records none,
-    and opens with the sizes given).  Recovery deletes unfinished ``-tmp``
+    ``key_size`` and ``value_size``; an existing one takes the sizes it
+    records, and each size given (one or both) must match its recorded one
+    (a directory written by the Rust crate records none, and opens with
+    both sizes given).  Recovery deletes unfinished ``-tmp``
     sstables, reads the sstables in id order, replays the log on top and
     cuts the log after the last change it can trust; bytes after that point
     that may be data are first copied to a ``tinylsm.kept-*`` file (see
