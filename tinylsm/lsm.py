@@ -171,6 +171,9 @@ class Lsm(maps.StoreCore, MutableMapping):
             raise
         self._log = done.log
         self._read_bytes = done.read_bytes
+        # the data this opening found, which its rollovers and merges may
+        # rewrite: Stats.write_amp counts it beside the changes logged
+        self._recovered_bytes = done.log.size + sum(t.nbytes for t in done.tables.values())
         self._kept = done.kept
         self._attach(data, self._log.buf, self._frame_size)
         # the threads must not keep the store alive (its collection writes
@@ -475,6 +478,9 @@ class Lsm(maps.StoreCore, MutableMapping):
             # every byte appended to the log is written out or still buffered
             logged = self._log.written + len(self._log.buf)
             written = self._log.written + roll.written_bytes + comp.written_bytes
+            # both ratios are 0.0 when they have nothing to divide by, never
+            # a count divided by a stand-in 1
+            put = logged + self._recovered_bytes
             error = comp.error
             return Stats(
                 resident_bytes=resident,
@@ -482,8 +488,8 @@ class Lsm(maps.StoreCore, MutableMapping):
                 logged_bytes=logged,
                 written_bytes=written,
                 read_bytes=self._read_bytes + roll.read_bytes + comp.read_bytes,
-                space_amp=on_disk / max(resident, 1),
-                write_amp=written / max(logged, 1),
+                space_amp=on_disk / resident if resident else 0.0,
+                write_amp=written / put if put else 0.0,
                 keys=keys,
                 sstables=len(tables),
                 log_bytes=self._log.length,
@@ -495,6 +501,8 @@ class Lsm(maps.StoreCore, MutableMapping):
                 write_stalls=roll.stalls,
                 write_stall_seconds=roll.stall_seconds,
                 rollover_error=None if roll.error is None else describe(roll.error),
+                memory_bytes=self._map.nbytes,
+                recovered_bytes=self._recovered_bytes,
             )
 
     def close(self) -> None:
