@@ -214,6 +214,34 @@ def test_one_size_is_checked_against_the_record(store):
     assert run("get", store, "00" * 8, "--value-size", "8", status=0).stdout
 
 
+def test_counts_of_one_are_singular(tmp_path, capsys):
+    """A count of one reads "1 frame", "1 byte", "1 key", never "1 frames";
+    other counts keep their plural."""
+    path = tmp_path / "one"
+    with tinylsm.open(path, key_size=1, value_size=0) as db:
+        db[b"k"] = b""
+    assert cli.main(["stats", str(path)]) == 0
+    out = capsys.readouterr().out
+    frame = codec.frame_size(1, 0)
+    assert re.search(r"^key size\s+1 byte$", out, re.M), out
+    assert re.search(r"^value size\s+0 bytes$", out, re.M), out
+    assert re.search(r"^live data\s+1 byte \(", out, re.M), out
+    assert re.search(rf"^log\s+{frame} bytes, 1 frame of {frame} bytes$", out, re.M), out
+    assert re.search(r"^sstables\s+0 files, 0 bytes$", out, re.M), out
+    (path / "sstables" / "7-tmp").write_bytes(b"h")  # an unfinished write of 1 byte
+    assert cli.main(["stats", str(path)]) == 0
+    assert re.search(r"^  7-tmp\s+1 byte  unfinished", capsys.readouterr().out, re.M)
+    assert cli.main(["compact", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"(0 sstables, log of {frame} bytes) for 1 key, space amp" in out, out
+    assert re.search(r"\(1 sstable, log of 0 bytes\) for 1 key, space amp", out), out
+    assert cli.main(["get", str(path), "a"]) == 2
+    assert "has 1 hex digit; keys of this store are 1 byte = 2 hex digits" in \
+        capsys.readouterr().err
+    assert cli.main(["get", str(path), "256", "--int", "big"]) == 2
+    assert "does not fit in 1 unsigned byte" in capsys.readouterr().err
+
+
 def test_compact_is_locked_out_by_a_reader(store):
     with tinylsm.open(store, readonly=True):
         line = one_error_line(run("compact", store, status=3))

@@ -89,15 +89,16 @@ def parse_key(text: str, size: int, byte_order: Optional[str], what: str = "KEY"
             raise UsageError(f"{what} {text!r} is not hexadecimal (use --int big|little "
                              "for integers)")
         if len(digits) != 2 * size:
-            raise UsageError(f"{what} {text!r} has {len(digits)} hex digits; keys of this "
-                             f"store are {size} bytes = {2 * size} hex digits")
+            raise UsageError(f"{what} {text!r} has {_plural(len(digits), 'hex digit')}; keys "
+                             f"of this store are {_plural(size, 'byte')} = "
+                             f"{_plural(2 * size, 'hex digit')}")
         return bytes.fromhex(digits)
     try:
         number = int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
     except ValueError:
         raise UsageError(f"{what} {text!r} is not an integer") from None
     if number < 0 or number >= 1 << (8 * size):
-        raise UsageError(f"{what} {text!r} does not fit in {size} unsigned bytes")
+        raise UsageError(f"{what} {text!r} does not fit in {_plural(size, 'unsigned byte')}")
     return number.to_bytes(size, byte_order)  # type: ignore[arg-type]
 
 
@@ -108,8 +109,14 @@ def show(data: bytes, byte_order: Optional[str]):
     return int.from_bytes(data, byte_order)  # type: ignore[arg-type]
 
 
+def _noun(n: int, word: str) -> str:
+    """``word`` for a count of ``n``: plural unless ``n`` is 1."""
+    return word if n == 1 else word + "s"
+
+
 def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+    """``n`` (with thousands separators) and ``word``, plural unless 1."""
+    return f"{n:,} {_noun(n, word)}"
 
 
 def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
@@ -185,23 +192,24 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [
         ("store", args.dir),
-        ("key size", f"{k} bytes"),
-        ("value size", f"{v} bytes"),
+        ("key size", _plural(k, "byte")),
+        ("value size", _plural(v, "byte")),
         ("keys", f"{st.keys:,}"),
-        ("live data", f"{live:,} bytes (keys x (key size + value size))"),
-        (LOG_NAME, f"{log_file:,} bytes, {st.log_bytes // frame:,} frames of {frame} bytes"
-         + (f" + a torn tail of {torn:,} bytes (see tinylsm verify)" if torn else "")),
-        ("sstables", f"{_plural(len(tables), 'file')}, {sst_bytes:,} bytes"),
+        ("live data", f"{_plural(live, 'byte')} (keys x (key size + value size))"),
+        (LOG_NAME, f"{_plural(log_file, 'byte')}, {_plural(st.log_bytes // frame, 'frame')} "
+         f"of {frame} bytes"
+         + (f" + a torn tail of {_plural(torn, 'byte')} (see tinylsm verify)" if torn else "")),
+        ("sstables", f"{_plural(len(tables), 'file')}, {_plural(sst_bytes, 'byte')}"),
     ]
     width = max(len(name) for name, _ in rows + [("space amp", "")])
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     for name, size in tables:
-        print(f"  {name}  {size:>12,} bytes")
+        print(f"  {name}  {size:>12,} {_noun(size, 'byte')}")
     for name, size in tmps:
-        print(f"  {name}  {size:>12,} bytes  unfinished write, removed by the next "
+        print(f"  {name}  {size:>12,} {_noun(size, 'byte')}  unfinished write, removed by the next "
               "writable open")
-    print(f"{'on disk':<{width}}  {on_disk:,} bytes (log + sstables)")
+    print(f"{'on disk':<{width}}  {_plural(on_disk, 'byte')} (log + sstables)")
     print(f"{'space amp':<{width}}  "
           + (f"{amp:.2f} (on disk / live data)" if amp is not None else "- (no keys)"))
     return EXIT_OK
@@ -265,8 +273,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _space(st: tinylsm.Stats) -> str:
     amp = f"{st.space_amp:.2f}" if st.resident_bytes else "-"
-    return (f"{st.on_disk_bytes:,} bytes on disk ({_plural(st.sstables, 'sstable')}, log of "
-            f"{st.log_bytes:,} bytes) for {st.keys:,} keys, space amp {amp}")
+    return (f"{_plural(st.on_disk_bytes, 'byte')} on disk ({_plural(st.sstables, 'sstable')}, "
+            f"log of {_plural(st.log_bytes, 'byte')}) for {_plural(st.keys, 'key')}, "
+            f"space amp {amp}")
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
