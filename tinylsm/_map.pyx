@@ -1356,13 +1356,13 @@ cdef class StoreCore:
     """The hot paths of a store, in one C call each: base class of ``Lsm``.
 
     It holds the store's map (``_map``, given by ``_attach`` once the sizes
-    are known) and the log buffer.  ``insert`` and ``remove`` append their
-    log frame to the buffer and change the map when nothing else needs
-    doing: the buffer has room, the log is below its limit, the key and
-    value are exact ``bytes`` of the right sizes, the store is open for
-    writing and no slow path is under way (``_busy``).  Anything else goes to
-    ``_slow_insert`` / ``_slow_remove``, which the owner implements under its
-    lock.  A fast path runs entirely while holding the GIL, so it is atomic
+    are known) and the log buffer.  ``insert``, ``remove`` and
+    ``insert_if_absent`` append their log frame to the buffer and change the
+    map when nothing else needs doing: the buffer has room, the log is below
+    its limit, the key and value are exact ``bytes`` of the right sizes, the
+    store is open for writing and no slow path is under way (``_busy``).
+    Anything else goes to ``_slow_insert`` / ``_slow_remove`` /
+    ``_slow_insert_if_absent``, which the owner implements under its lock.  A fast path runs entirely while holding the GIL, so it is atomic
     with respect to other threads; the slow paths raise ``_busy`` for as
     long as they hold the lock, because they release the GIL for I/O.
 
