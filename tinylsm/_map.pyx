@@ -1362,9 +1362,10 @@ cdef class StoreCore:
     its limit, the key and value are exact ``bytes`` of the right sizes, the
     store is open for writing and no slow path is under way (``_busy``).
     Anything else goes to ``_slow_insert`` / ``_slow_remove`` /
-    ``_slow_insert_if_absent``, which the owner implements under its lock.  A fast path runs entirely while holding the GIL, so it is atomic
-    with respect to other threads; the slow paths raise ``_busy`` for as
-    long as they hold the lock, because they release the GIL for I/O.
+    ``_slow_insert_if_absent``, which the owner implements under its lock.
+    A fast path runs entirely while holding the GIL, so it is atomic with
+    respect to other threads; the slow paths raise ``_busy`` for as long as
+    they hold the lock, because they release the GIL for I/O.
 
     Lookups (``[]``, ``get``, ``in``) check the key only on a miss, so a hit
     costs what a ``dict`` lookup costs.  All of these are O(1) and do no I/O.

@@ -279,12 +279,13 @@ class StoreCore:
     It holds the store's map (``_map``, given by ``_attach`` once the sizes
     are known).  Reads are served here, checking the key only on a miss.
     Writes always go to ``_slow_insert`` / ``_slow_remove`` /
-    ``_slow_insert_if_absent``, which the owner implements under its lock: the compiled twin's fast path is safe because
-    one C call runs without letting another thread in, but Python code can
-    be interrupted between checking for room and appending its frame, and
-    ``close()`` could then write the buffer out in between and lose the
-    frame.  Every write thus takes the decisions the compiled slow path
-    takes, and both builds behave alike.  All of these are O(1), no I/O.
+    ``_slow_insert_if_absent``, which the owner implements under its lock:
+    the compiled twin's fast path is safe because one C call runs without
+    letting another thread in, but Python code can be interrupted between
+    checking for room and appending its frame, and ``close()`` could then
+    write the buffer out in between and lose the frame.  Every write thus
+    takes the decisions the compiled slow path takes, and both builds behave
+    alike.  All of these are O(1), no I/O.
     """
 
     _map: SortedMap = _Unopened()  # type: ignore[assignment]

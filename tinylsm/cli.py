@@ -207,8 +207,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     for name, size in tables:
         print(f"  {name}  {size:>12,} {_noun(size, 'byte')}")
     for name, size in tmps:
-        print(f"  {name}  {size:>12,} {_noun(size, 'byte')}  unfinished write, removed by the next "
-              "writable open")
+        print(f"  {name}  {size:>12,} {_noun(size, 'byte')}  unfinished write, removed by "
+              "the next writable open")
     print(f"{'on disk':<{width}}  {_plural(on_disk, 'byte')} (log + sstables)")
     print(f"{'space amp':<{width}}  "
           + (f"{amp:.2f} (on disk / live data)" if amp is not None else "- (no keys)"))

@@ -353,7 +353,7 @@ class Lsm(maps.StoreCore, MutableMapping):
         >>> db.setdefault(b"c")
         Traceback (most recent call last):
             ...
-        TypeError: setdefault(): a default value is required (a store cannot hold None; use get() to read without inserting)
+        TypeError: setdefault(): a default value is required (a store cannot hold None; ...)
         >>> db.close()
         """
         if default is None:
