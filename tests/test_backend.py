@@ -94,8 +94,8 @@ def test_map_twins_have_the_same_methods_and_signatures(cls):
     compiled = getattr(load_twin("_map", "cython"), cls)
     python = getattr(load_twin("_map", "python"), cls)
     special = ["__len__", "__contains__", "__getitem__", "__setitem__", "__delitem__",
-               "_attach", "_set_fast_cap", "_slow_insert", "_slow_remove", "_invalidate",
-               "_check"]
+               "_attach", "_set_fast_cap", "_slow_insert", "_slow_remove",
+               "_slow_insert_if_absent", "_invalidate", "_check"]
     names = _public(python) + [n for n in special if hasattr(python, n)]
     assert _public(compiled) == _public(python)
     for name in names:

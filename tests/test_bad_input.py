@@ -69,8 +69,12 @@ def test_key_of_wrong_type(store, type_name, bad):
         _refused(TypeError, msg, db.__getitem__, bad)
         _refused(TypeError, msg, db.get, bad)
         _refused(TypeError, msg, db.__contains__, bad)
+        _refused(TypeError, msg, db.insert_if_absent, bad, good_v)
+        _refused(TypeError, msg, db.setdefault, bad, good_v)
         if bad is not None:  # None is an open end of a range
             _refused(TypeError, msg, lambda: list(db.range(bad)))
+            _refused(TypeError, rf"prefix: expected a bytes-like object, got {type_name}",
+                     lambda: list(db.range(prefix=bad)))
 
 
 @pytest.mark.parametrize("type_name,bad", BAD_TYPES, ids=[t for t, _ in BAD_TYPES])
@@ -82,6 +86,13 @@ def test_value_of_wrong_type(store, type_name, bad):
         _refused(TypeError, msg, db.insert, present, bad)
         _refused(TypeError, msg, db.__setitem__, present, bad)
         _refused(TypeError, msg, db.insert, key(200, K), bad)
+        # refused whether the key is present or not
+        _refused(TypeError, msg, db.insert_if_absent, present, bad)
+        _refused(TypeError, msg, db.insert_if_absent, key(200, K), bad)
+        if bad is None:  # no default: refused as such, present or not
+            msg = r"setdefault\(\): a default value is required"
+        _refused(TypeError, msg, db.setdefault, present, bad)
+        _refused(TypeError, msg, db.setdefault, key(200, K), bad)
     assert db[present] == model[present]
     db.close()
     with open_db(path, K, V) as again:  # and the log agrees with memory
@@ -99,14 +110,20 @@ def test_key_of_wrong_size(store, size):
             _refused(ValueError, msg, db.get, bad)
             _refused(ValueError, msg, db.__getitem__, bad)
             _refused(ValueError, msg, db.__contains__, bad)
+            _refused(ValueError, msg, db.insert_if_absent, bad, b"v" * V)
+            _refused(ValueError, msg, db.setdefault, bad, b"v" * V)
 
 
 @pytest.mark.parametrize("size", [0, V - 1, V + 1])
 def test_value_of_wrong_size(store, size):
     db, path, model = store
     with unchanged(db, path, model):
-        _refused(ValueError, rf"value: expected {V} bytes, got {size}",
-                 db.insert, key(1, K), b"v" * size)
+        msg = rf"value: expected {V} bytes, got {size}"
+        _refused(ValueError, msg, db.insert, key(1, K), b"v" * size)
+        present = next(iter(model))
+        for k in (present, key(200, K)):  # refused whether the key is present or not
+            _refused(ValueError, msg, db.insert_if_absent, k, b"v" * size)
+            _refused(ValueError, msg, db.setdefault, k, bytearray(b"v" * size))
 
 
 BAD_BATCHES = [
@@ -145,6 +162,32 @@ def test_other_sizes_on_reopen(store):
         with pytest.raises(ValueError, match=rf"created with key_size={K}, value_size={V}; "
                                              rf"opened with key_size={k}, value_size={v}"):
             open_db(path, k, v)
+    assert snapshot(path) == before
+
+
+def test_one_size_on_reopen(store):
+    """One size given for a store that records both: checked against its
+    recorded one, the other taken from the record."""
+    db, path, model = store
+    db.close()
+    for sizes in (dict(key_size=K), dict(value_size=V), dict(key_size=K, value_size=V)):
+        with tinylsm.open(path, **sizes) as again:
+            assert (again.key_size, again.value_size) == (K, V)
+            assert contents(again) == model
+        with tinylsm.open(path, readonly=True, **sizes) as reader:
+            assert (reader.key_size, reader.value_size) == (K, V)
+    before = snapshot(path)
+    for sizes, wrong in ((dict(key_size=K + 1), "key_size differs"),
+                         (dict(value_size=V - 1), "value_size differs"),
+                         (dict(key_size=V, value_size=K), "key_size and value_size differ")):
+        given = ", ".join(f"{name}={size}" for name, size in sizes.items())
+        with pytest.raises(ValueError, match=rf"created with key_size={K}, value_size={V}; "
+                                             rf"opened with {given} \({wrong}\)"):
+            tinylsm.open(path, **sizes)
+    for sizes, exc, msg in ((dict(key_size=0), ValueError, "key_size: expected 1 to 65536"),
+                            (dict(value_size="8"), TypeError, "value_size: expected int")):
+        with pytest.raises(exc, match=msg):
+            tinylsm.open(path, **sizes)
     assert snapshot(path) == before
 
 

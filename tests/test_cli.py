@@ -142,7 +142,11 @@ def test_console_script_is_declared():
     (("dump", "{db}", "--start", "xyz"), "--start 'xyz' is not hexadecimal"),
     (("dump", "{db}", "--limit", "-1"), "expected 0 or more"),
     (("stats", "{db}", "--key-size", "4", "--value-size", "4"), "records key size 8"),
-    (("stats", "{db}", "--key-size", "8"), "give both --key-size and --value-size"),
+    (("stats", "{db}", "--key-size", "4"), "records key size 8 and value size 8, not "
+                                            "--key-size 4: leave"),
+    (("stats", "{db}", "--value-size", "9"), "not --value-size 9: leave"),
+    (("stats", "{db}", "--key-size", "8", "--value-size", "9"),
+     "not --key-size 8 and --value-size 9"),
     (("stats", "{missing}"), "no such directory"),
     (("stats", "{file}"), "not a directory"),
     (("verify", "{empty}"), "not a tinylsm or tiny-lsm store"),
@@ -177,6 +181,9 @@ def test_rust_directory_needs_sizes(tmp_path):
         assert "--key-size K --value-size V" in line
     line = one_error_line(run("get", db, "00" * 8, status=2))
     assert "records no key and value sizes" in line
+    for option in ("--key-size", "--value-size"):  # one size is not enough
+        line = one_error_line(run("stats", db, option, 8, status=2))
+        assert "--key-size K --value-size V" in line
     # the wrong sizes are caught too, by the first log frame
     line = one_error_line(run("stats", db, "--key-size", 4, "--value-size", 4, status=2))
     assert "are these the sizes" in line
@@ -268,6 +275,43 @@ def test_compact_beside_a_reader(store):
         assert reader.refresh() is True
         assert dict(reader.items()) == before
     assert len(list((store / "sstables").iterdir())) == 1
+
+
+def test_one_size_is_checked_against_the_record(store):
+    """A store that records its sizes needs none on the command line; one
+    given alone is checked against the record, like a pair."""
+    whole = run("stats", store, status=0).stdout
+    assert run("stats", store, "--key-size", "8", status=0).stdout == whole
+    assert run("stats", store, "--value-size", "8", status=0).stdout == whole
+    assert run("get", store, "00" * 8, "--value-size", "8", status=0).stdout
+
+
+def test_counts_of_one_are_singular(tmp_path, capsys):
+    """A count of one reads "1 frame", "1 byte", "1 key", never "1 frames";
+    other counts keep their plural."""
+    path = tmp_path / "one"
+    with tinylsm.open(path, key_size=1, value_size=0) as db:
+        db[b"k"] = b""
+    assert cli.main(["stats", str(path)]) == 0
+    out = capsys.readouterr().out
+    frame = codec.frame_size(1, 0)
+    assert re.search(r"^key size\s+1 byte$", out, re.M), out
+    assert re.search(r"^value size\s+0 bytes$", out, re.M), out
+    assert re.search(r"^live data\s+1 byte \(", out, re.M), out
+    assert re.search(rf"^log\s+{frame} bytes, 1 frame of {frame} bytes$", out, re.M), out
+    assert re.search(r"^sstables\s+0 files, 0 bytes$", out, re.M), out
+    (path / "sstables" / "7-tmp").write_bytes(b"h")  # an unfinished write of 1 byte
+    assert cli.main(["stats", str(path)]) == 0
+    assert re.search(r"^  7-tmp\s+1 byte  unfinished", capsys.readouterr().out, re.M)
+    assert cli.main(["compact", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"(0 sstables, log of {frame} bytes) for 1 key, space amp" in out, out
+    assert re.search(r"\(1 sstable, log of 0 bytes\) for 1 key, space amp", out), out
+    assert cli.main(["get", str(path), "a"]) == 2
+    assert "has 1 hex digit; keys of this store are 1 byte = 2 hex digits" in \
+        capsys.readouterr().err
+    assert cli.main(["get", str(path), "256", "--int", "big"]) == 2
+    assert "does not fit in 1 unsigned byte" in capsys.readouterr().err
 
 
 # -- stats ----------------------------------------------------------------------------------

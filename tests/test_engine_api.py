@@ -320,3 +320,47 @@ def test_threads_insert_and_flush_together(tmp_path):
     db.close()
     with tinylsm.open(path, key_size=K, value_size=V) as again:
         assert dict(again) == want
+
+
+class _BytesPath:
+    """An ``os.PathLike[bytes]``."""
+
+    def __init__(self, path: bytes) -> None:
+        self.path = path
+
+    def __fspath__(self) -> bytes:
+        return self.path
+
+
+def test_bytes_paths(tmp_path):
+    """A path may be bytes or PathLike[bytes], as for os functions; the
+    store's path is then a str naming the same directory."""
+    raw = os.fsencode(tmp_path / "db")
+    with tinylsm.open(raw, key_size=K, value_size=V) as db:
+        assert db.path == str(tmp_path / "db")
+        db[key(1)] = val(1)
+    with tinylsm.open(_BytesPath(raw)) as db:
+        assert db.path == str(tmp_path / "db") and db[key(1)] == val(1)
+    with tinylsm.open(raw, readonly=True) as reader:
+        assert reader[key(1)] == val(1)
+
+
+def test_undecodable_bytes_path(tmp_path):
+    """A name that is not UTF-8 round-trips through the str path
+    (surrogateescape), naming the directory it was given."""
+    raw = os.fsencode(tmp_path) + b"/db-\xff\xfe"
+    try:
+        os.mkdir(raw)
+    except (OSError, UnicodeError) as exc:
+        pytest.skip(f"the file system refuses a non-UTF-8 name: {exc}")
+    with tinylsm.open(raw, key_size=K, value_size=V) as db:
+        assert isinstance(db.path, str) and os.fsencode(db.path) == raw
+        db[key(1)] = val(1)
+    assert b"log" in os.listdir(raw) and b"tinylsm.meta" in os.listdir(raw)
+    with tinylsm.open(os.fsdecode(raw)) as db:  # the same store, by its str name
+        assert db[key(1)] == val(1)
+
+
+def test_path_of_wrong_type(tmp_path):
+    with pytest.raises(TypeError, match="int"):
+        tinylsm.open(3, key_size=K, value_size=V)

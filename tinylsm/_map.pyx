@@ -1356,15 +1356,16 @@ cdef class StoreCore:
     """The hot paths of a store, in one C call each: base class of ``Lsm``.
 
     It holds the store's map (``_map``, given by ``_attach`` once the sizes
-    are known) and the log buffer.  ``insert`` and ``remove`` append their
-    log frame to the buffer and change the map when nothing else needs
-    doing: the buffer has room, the log is below its limit, the key and
-    value are exact ``bytes`` of the right sizes, the store is open for
-    writing and no slow path is under way (``_busy``).  Anything else goes to
-    ``_slow_insert`` / ``_slow_remove``, which the owner implements under its
-    lock.  A fast path runs entirely while holding the GIL, so it is atomic
-    with respect to other threads; the slow paths raise ``_busy`` for as
-    long as they hold the lock, because they release the GIL for I/O.
+    are known) and the log buffer.  ``insert``, ``remove`` and
+    ``insert_if_absent`` append their log frame to the buffer and change the
+    map when nothing else needs doing: the buffer has room, the log is below
+    its limit, the key and value are exact ``bytes`` of the right sizes, the
+    store is open for writing and no slow path is under way (``_busy``).
+    Anything else goes to ``_slow_insert`` / ``_slow_remove`` /
+    ``_slow_insert_if_absent``, which the owner implements under its lock.
+    A fast path runs entirely while holding the GIL, so it is atomic with
+    respect to other threads; the slow paths raise ``_busy`` for as long as
+    they hold the lock, because they release the GIL for I/O.
 
     Lookups (``[]``, ``get``, ``in``) check the key only on a miss, so a hit
     costs what a ``dict`` lookup costs.  All of these are O(1) and do no I/O.
@@ -1398,6 +1399,10 @@ cdef class StoreCore:
 
     def _slow_remove(self, key):
         """The owner's remove when the fast path cannot finish it."""
+        raise NotImplementedError
+
+    def _slow_insert_if_absent(self, key, value):
+        """The owner's insert_if_absent when the fast path cannot finish it."""
         raise NotImplementedError
 
     @property
@@ -1462,6 +1467,38 @@ cdef class StoreCore:
 
     def __setitem__(self, key, value):
         self.insert(key, value)
+
+    def insert_if_absent(self, key, value):
+        """Set ``key`` to ``value`` only if it is absent: return ``None`` when
+        it inserted, else the value ``key`` has (and change nothing).
+
+        Atomic: of threads racing to insert the same absent key, exactly one
+        inserts and the others get its value.  Only an insert is logged.
+        Raises as ``insert`` does, whether the key is present or not.  O(1)
+        amortized.
+        """
+        cdef SortedMap m = self._map
+        cdef const uint8_t *kp
+        cdef const uint8_t *vp
+        cdef uint64_t h
+        cdef size_t slot
+        if (PyBytes_Check(key) and PyBytes_Check(value)
+                and <size_t>PyBytes_GET_SIZE(key) == m.K
+                and <size_t>PyBytes_GET_SIZE(value) == m.V
+                and self._fast_room()):
+            kp = <const uint8_t *>PyBytes_AS_STRING(key)
+            vp = <const uint8_t *>PyBytes_AS_STRING(value)
+            h = tl_hash(kp, m.K, _SEED)
+            slot = m._find_h(kp, h)
+            if slot != _NOPOS:
+                return m._value_at(slot)  # present: nothing to log
+            self._append_frame(kp, vp)
+            try:
+                return m._set(kp, vp, h, False)
+            except BaseException:
+                self._drop_frame()
+                raise
+        return self._slow_insert_if_absent(key, value)
 
     def remove(self, key):
         """Delete ``key``; return its value, or ``None`` if it was absent.

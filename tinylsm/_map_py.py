@@ -278,13 +278,14 @@ class StoreCore:
 
     It holds the store's map (``_map``, given by ``_attach`` once the sizes
     are known).  Reads are served here, checking the key only on a miss.
-    Writes always go to ``_slow_insert`` / ``_slow_remove``, which the owner
-    implements under its lock: the compiled twin's fast path is safe because
-    one C call runs without letting another thread in, but Python code can
-    be interrupted between checking for room and appending its frame, and
-    ``close()`` could then write the buffer out in between and lose the
-    frame.  Every write thus takes the decisions the compiled slow path
-    takes, and both builds behave alike.  All of these are O(1), no I/O.
+    Writes always go to ``_slow_insert`` / ``_slow_remove`` /
+    ``_slow_insert_if_absent``, which the owner implements under its lock:
+    the compiled twin's fast path is safe because one C call runs without
+    letting another thread in, but Python code can be interrupted between
+    checking for room and appending its frame, and ``close()`` could then
+    write the buffer out in between and lose the frame.  Every write thus
+    takes the decisions the compiled slow path takes, and both builds behave
+    alike.  All of these are O(1), no I/O.
     """
 
     _map: SortedMap = _Unopened()  # type: ignore[assignment]
@@ -310,6 +311,10 @@ class StoreCore:
         """The owner's remove when the fast path cannot finish it."""
         raise NotImplementedError
 
+    def _slow_insert_if_absent(self, key: object, value: object) -> Optional[bytes]:
+        """The owner's insert_if_absent when the fast path cannot finish it."""
+        raise NotImplementedError
+
     @property
     def key_size(self) -> int:
         """K, the size of every key in bytes."""
@@ -333,6 +338,17 @@ class StoreCore:
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.insert(key, value)
+
+    def insert_if_absent(self, key: bytes, value: bytes) -> Optional[bytes]:
+        """Set ``key`` to ``value`` only if it is absent: return ``None`` when
+        it inserted, else the value ``key`` has (and change nothing).
+
+        Atomic: of threads racing to insert the same absent key, exactly one
+        inserts and the others get its value.  Only an insert is logged.
+        Raises as ``insert`` does, whether the key is present or not.  O(1)
+        amortized.
+        """
+        return self._slow_insert_if_absent(key, value)
 
     def remove(self, key: bytes) -> Optional[bytes]:
         """Delete ``key``; return its value, or ``None`` if it was absent.

@@ -95,8 +95,9 @@ def given_sizes(key_size: Optional[int], value_size: Optional[int]) -> Tuple[int
 
 def settle_sizes(path: str, recorded: Optional[Tuple[int, int]], key_size: Optional[int],
                  value_size: Optional[int], holds_data: bool = True) -> Tuple[int, int]:
-    """The store's sizes: the recorded ones (which given ones must match),
-    or the given ones for a store that records none."""
+    """The store's sizes: the recorded ones (each size given, one or both,
+    must match its recorded one), or the given ones, both of them, for a
+    store that records none."""
     if recorded is None:
         if (key_size is None or value_size is None) and not holds_data:
             raise TypeError(
@@ -104,15 +105,21 @@ def settle_sizes(path: str, recorded: Optional[Tuple[int, int]], key_size: Optio
                 "yet (an interrupted creation, or an empty store of the Rust crate): "
                 "pass key_size and value_size")
         return given_sizes(key_size, value_size)
-    if key_size is None and value_size is None:
-        return recorded
-    given = given_sizes(key_size, value_size)
-    if given != recorded:
+    # a size left out is the recorded one (valid); a given one is checked
+    # as for a new store, then against the record
+    check_sizes(recorded[0] if key_size is None else key_size,
+                recorded[1] if value_size is None else value_size)
+    given = {name: size for name, size in (("key_size", key_size), ("value_size", value_size))
+             if size is not None}
+    wrong = [name for name, size in given.items()
+             if size != dict(key_size=recorded[0], value_size=recorded[1])[name]]
+    if wrong:
         raise ValueError(
             f"store {path!r} was created with key_size={recorded[0]}, "
-            f"value_size={recorded[1]}; opened with key_size={given[0]}, "
-            f"value_size={given[1]}")
-    return given
+            f"value_size={recorded[1]}; opened with "
+            + ", ".join(f"{name}={size}" for name, size in given.items())
+            + f" ({' and '.join(wrong)} {'differs' if len(wrong) == 1 else 'differ'})")
+    return recorded
 
 
 # -- the log ------------------------------------------------------------------------

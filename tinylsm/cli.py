@@ -3,7 +3,8 @@ compare tinylsm with its peers.
 
 Every command that takes a store directory reads the key and value sizes
 from its ``tinylsm.meta``; a directory written by the Rust crate records
-none, and needs ``--key-size K --value-size V``.  Only ``compact`` changes
+none, and needs ``--key-size K --value-size V`` (for any other store, a size
+given is checked against the record).  Only ``compact`` changes
 anything on disk: the others open the store read-only.
 
 Exit status: 0 success; 1 damage found (``verify``, or a corrupt store) or
@@ -89,15 +90,16 @@ def parse_key(text: str, size: int, byte_order: Optional[str], what: str = "KEY"
             raise UsageError(f"{what} {text!r} is not hexadecimal (use --int big|little "
                              "for integers)")
         if len(digits) != 2 * size:
-            raise UsageError(f"{what} {text!r} has {len(digits)} hex digits; keys of this "
-                             f"store are {size} bytes = {2 * size} hex digits")
+            raise UsageError(f"{what} {text!r} has {_plural(len(digits), 'hex digit')}; keys "
+                             f"of this store are {_plural(size, 'byte')} = "
+                             f"{_plural(2 * size, 'hex digit')}")
         return bytes.fromhex(digits)
     try:
         number = int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
     except ValueError:
         raise UsageError(f"{what} {text!r} is not an integer") from None
     if number < 0 or number >= 1 << (8 * size):
-        raise UsageError(f"{what} {text!r} does not fit in {size} unsigned bytes")
+        raise UsageError(f"{what} {text!r} does not fit in {_plural(size, 'unsigned byte')}")
     return number.to_bytes(size, byte_order)  # type: ignore[arg-type]
 
 
@@ -108,8 +110,14 @@ def show(data: bytes, byte_order: Optional[str]):
     return int.from_bytes(data, byte_order)  # type: ignore[arg-type]
 
 
+def _noun(n: int, word: str) -> str:
+    """``word`` for a count of ``n``: plural unless ``n`` is 1."""
+    return word if n == 1 else word + "s"
+
+
 def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
+    """``n`` (with thousands separators) and ``word``, plural unless 1."""
+    return f"{n:,} {_noun(n, word)}"
 
 
 def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
@@ -124,8 +132,6 @@ def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
         raise UsageError(f"{directory}: not a tinylsm or tiny-lsm store "
                          f"(no {LOG_NAME}, {SSTABLE_DIR}/ or {META_NAME})")
     given = (args.key_size, args.value_size)
-    if (given[0] is None) != (given[1] is None):
-        raise UsageError("give both --key-size and --value-size, or neither")
     recorded = _meta.read_sizes(FILES, directory)
     try:
         k, v = _recovery.settle_sizes(directory, recorded, *given)
@@ -136,9 +142,11 @@ def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
     except ValueError as exc:
         if recorded is None:
             raise UsageError(str(exc)) from None
+        options = " and ".join(f"{option} {size}" for option, size
+                               in zip(("--key-size", "--value-size"), given) if size is not None)
         raise UsageError(
             f"{directory} records key size {recorded[0]} and value size {recorded[1]}, "
-            f"not {given[0]} and {given[1]}: leave --key-size and --value-size out"
+            f"not {options}: leave --key-size and --value-size out"
         ) from None
     return k, v, META_NAME if recorded is not None else "the command line"
 
@@ -200,24 +208,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rows = [
         ("store", args.dir + ("  (live: a writer has it open; the figures are a "
                               "snapshot)" if is_live else "")),
-        ("key size", f"{k} bytes"),
-        ("value size", f"{v} bytes"),
+        ("key size", _plural(k, "byte")),
+        ("value size", _plural(v, "byte")),
         ("keys", f"{st.keys:,}"),
-        ("live data", f"{live:,} bytes (keys x (key size + value size))"),
-        (LOG_NAME, f"{log_file:,} bytes, {st.log_bytes // frame:,} frames of {frame} bytes"
-         + ((f" + {torn:,} bytes appended since the snapshot" if is_live else
-             f" + a torn tail of {torn:,} bytes (see tinylsm verify)") if torn else "")),
-        ("sstables", f"{_plural(len(tables), 'file')}, {sst_bytes:,} bytes"),
+        ("live data", f"{_plural(live, 'byte')} (keys x (key size + value size))"),
+        (LOG_NAME, f"{_plural(log_file, 'byte')}, {_plural(st.log_bytes // frame, 'frame')} "
+         f"of {frame} bytes"
+         + ((f" + {_plural(torn, 'byte')} appended since the snapshot" if is_live else
+             f" + a torn tail of {_plural(torn, 'byte')} (see tinylsm verify)") if torn else "")),
+        ("sstables", f"{_plural(len(tables), 'file')}, {_plural(sst_bytes, 'byte')}"),
     ]
     width = max(len(name) for name, _ in rows + [("space amp", "")])
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     for name, size in tables:
-        print(f"  {name}  {size:>12,} bytes")
+        print(f"  {name}  {size:>12,} {_noun(size, 'byte')}")
     for name, size in tmps:
-        print(f"  {name}  {size:>12,} bytes  unfinished write, removed by the next "
-              "writable open")
-    print(f"{'on disk':<{width}}  {on_disk:,} bytes (log + sstables)")
+        print(f"  {name}  {size:>12,} {_noun(size, 'byte')}  unfinished write, removed by "
+              "the next writable open")
+    print(f"{'on disk':<{width}}  {_plural(on_disk, 'byte')} (log + sstables)")
     print(f"{'space amp':<{width}}  "
           + (f"{amp:.2f} (on disk / live data)" if amp is not None else "- (no keys)"))
     return EXIT_OK
@@ -281,8 +290,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _space(st: tinylsm.Stats) -> str:
     amp = f"{st.space_amp:.2f}" if st.resident_bytes else "-"
-    return (f"{st.on_disk_bytes:,} bytes on disk ({_plural(st.sstables, 'sstable')}, log of "
-            f"{st.log_bytes:,} bytes) for {st.keys:,} keys, space amp {amp}")
+    return (f"{_plural(st.on_disk_bytes, 'byte')} on disk ({_plural(st.sstables, 'sstable')}, "
+            f"log of {_plural(st.log_bytes, 'byte')}) for {_plural(st.keys, 'key')}, "
+            f"space amp {amp}")
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -312,8 +322,9 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def _directory_parent() -> argparse.ArgumentParser:
     p = ArgumentParser(add_help=False)
     p.add_argument("dir", metavar="DIR", help="the store's directory")
-    g = p.add_argument_group("sizes (only for a store written by the Rust tiny-lsm, which "
-                             "does not record them)")
+    g = p.add_argument_group("sizes (needed only for a store written by the Rust tiny-lsm, "
+                             "which does not record them; others are checked against "
+                             "the record)")
     g.add_argument("--key-size", type=size_arg, metavar="K", help="key size in bytes")
     g.add_argument("--value-size", type=size_arg, metavar="V", help="value size in bytes")
     return p

@@ -9,7 +9,7 @@ import weakref
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from typing import Iterable, Iterator, List, NoReturn, Optional, Tuple, Union
 
-from . import _recovery
+from . import _prefix, _recovery
 from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, release
 from ._views import Items, Keys, Values
 from ._backend import codec, maps
@@ -27,7 +27,7 @@ from .errors import ClosedError, CompactionError, ReadOnlyError, describe
 
 log = logging.getLogger("tinylsm")
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 
 class _Exclusive:
@@ -68,10 +68,14 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
 ) -> "Lsm":
     """Open the store in directory ``path``, creating or recovering it.
 
+    ``path`` is a ``str``, ``bytes`` or path-like object, as for ``os``
+    functions; ``Lsm.path`` is it as a ``str`` (``os.fsdecode``).
+
     A new store is made only in a new or empty directory, and records
-    ``key_size`` and ``value_size``; an existing one must be opened with the
-    sizes it records (a directory written by the Rust crate records none,
-    and opens with the sizes given).  Recovery deletes unfinished ``-tmp``
+    ``key_size`` and ``value_size``; an existing one takes the sizes it
+    records, and each size given (one or both) must match its recorded one
+    (a directory written by the Rust crate records none, and opens with
+    both sizes given).  Recovery deletes unfinished ``-tmp``
     sstables, reads the sstables in id order, replays the log on top and
     cuts the log after the last change it can trust; bytes after that point
     that may be data are first copied to a ``tinylsm.kept-*`` file (see
@@ -143,7 +147,9 @@ class Lsm(maps.StoreCore, MutableMapping):
             config = Config()
         elif not isinstance(config, Config):
             raise TypeError(f"config: expected tinylsm.Config, got {type(config).__name__}")
-        self.path = os.fspath(path)
+        # a str from here on (bytes decoded as os does, so that undecodable
+        # bytes survive as surrogates and name the same file)
+        self.path = os.fsdecode(path)
         self.config = config
         self.readonly = bool(readonly)
         self._files = _files if _files is not None else DEFAULT_FILES
@@ -172,6 +178,9 @@ class Lsm(maps.StoreCore, MutableMapping):
             raise
         self._log = done.log
         self._read_bytes = done.read_bytes
+        # the data this opening found, which its rollovers and merges may
+        # rewrite: Stats.write_amp counts it beside the changes logged
+        self._recovered_bytes = done.log.size + sum(t.nbytes for t in done.tables.values())
         self._kept = done.kept
         self._attach(data, self._log.buf, self._frame_size)
         # the threads must not keep the store alive (its collection writes
@@ -213,13 +222,19 @@ class Lsm(maps.StoreCore, MutableMapping):
         return Values(self)
 
     def range(
-        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, *, reverse: bool = False
+        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, *,
+        reverse: bool = False, prefix: Optional[bytes] = None,
     ) -> Iterator[Tuple[bytes, bytes]]:
         """Yield ``(key, value)`` for ``start <= key < stop`` in key order.
 
         Either end may be ``None`` (open).  With ``reverse`` the same pairs
         come in descending order.  Raises ``RuntimeError`` on the next step
         if the store changes while the iterator is in use.
+
+        ``prefix`` (any bytes-like object of at most ``key_size`` bytes,
+        instead of ``start`` and ``stop``) yields the keys that begin with
+        it: ``b""`` every key, a whole key at most that key.  Giving it with
+        ``start`` or ``stop`` raises ``TypeError``, a longer one ``ValueError``.
 
         Cost: O(log n) to find the start, then O(1) per pair, no I/O.  The
         first ordered read (``range``, iteration, ``keys``/``items``/``values``)
@@ -235,9 +250,18 @@ class Lsm(maps.StoreCore, MutableMapping):
         >>> [k for k, _ in db.range(stop=b"c", reverse=True)]
         [b'b', b'a']
         >>> db.close()
+        >>> db = tinylsm.open(os.path.join(tempfile.mkdtemp(), "db"), key_size=2, value_size=0)
+        >>> db.write_batch([(b"az", b""), (b"ba", b""), (b"bz", b""), (b"ca", b"")])
+        >>> [k for k, _ in db.range(prefix=b"b")]
+        [b'ba', b'bz']
+        >>> db.close()
         """
         k = self.key_size
-        if start is not None:
+        if prefix is not None:
+            if start is not None or stop is not None:
+                raise TypeError("range(): give prefix, or start and stop, not both")
+            start, stop = _prefix.bounds(prefix, k)
+        elif start is not None:
             start = as_sized(start, k, "key")
         if stop is not None:
             stop = as_sized(stop, k, "key")
@@ -278,8 +302,8 @@ class Lsm(maps.StoreCore, MutableMapping):
                 self._check_open()
         return log_writer
 
-    # insert() and remove() are StoreCore's: they call these when they
-    # cannot finish in one compiled step.
+    # insert(), remove() and insert_if_absent() are StoreCore's: they call
+    # these when they cannot finish in one compiled step.
 
     def _slow_insert(self, key: bytes, value: bytes) -> Optional[bytes]:
         if value is None:  # encode_frame would make it a tombstone
@@ -299,6 +323,53 @@ class Lsm(maps.StoreCore, MutableMapping):
             frame = codec.encode_frame(key, None, self.key_size, self.value_size)
             self._writable().append(frame)
             return self._map.delete(key)
+
+    def _slow_insert_if_absent(self, key: bytes, value: bytes) -> Optional[bytes]:
+        if value is None:
+            raise TypeError("value: expected a bytes-like object, got NoneType")
+        k, v = self.key_size, self.value_size
+        # bytes now, so that the frame and the map get the same bytes even
+        # if the caller's buffer changes meanwhile
+        key, value = as_sized(key, k, "key"), as_sized(value, v, "value")
+        frame = codec.encode_frame(key, value, k, v)
+        with _Exclusive(self):
+            log_writer = self._writable()  # may wait, letting other writers in
+            old = self._map.get(key)
+            if old is not None:
+                return old
+            log_writer.append(frame)
+            return self._map.set(key, value)
+
+    def setdefault(self, key: bytes, default: Optional[bytes] = None) -> bytes:
+        """The value of ``key``, inserting ``default`` first if it is absent.
+
+        Atomic, unlike ``MutableMapping.setdefault``: of threads racing on
+        the same absent key, exactly one inserts and every one gets the
+        value it inserted (see ``insert_if_absent``, which tells whether
+        this call inserted).  A store cannot hold ``None``, so ``default``
+        is required: leaving it out raises ``TypeError``, whether the key
+        is present or not.  The key and ``default`` are checked as by
+        ``insert`` even when the key is present.  O(1) amortized.
+
+        >>> import tinylsm, tempfile, os
+        >>> db = tinylsm.open(os.path.join(tempfile.mkdtemp(), "db"), key_size=1, value_size=1)
+        >>> db.setdefault(b"a", b"1"), db.setdefault(b"a", b"2")
+        (b'1', b'1')
+        >>> db.insert_if_absent(b"b", b"3"), db.insert_if_absent(b"b", b"4")
+        (None, b'3')
+        >>> db.setdefault(b"c")
+        Traceback (most recent call last):
+            ...
+        TypeError: setdefault(): a default value is required (a store cannot hold None; ...)
+        >>> db.close()
+        """
+        if default is None:
+            raise TypeError("setdefault(): a default value is required (a store cannot "
+                            "hold None; use get() to read without inserting)")
+        old = self.insert_if_absent(key, default)
+        if old is not None:
+            return old
+        return as_sized(default, self.value_size, "value")
 
     def write_batch(self, items: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
         """Apply ``(key, value_or_None)`` changes atomically, in order.
@@ -500,6 +571,9 @@ class Lsm(maps.StoreCore, MutableMapping):
             # every byte appended to the log is written out or still buffered
             logged = self._log.written + len(self._log.buf)
             written = self._log.written + roll.written_bytes + comp.written_bytes
+            # both ratios are 0.0 when they have nothing to divide by, never
+            # a count divided by a stand-in 1
+            put = logged + self._recovered_bytes
             error = comp.error
             return Stats(
                 resident_bytes=resident,
@@ -507,8 +581,8 @@ class Lsm(maps.StoreCore, MutableMapping):
                 logged_bytes=logged,
                 written_bytes=written,
                 read_bytes=self._read_bytes + roll.read_bytes + comp.read_bytes,
-                space_amp=on_disk / max(resident, 1),
-                write_amp=written / max(logged, 1),
+                space_amp=on_disk / resident if resident else 0.0,
+                write_amp=written / put if put else 0.0,
                 keys=keys,
                 sstables=len(tables),
                 log_bytes=self._log.length,
@@ -520,6 +594,8 @@ class Lsm(maps.StoreCore, MutableMapping):
                 write_stalls=roll.stalls,
                 write_stall_seconds=roll.stall_seconds,
                 rollover_error=None if roll.error is None else describe(roll.error),
+                memory_bytes=self._map.nbytes,
+                recovered_bytes=self._recovered_bytes,
             )
 
     def close(self) -> None:
