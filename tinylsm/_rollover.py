@@ -195,7 +195,10 @@ class Rollover(Worker):
             self._due = True
             self.wake()
         if stall and length >= 2 * self.config.max_log_length and self.error is None:
-            self._wait_while(lambda: (self._due and self.running and self.error is None
+            # until the rollover under way ends, not merely begins (its
+            # first step clears ``_due``)
+            self._wait_while(lambda: ((self._due or self._job_lock.locked()) and self.running
+                                      and self.error is None
                                       and self.log.length >= 2 * self.config.max_log_length),
                              True)
 
