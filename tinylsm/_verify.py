@@ -29,6 +29,7 @@ from ._format import (
 )
 from ._fs import DEFAULT as FILES
 from ._gate import Gate
+from ._text import plural
 from ._logread import zeros
 from ._recovery import plan_log
 from .errors import CorruptionError, Error
@@ -64,8 +65,8 @@ def check_sstable(fd: int, path: str, rel: str, k: int, v: int, report: Report) 
     scan, nbytes = reader.scan, reader.nbytes
     assert scan is not None
     if scan.status == SST_COMPLETE:
-        report.ok(rel, f"{scan.count:,} records ({scan.tombstones:,} tombstones), "
-                       f"{nbytes:,} bytes")
+        report.ok(rel, f"{plural(scan.count, 'record')} "
+                       f"({plural(scan.tombstones, 'tombstone')}), {plural(nbytes, 'byte')}")
         return
     of = f"{scan.expected:,}" if scan.expected >= 0 else "? (not even the count)"
     report.problem(
@@ -83,8 +84,8 @@ def check_log(fd: int, k: int, v: int, sizes_from_meta: bool, live: bool,
     plan = plan_log(FILES, fd, k, v)
     scan = plan.scan
     total = plan.size
-    applied = (f"{scan.count:,} records ({scan.tombstones:,} tombstones) in "
-               f"{scan.end:,} bytes")
+    applied = (f"{plural(scan.count, 'record')} ({plural(scan.tombstones, 'tombstone')}) "
+               f"in {plural(scan.end, 'byte')}")
     if scan.stop == STOP_END and scan.end == total:
         report.ok(LOG_NAME, applied)
         return
@@ -102,7 +103,7 @@ def check_log(fd: int, k: int, v: int, sizes_from_meta: bool, live: bool,
         report.problem(
             LOG_NAME, "CORRUPT",
             f"frame #0 at offset 0: {scan.stop}{batch}; recovery refuses to open the store "
-            f"and changes nothing ({total // frame:,} frames after it){hint}",
+            f"and changes nothing ({plural(total // frame, 'frame')} after it){hint}",
             f"corrupt log frame #0 at offset 0 ({scan.stop})")
         return
     fate = (f"sets the {lost:,} bytes after offset {scan.end:,} aside in a tinylsm.kept-* "
@@ -135,7 +136,8 @@ def check_log(fd: int, k: int, v: int, sizes_from_meta: bool, live: bool,
         LOG_NAME, "CORRUPT",
         f"frame #{index:,} at offset {scan.stop_offset:,}: {scan.stop}{batch}; recovery "
         f"stops there and {fate}"
-        + (f" ({after // frame:,} more frames after the bad one)" if after >= frame else "")
+        + (f" ({plural(after // frame, 'more frame')} after the bad one)" if after >= frame
+           else "")
         + f". Before it: {applied}",
         f"corrupt log frame #{index} at offset {scan.stop_offset} ({scan.stop})")
 
@@ -217,8 +219,8 @@ def verify(directory: str, k: int, v: int, source: str) -> Tuple[bool, str]:
     try:
         with tinylsm.open(directory, key_size=k, value_size=v, readonly=True) as db:
             keys = len(db)
-        recovery = f"{keys:,} keys"
-        report.ok("recovery", f"a read-only open recovers {keys:,} keys"
+        recovery = plural(keys, "key")
+        report.ok("recovery", f"a read-only open recovers {recovery}"
                   + (" (a later instant)" if live else ""))
     except (Error, ValueError, OSError) as exc:
         recovery = "recovery fails"

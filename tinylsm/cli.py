@@ -31,6 +31,7 @@ from ._backend import codec
 from ._format import LOG_NAME, META_NAME, SSTABLE_DIR
 from ._fs import DEFAULT as FILES
 from ._gate import Gate
+from ._text import noun, plural
 from .errors import (
     CompactionError,
     CorruptionError,
@@ -90,16 +91,16 @@ def parse_key(text: str, size: int, byte_order: Optional[str], what: str = "KEY"
             raise UsageError(f"{what} {text!r} is not hexadecimal (use --int big|little "
                              "for integers)")
         if len(digits) != 2 * size:
-            raise UsageError(f"{what} {text!r} has {_plural(len(digits), 'hex digit')}; keys "
-                             f"of this store are {_plural(size, 'byte')} = "
-                             f"{_plural(2 * size, 'hex digit')}")
+            raise UsageError(f"{what} {text!r} has {plural(len(digits), 'hex digit')}; keys "
+                             f"of this store are {plural(size, 'byte')} = "
+                             f"{plural(2 * size, 'hex digit')}")
         return bytes.fromhex(digits)
     try:
         number = int(text[2:], 16) if text[:2].lower() == "0x" else int(text, 10)
     except ValueError:
         raise UsageError(f"{what} {text!r} is not an integer") from None
     if number < 0 or number >= 1 << (8 * size):
-        raise UsageError(f"{what} {text!r} does not fit in {_plural(size, 'unsigned byte')}")
+        raise UsageError(f"{what} {text!r} does not fit in {plural(size, 'unsigned byte')}")
     return number.to_bytes(size, byte_order)  # type: ignore[arg-type]
 
 
@@ -108,16 +109,6 @@ def show(data: bytes, byte_order: Optional[str]):
     if byte_order is None:
         return data.hex()
     return int.from_bytes(data, byte_order)  # type: ignore[arg-type]
-
-
-def _noun(n: int, word: str) -> str:
-    """``word`` for a count of ``n``: plural unless ``n`` is 1."""
-    return word if n == 1 else word + "s"
-
-
-def _plural(n: int, word: str) -> str:
-    """``n`` (with thousands separators) and ``word``, plural unless 1."""
-    return f"{n:,} {_noun(n, word)}"
 
 
 def store_sizes(args: argparse.Namespace) -> Tuple[int, int, str]:
@@ -208,25 +199,25 @@ def cmd_stats(args: argparse.Namespace) -> int:
     rows = [
         ("store", args.dir + ("  (live: a writer has it open; the figures are a "
                               "snapshot)" if is_live else "")),
-        ("key size", _plural(k, "byte")),
-        ("value size", _plural(v, "byte")),
+        ("key size", plural(k, "byte")),
+        ("value size", plural(v, "byte")),
         ("keys", f"{st.keys:,}"),
-        ("live data", f"{_plural(live, 'byte')} (keys x (key size + value size))"),
-        (LOG_NAME, f"{_plural(log_file, 'byte')}, {_plural(st.log_bytes // frame, 'frame')} "
+        ("live data", f"{plural(live, 'byte')} (keys x (key size + value size))"),
+        (LOG_NAME, f"{plural(log_file, 'byte')}, {plural(st.log_bytes // frame, 'frame')} "
          f"of {frame} bytes"
-         + ((f" + {_plural(torn, 'byte')} appended since the snapshot" if is_live else
-             f" + a torn tail of {_plural(torn, 'byte')} (see tinylsm verify)") if torn else "")),
-        ("sstables", f"{_plural(len(tables), 'file')}, {_plural(sst_bytes, 'byte')}"),
+         + ((f" + {plural(torn, 'byte')} appended since the snapshot" if is_live else
+             f" + a torn tail of {plural(torn, 'byte')} (see tinylsm verify)") if torn else "")),
+        ("sstables", f"{plural(len(tables), 'file')}, {plural(sst_bytes, 'byte')}"),
     ]
     width = max(len(name) for name, _ in rows + [("space amp", "")])
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     for name, size in tables:
-        print(f"  {name}  {size:>12,} {_noun(size, 'byte')}")
+        print(f"  {name}  {size:>12,} {noun(size, 'byte')}")
     for name, size in tmps:
-        print(f"  {name}  {size:>12,} {_noun(size, 'byte')}  unfinished write, removed by "
+        print(f"  {name}  {size:>12,} {noun(size, 'byte')}  unfinished write, removed by "
               "the next writable open")
-    print(f"{'on disk':<{width}}  {_plural(on_disk, 'byte')} (log + sstables)")
+    print(f"{'on disk':<{width}}  {plural(on_disk, 'byte')} (log + sstables)")
     print(f"{'space amp':<{width}}  "
           + (f"{amp:.2f} (on disk / live data)" if amp is not None else "- (no keys)"))
     return EXIT_OK
@@ -290,8 +281,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _space(st: tinylsm.Stats) -> str:
     amp = f"{st.space_amp:.2f}" if st.resident_bytes else "-"
-    return (f"{_plural(st.on_disk_bytes, 'byte')} on disk ({_plural(st.sstables, 'sstable')}, "
-            f"log of {_plural(st.log_bytes, 'byte')}) for {_plural(st.keys, 'key')}, "
+    return (f"{plural(st.on_disk_bytes, 'byte')} on disk ({plural(st.sstables, 'sstable')}, "
+            f"log of {plural(st.log_bytes, 'byte')}) for {plural(st.keys, 'key')}, "
             f"space amp {amp}")
 
 
