@@ -502,10 +502,24 @@ def test_verify_corrupt_log(tmp_path, name, index, offset, reason):
 
 
 def test_verify_zero_filled_tail(store):
+    """Zeros after the log are a writer's preallocated space: clean."""
     with open(store / "log", "ab") as f:
         f.write(bytes(50))
+    lines = verify(store, status=0)
+    assert any(line.startswith("log: ok: ") and "then 50 zero bytes a writer wrote ahead"
+               in line for line in lines), lines
+
+
+def test_verify_torn_frame_then_zeros(store):
+    """A frame cut by a crash in preallocated space: a torn tail."""
+    frame = codec.frame_size(8, 8)
+    with open(store / "log", "ab") as f:
+        f.write(b"\x01" * (frame // 2) + bytes(100))
     lines = verify(store, status=1)
-    assert any(line.startswith("log: TORN TAIL: 50 zero bytes") for line in lines), lines
+    zeros = 100 - (frame - frame // 2)  # after the torn frame's own bytes
+    assert any(line.startswith("log: TORN TAIL: a torn frame at offset ") and
+               f"then {zeros} zero bytes" in line and "cuts the log" in line
+               for line in lines), lines
 
 
 def test_verify_tinylsm_store_is_clean(store):

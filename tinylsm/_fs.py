@@ -78,6 +78,9 @@ def _refuse_dangling(path: str) -> None:
         raise not_a_file(path, stat.S_IFLNK)
 
 
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 class Files:
     """Plain POSIX file operations, with short writes retried.
 
@@ -213,8 +216,11 @@ class Files:
         return len(data)
 
     def fsync(self, fd: int) -> None:
+        """Make the file's data durable, with what reading it back needs
+        (its length): ``fdatasync`` where the system has it, which skips
+        the times, hence the journal commit when the length is unchanged."""
         try:
-            os.fsync(fd)
+            _datasync(fd)
         except OSError as exc:
             self._failed(exc, fd)
 

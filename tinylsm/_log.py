@@ -1,12 +1,15 @@
 """The write-ahead log file behind its in-memory buffer."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import List, Optional, Tuple
 
 from ._fs import Files
-from .errors import LogFailedError
+from .errors import LogFailedError, describe
+
+log = logging.getLogger("tinylsm")
 
 #: Roles in a group-commit flush (see ``LogWriter.begin_sync``).
 LEAD, FOLLOW, GATHER = 0, 1, 2
@@ -14,13 +17,23 @@ LEAD, FOLLOW, GATHER = 0, 1, 2
 MAX_GATHER_SECONDS = 0.002
 
 
+#: Zeros written ahead of the log's end once it is being fsynced, so that
+#: most fsyncs change no file size and need no journal commit (``_write``).
+PREALLOCATE = 256 * 1024
+
+
 class LogWriter:
     """Appends frames to the log through a buffer of ``bufsize`` bytes.
 
-    ``size`` is the length of the file, every byte of it valid frames.  Data
+    ``size`` is the length of the log, every byte of it valid frames.  Data
     is written with ``pwrite`` at ``size``, so a failed write can be cut off
     again (``truncate``) and leaves nothing half-written for later appends to
-    follow.  After an error the log cannot vouch for (a failed fsync, or a
+    follow.  Once the log has been fsynced, the file also holds zeros after
+    ``size``, up to ``allocated``: overwriting bytes the file already has
+    and syncing them (``fdatasync``) skips the file-system journal commit
+    that growing the file costs, which is most of a durable write's time.
+    Recovery reads zeros as the end of the log and writes over them; the
+    Rust crate cuts them off; ``close()`` cuts them off too.  After an error the log cannot vouch for (a failed fsync, or a
     failed cut after a failed write) the writer is *broken* and refuses
     further writes: after a failed fsync Linux may have dropped the dirty
     pages and report a later fsync as successful, so retrying would lie.
@@ -31,6 +44,11 @@ class LogWriter:
         self.path = path
         self.fd = fd
         self.size = size
+        #: The file's length: ``size``, then zeros (see the class docstring).
+        self.allocated = size
+        #: Zeros are written ahead only once someone fsyncs (bulk loads
+        #: that never flush would write them for nothing).
+        self._preallocating = False
         self.bufsize = bufsize
         self.buf = bytearray()
         self.broken: Optional[BaseException] = None
@@ -130,11 +148,36 @@ class LogWriter:
         except BaseException as exc:
             try:
                 self.files.truncate(self.fd, self.size)
+                self.allocated = self.size
             except BaseException as cut_exc:
                 self.broken = cut_exc
             raise exc
         self.size += len(data)
         self.written += len(data)
+        if self.size > self.allocated:
+            self.allocated = self.size
+            if self._preallocating:
+                self._preallocate()
+
+    def _preallocate(self) -> None:
+        """Write ``PREALLOCATE`` zeros after the log's end.  They become
+        durable with the next fsync (which pays the journal commit once for
+        the next ``PREALLOCATE`` bytes of log).  If the disk has no room for
+        them, the zeros written are cut off again and the log goes on
+        without (the frames are written already: nothing is lost)."""
+        try:
+            self.files.pwrite(self.fd, bytes(PREALLOCATE), self.size)
+        except OSError as exc:
+            log.warning("tinylsm: log %s: no longer writing zeros ahead of the log "
+                        "(%s)", self.path, describe(exc))
+            self._preallocating = False
+            try:
+                self.files.truncate(self.fd, self.size)
+            except OSError as cut_exc:  # zeros left: read as the log's end
+                log.warning("tinylsm: log %s: could not cut the zeros after offset "
+                            "%d: %s", self.path, self.size, describe(cut_exc))
+        else:
+            self.allocated = self.size + PREALLOCATE
 
     def sync(self) -> None:
         """Write out the buffer and fsync the log (store lock held)."""
@@ -249,6 +292,7 @@ class LogWriter:
                 self.broken = exc
                 self._done_syncing()
             raise
+        self._preallocating = True
         with self._mutex:
             self._fsync_time = min(time.monotonic() - start, MAX_GATHER_SECONDS)
             if self.epoch == epoch:
@@ -327,7 +371,7 @@ class LogWriter:
         """
         with self._mutex:
             old, self.fd = self.fd, fd
-            self.size = size
+            self.size = self.allocated = size
             self.epoch += 1
             self.synced = size if durable else 0
             # closed by close_retired, outside the store lock: closing the
@@ -337,9 +381,20 @@ class LogWriter:
                 self._sync_cv.notify_all()
 
     def close(self) -> None:
+        """Close the log, cutting off the zeros after it (nothing any reader
+        takes for a change: cutting them in place is harmless), so that a
+        closed store's log is its frames alone."""
         with self._mutex:
             self._idle()  # not while another thread fsyncs it
             fd, self.fd = self.fd, -1
             self._close_retired()
             if fd >= 0:  # -1: a read-only store opened without a log file
-                self.files.close(fd)
+                try:
+                    if self.allocated > self.size and self.broken is None:
+                        self.files.truncate(fd, self.size)
+                except OSError as exc:  # the zeros stay: read as the log's end
+                    log.warning("tinylsm: log %s: could not cut the zeros after "
+                                "offset %d at closing: %s", self.path, self.size,
+                                describe(exc))
+                finally:
+                    self.files.close(fd)

@@ -173,3 +173,20 @@ def zeros(files: Files, fd: int, start: int, end: int,
         if len(data) < min(step, end - off):
             break
     return True
+
+
+def nonzero_end(files: Files, fd: int, start: int, end: int,
+                chunk_size: Optional[int] = None) -> int:
+    """The offset after the last non-zero byte of ``[start, end)`` of
+    ``fd`` (``start`` if all are zeros), read a chunk at a time from the
+    end."""
+    step = chunk(chunk_size)
+    stop = end
+    while stop > start:
+        off = max(start, stop - step)
+        data = files.pread_all(fd, stop - off, off)
+        stripped = data.rstrip(b"\0")
+        if stripped or len(data) < stop - off:
+            return off + len(stripped)
+        stop = off
+    return start

@@ -20,7 +20,8 @@ from ._format import (LOG_NAME, META_NAME, SST_COMPLETE, SSTABLE_DIR, STOP_END, 
 from ._fs import Files
 from ._gate import OPENING_TIMEOUT, Gate
 from ._log import LogWriter
-from ._logread import LogReader
+from ._backend import codec
+from ._logread import LogReader, nonzero_end
 from ._meta import StoreLock
 from .errors import CorruptionError
 
@@ -132,6 +133,12 @@ class LogPlan(NamedTuple):
     size: int  # the log's length: the bytes after scan.end are cut off
     keep: bool  # those bytes may hold data: set them aside before the cut
     refuse: bool  # the first frame is not one: refuse the store, change nothing
+    zeros: bool = False  # those bytes are zeros a writer wrote ahead: no cut needed
+    data_end: int = 0  # where the zeros at the file's end begin (size: none)
+    #: Those bytes look like the write a live writer is making: a frame or a
+    #: batch cut short, maybe followed by zeros (a reader beside a writer
+    #: sees that, and it is no damage).
+    unfinished: bool = False
 
     @property
     def tail(self) -> int:
@@ -164,9 +171,19 @@ def plan_log(files: Files, fd: int, key_size: int, value_size: int,
             apply(records, key_size, value_size)
     scan = reader.scan
     assert scan is not None
-    keep = _kept.tail_may_hold_data(files, fd, scan.end, size, key_size, value_size)
+    # zeros at the end are a writer's preallocated space (or a file grown by
+    # a crash before its data reached the disk): never data, never kept
+    # (frames end in zeros often, and the zeros a writer writes ahead begin
+    # at a frame's start: whole frames from scan.end)
+    frame = codec.frame_size(key_size, value_size)
+    data_end = nonzero_end(files, fd, scan.end, size)
+    data_end = min(size, scan.end + -(-(data_end - scan.end) // frame) * frame)
+    keep = _kept.tail_may_hold_data(files, fd, scan.end, data_end, key_size, value_size)
     refuse = keep and scan.end == 0 and scan.stop_offset == 0 and scan.stop != STOP_SHORT
-    return LogPlan(scan, size, keep, refuse)
+    unfinished = (scan.stop in (STOP_SHORT, STOP_END) and data_end == size
+                  or data_end <= scan.stop_offset + frame)
+    return LogPlan(scan, size, keep, refuse, data_end == scan.end < size, data_end,
+                   unfinished and scan.end < size)
 
 
 def refuse_log(log_path: str, plan: LogPlan, size: int, k: int, v: int, meta: str) -> None:
@@ -289,21 +306,24 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
         if empty is not None and scan.end == 0:
             raise CorruptionError(f"sstable {empty} is empty, and the log holds no "
                                   "changes: it is not an interrupted flush of tiny-lsm")
-        if tail and not readonly:
+        if tail and not readonly and plan.zeros:
+            log.debug("tinylsm: log %s: %d bytes of zeros after offset %d (written ahead "
+                      "by a writer), to be written over", log_path, tail, scan.end)
+        elif tail and not readonly:
             log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
                         "are %s", log_path, scan.stop, scan.stop_offset, tail, scan.end,
                         "set aside, then cut off" if plan.keep else
                         "a torn final frame (or zeros), and are cut off")
-        elif tail and plan.keep and not (scan.stop in (STOP_SHORT, STOP_END)
-                                         and _meta.writer_present(path)):
+        elif tail and plan.keep and not (plan.unfinished and _meta.writer_present(path)):
             # a live writer's last frame or batch half-written is no news
             log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
                         "are ignored (read-only)", log_path, scan.stop, scan.stop_offset,
                         tail, scan.end)
 
         # 2. repair: only now is anything on disk changed
+        allocated = scan.end
         if not readonly:
-            log_fd = _repair(files, path, opening, opened, plan, empty)
+            log_fd, allocated = _repair(files, path, opening, opened, plan, empty)
         kept_tails = _kept.listing(files, path)
     except BaseException:
         for _, _, fd in opened.tables:
@@ -311,15 +331,17 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
         if log_fd >= 0:
             files.close(log_fd)
         raise
-    return Recovered(LogWriter(files, log_path, log_fd, scan.end, bufsize), tables,
-                     read_bytes, kept_tails)
+    log_writer = LogWriter(files, log_path, log_fd, scan.end, bufsize)
+    log_writer.allocated = allocated
+    return Recovered(log_writer, tables, read_bytes, kept_tails)
 
 
 def _repair(files: Files, path: str, opening: Opening, opened: Opened, plan: LogPlan,
-            empty: Optional[str]) -> int:
+            empty: Optional[str]) -> Tuple[int, int]:
     """A writer's repairs after reading everything; returns the log's
     descriptor (a new one if the log was cut, the old one then closed; if
-    this raises, the old one is still the caller's).  The steps that remove
+    this raises, the old one is still the caller's) and the file's length
+    (zeros after the log are kept, to be written over: ``LogWriter``).  The steps that remove
     what a reader opening beside it may be listing run under the gate."""
     ssdir = os.path.join(path, SSTABLE_DIR)
     log_path = os.path.join(path, LOG_NAME)
@@ -349,10 +371,13 @@ def _repair(files: Files, path: str, opening: Opening, opened: Opened, plan: Log
         # last: the record completes a new store (see prepare)
         _meta.write_sizes(files, path, opening.key_size, opening.value_size)
     scan = plan.scan
+    if plan.zeros:
+        # a writer's preallocated zeros: written over from here on
+        return log_fd, plan.size
     if plan.tail:  # last: from the new descriptor on, nothing here can fail
         if plan.keep:
-            kept = _kept.set_aside(files, path, log_fd, scan.end, plan.size)
+            kept = _kept.set_aside(files, path, log_fd, scan.end, plan.data_end)
             log.warning("tinylsm: log %s: %d bytes after offset %d kept in %s",
                         log_path, plan.tail, scan.end, kept)
         log_fd = _rollover.replace_log(files, path, log_fd, scan.end, Gate(ssdir))
-    return log_fd
+    return log_fd, scan.end

@@ -30,7 +30,6 @@ from ._format import (
 from ._fs import DEFAULT as FILES
 from ._gate import Gate
 from ._text import plural
-from ._logread import zeros
 from ._recovery import plan_log
 from .errors import CorruptionError, Error
 
@@ -111,19 +110,27 @@ def check_log(fd: int, k: int, v: int, sizes_from_meta: bool, live: bool,
             f"cuts the log to {scan.end:,} bytes, dropping {lost:,} bytes that hold no "
             "complete change")
     tail = total - scan.stop_offset
-    if live and scan.stop in (STOP_END, STOP_SHORT):
+    if plan.zeros:
+        report.ok(LOG_NAME, f"{applied}, then {plural(lost, 'zero byte')} a writer wrote "
+                            "ahead (preallocated; the next writer writes over them)")
+        return
+    if live and plan.unfinished:
         report.note(LOG_NAME, f"{applied}, then {lost:,} bytes of a change the live "
                               "writer is appending (read as they were at that instant)")
         return
-    if scan.stop in (STOP_END, STOP_SHORT) or zeros(FILES, fd, scan.stop_offset, total):
+    if scan.stop in (STOP_END, STOP_SHORT) or plan.data_end <= scan.stop_offset + frame:
+        zeros_after = total - max(plan.data_end, scan.stop_offset)
         if scan.stop == STOP_SHORT:
             what = (f"{total - scan.stop_offset} bytes of a cut-off frame at offset "
                     f"{scan.stop_offset:,}")
         elif scan.stop == STOP_END:
             what = "the file ends inside a write_batch"
-        else:
+        elif plan.data_end <= scan.stop_offset:
             what = (f"{tail:,} zero bytes from offset {scan.stop_offset:,} "
                     "(space allocated but never written)")
+        else:
+            what = (f"a torn frame at offset {scan.stop_offset:,} ({scan.stop}), then "
+                    f"{plural(zeros_after, 'zero byte')} (space written ahead)")
         report.problem(
             LOG_NAME, "TORN TAIL",
             f"{what}{batch}; recovery {fate} (changes that were never flushed). "

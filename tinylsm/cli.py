@@ -31,6 +31,7 @@ from ._backend import codec
 from ._format import LOG_NAME, META_NAME, SSTABLE_DIR
 from ._fs import DEFAULT as FILES
 from ._gate import Gate
+from ._logread import zeros
 from ._text import noun, plural
 from .errors import (
     CompactionError,
@@ -173,6 +174,15 @@ def _sstable_files(directory: str) -> Tuple[List[Tuple[str, int]], List[Tuple[st
     return tables, unfinished
 
 
+def _zeros_after(log_path: str, offset: int) -> bool:
+    """Whether the log's bytes after ``offset`` are zeros a writer wrote ahead."""
+    fd = FILES.open_ro(log_path)
+    try:
+        return zeros(FILES, fd, offset, FILES.size(fd))
+    finally:
+        FILES.close(fd)
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     with open_readonly(args, quiet=True) as db:
         is_live = db.live
@@ -183,6 +193,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         log_file = os.path.getsize(log_path) if os.path.exists(log_path) else 0
         tables, tmps = _sstable_files(args.dir)
     torn = log_file - st.log_bytes  # live: appended since it was read, mostly
+    ahead = torn > 0 and not is_live and _zeros_after(log_path, st.log_bytes)
     sst_bytes = sum(n for _, n in tables)
     on_disk = log_file + sst_bytes
     live = st.keys * (k + v)
@@ -190,7 +201,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "path": args.dir, "live": is_live, "key_size": k, "value_size": v, "keys": st.keys,
-            "live_bytes": live, "log_bytes": log_file, "log_torn_bytes": torn,
+            "live_bytes": live, "log_bytes": log_file,
+            "log_torn_bytes": 0 if ahead else torn, "log_zero_bytes": torn if ahead else 0,
             "sstables": [{"name": n, "bytes": b} for n, b in tables],
             "unfinished_sstables": [{"name": n, "bytes": b} for n, b in tmps],
             "sstable_bytes": sst_bytes, "on_disk_bytes": on_disk, "space_amp": amp,
@@ -206,6 +218,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         (LOG_NAME, f"{plural(log_file, 'byte')}, {plural(st.log_bytes // frame, 'frame')} "
          f"of {frame} bytes"
          + ((f" + {plural(torn, 'byte')} appended since the snapshot" if is_live else
+             f" + {plural(torn, 'zero byte')} written ahead (preallocated)" if ahead else
              f" + a torn tail of {plural(torn, 'byte')} (see tinylsm verify)") if torn else "")),
         ("sstables", f"{plural(len(tables), 'file')}, {plural(sst_bytes, 'byte')}"),
     ]

@@ -639,10 +639,14 @@ class Lsm(maps.StoreCore, MutableMapping):
                             compactor.stop(retry=True)
                             error = compactor.error
                     finally:
-                        self._release_files()
-                        self._state = CLOSED
-                        self._map._invalidate(ClosedError, f"store {self.path!r} is closed")
-                        self._closed_event.set()
+                        try:
+                            self._release_files()
+                        finally:
+                            # whatever failed, the store is closed, and a
+                            # close() waiting in another thread returns
+                            self._state = CLOSED
+                            self._map._invalidate(ClosedError, f"store {self.path!r} is closed")
+                            self._closed_event.set()
         if error is not None:
             raise CompactionError(
                 f"background compaction of {self.path!r} failed: {describe(error)}"
