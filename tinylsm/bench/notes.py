@@ -50,7 +50,8 @@ def _reopen(s: Session, shown: Sequence[str]) -> str:
 def _sync(s: Session, shown: Sequence[str]) -> str:
     return (f"sync: the stores take turns over {len(s.data.sync_items):,} inserts at most "
             f"({SYNC_SECONDS:g} s per store at most); disk = os.write + os.fsync of one "
-            f"{s.data.frame_size}-byte frame.")
+            f"{s.data.frame_size}-byte frame (appending); tinylsm's flush is an fdatasync "
+            "of frames written over zeros it wrote ahead of the log.")
 
 
 def _group_commit(s: Session, shown: Sequence[str]) -> str:
