@@ -253,7 +253,7 @@ def open_files(files: Files, path: str, readonly: bool) -> Opened:
 
 
 def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
-            bufsize: int) -> Recovered:
+            bufsize: int, reserve: Optional[Callable[[int], None]] = None) -> Recovered:
     """Read the sstables in id order and the log into ``apply(records, k,
     v)``, checking everything; only then repair (never when ``readonly``).
 
@@ -271,6 +271,10 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
     opened = open_files(files, path, readonly)
     log_fd = opened.log_fd
     try:
+        if reserve is not None and opened.tables:
+            # the largest table's keys are distinct: a map at least that big
+            # is built, so make room at once rather than grow on the way
+            reserve(max(sstable.records_hint(files, fd, k, v) for _, _, fd in opened.tables))
         # 1. read and check everything, changing nothing
         tables = {}
         empty = None  # an empty newest sstable: tiny-lsm's flush torn at once

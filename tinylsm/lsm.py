@@ -171,7 +171,8 @@ class Lsm(maps.StoreCore, MutableMapping):
             self._frame_size = codec.frame_size(k, v)
             data = maps.SortedMap(k, v)
             done = _recovery.recover(self._files, self.path, data.apply_records,
-                                     opening, self.readonly, config.log_bufwriter_size)
+                                     opening, self.readonly, config.log_bufwriter_size,
+                                     getattr(data, "reserve", None))
         except BaseException:
             self._release_files()
             self._state = CLOSED

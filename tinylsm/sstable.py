@@ -87,6 +87,20 @@ def read(files: Files, path: str, key_size: int, value_size: int) -> Tuple[SSTab
 _FRAME_HEADER_MAX = 18
 
 
+def records_hint(files: Files, fd: int, key_size: int, value_size: int) -> int:
+    """How many records the sstable open as ``fd`` holds, from its zstd frame
+    header (tinylsm writes the payload's size there); 0 when the header
+    does not say (the Rust crate's streaming frames) or is damaged, which
+    reading the table reports."""
+    try:
+        size = zstandard.frame_content_size(files.pread_all(fd, _FRAME_HEADER_MAX, 0))
+    except zstandard.ZstdError:
+        return 0
+    # a damaged header must not make room for billions of keys: no record
+    # compresses below one byte of the file
+    return max(0, min((size - 8) // codec.record_size(key_size, value_size), files.size(fd)))
+
+
 class TableReader:
     """The checked records of sstable ``path``, chunk by chunk.
 
