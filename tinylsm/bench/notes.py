@@ -73,6 +73,12 @@ def _latency(s: Session, shown: Sequence[str]) -> Optional[str]:
             "while timing.")
 
 
+def _get(s: Session, shown: Sequence[str]) -> str:
+    return ("get: every store looks up every key once, in one random order, through "
+            "key objects made anew (equal bytes, not the objects inserted), as an "
+            "application computes its keys.")
+
+
 def _settings(settings: Dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
@@ -122,7 +128,7 @@ def _disk(s: Session, shown: Sequence[str]) -> str:
 
 #: workload -> its notes; workloads that share a note share the function.
 NOTES: Dict[str, Tuple[Note, ...]] = {
-    "insert": (_writes,), "batch": (_writes, _big_log),
+    "insert": (_writes,), "batch": (_writes, _big_log), "get": (_get,),
     "scan": (_dict_order,), "range": (_dict_order,),
     "reopen-log": (_reopen, _big_log), "reopen-sst": (_reopen,),
     "sync": (_sync,), "group-commit": (_group_commit,), "latency": (_latency,),

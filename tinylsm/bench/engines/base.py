@@ -93,8 +93,9 @@ class Engine:
         return checked_rate(f"{self.name} gets found", get_all, self.d.n, self.d.n)
 
     def _subscript_gets(self, store: Mapping[bytes, bytes]) -> float:
-        """ops/s of ``store[k]`` for every key, in the shared random order."""
-        order = self.d.get_order
+        """ops/s of ``store[k]`` for every key, in the shared random order
+        (fresh key objects: ``Data.get_keys``)."""
+        order = self.d.get_keys
 
         def get_all() -> int:
             found = 0
