@@ -15,6 +15,7 @@ the changes left before the next growth.
 """
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from typing import Dict, List
@@ -407,3 +408,80 @@ def test_growth_scripts(both_maps, script):
         else:
             twins.verify()
     twins.verify()
+
+
+# -- the arena's memory --------------------------------------------------------------
+
+_HUGE = 2 << 20
+
+
+def _vm_flags(address: int) -> List[str]:
+    """The VmFlags of the mapping of this process that holds ``address``."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def _block_after(address: int, size: int):
+    """Map a page right after ``address + size`` (rounded up to a page), so
+    that a block there cannot grow in place; returns an unmap function."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    where = (address + size + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+    fixed_noreplace = 0x100000
+    got = libc.mmap(where, mmap.PAGESIZE, mmap.PROT_READ,
+                    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | fixed_noreplace, -1, 0)
+    if got != where:
+        pytest.skip(f"could not map a page at {where:#x} (errno {ctypes.get_errno()})")
+    return lambda: libc.munmap(where, mmap.PAGESIZE)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux /proc only")
+@pytest.mark.parametrize("blocked", [False, True], ids=["grows-in-place", "moves"])
+def test_arena_is_aligned_and_asks_for_huge_pages(CMap, blocked):
+    """From 1 MiB on the arena starts on a 2 MiB boundary (a huge page can
+    only back an aligned 2 MiB), from 4 MiB on it is advised for huge pages
+    (VmFlags ``hg``), and it keeps its slots whether it grows in place or
+    has to move (``blocked``: a page mapped right after it)."""
+    m = CMap(8, 8)
+    seen = []
+    unblock = None
+    rnd = random.Random(3)
+    keys = []
+    try:
+        while len(seen) < 4:
+            address, size = m._arena_block
+            if blocked and size >= 1 << 20 and unblock is None:
+                unblock = _block_after(address, size)
+            key = rnd.randbytes(8)
+            m.set(key, key)
+            keys.append(key)
+            now = m._arena_block
+            if now[1] != size and now[1] >= 1 << 20:
+                seen.append(now)
+                assert now[0] % _HUGE == 0, (now, seen)
+                if now[1] >= 4 << 20:
+                    assert "hg" in _vm_flags(now[0]) and "hg" in _vm_flags(now[0] + now[1] - 1)
+                if unblock is not None:
+                    assert now[0] != address  # it had to move
+                    unblock()
+                    unblock = None
+    finally:
+        if unblock is not None:
+            unblock()
+    assert seen[-1][1] >= 8 << 20
+    m._check()
+    assert all(m.get(key) == key for key in keys)

@@ -72,16 +72,20 @@ static inline uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) {
 #else
 #define TL_MMAP_MIN ((size_t)-1)
 #endif
-/* Hash tables: random lookups touch a new page almost every time, and
+/* Huge pages: random lookups touch a new page almost every time, and
    with 4 KiB pages each costs a TLB miss (a two-level walk under a VM).
-   Not the arena: it grows by mremap, and huge pages made bulk inserts 1.8x
-   slower.  Asking for huge pages has a price, though: with the kernel's
-   usual THP defrag setting ("madvise") each first touch of a 2 MiB page
-   zeroes it and may compact memory first, which was measured at up to 7
-   ms.  A table built in one step (a bulk load) pays that inside its
-   rebuild; a table grown incrementally is advised only once it is fully
-   written (tl_advise_huge), so that khugepaged merges its pages in the
-   background instead of a change faulting them in. */
+   Asking for huge pages has a price, though: with the kernel's usual THP
+   defrag setting ("madvise") each first touch of a 2 MiB page zeroes it and
+   may compact memory first, which was measured at up to 7 ms.  A hash
+   table built in one step (a bulk load) pays that inside its rebuild; a
+   table grown incrementally is advised only once it is fully written
+   (tl_advise_huge), so that khugepaged merges its pages in the background
+   instead of a change faulting them in.  The arena is advised as it grows
+   (tl_realloc_huge): it is written in slot order, so a change faults in
+   one 2 MiB page per 2 MiB of new slots, at the same cost per byte as 4 KiB
+   pages when memory is not fragmented; and a lookup reads the table, then
+   its slot in the arena, so both must be huge for the TLB to cover a large
+   map. */
 static void tl_advise_huge(void *p, size_t n) {
 #if !defined(_WIN32) && defined(MADV_HUGEPAGE)
     if (p != NULL && n >= TL_HUGE_MIN) (void)madvise(p, n, MADV_HUGEPAGE);
@@ -147,6 +151,66 @@ static void *tl_realloc(void *p, size_t old, size_t n) {
     memcpy(q, p, old < n ? old : n);
     tl_free(p, old);
     return q;
+}
+
+/* The arena's blocks of TL_MMAP_MIN bytes or more start on a huge page
+   boundary, since a huge page can only back an aligned 2 MiB and a kernel
+   before 6.7 places anonymous maps anywhere: tl_map_aligned maps 2 MiB
+   more and cuts off what lies before the boundary and after the block. */
+#if defined(__linux__) && defined(MREMAP_MAYMOVE) && defined(MREMAP_FIXED) \
+    && defined(MADV_HUGEPAGE)
+#include <unistd.h>
+#define TL_HUGE_ARENA 1
+#define TL_HUGE_PAGE ((size_t)2 << 20)
+static void *tl_map_aligned(size_t n) {
+    size_t span = n + TL_HUGE_PAGE, head, end;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    char *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *q;
+    if (p == MAP_FAILED) return NULL;
+    q = (char *)(((uintptr_t)p + TL_HUGE_PAGE - 1) & ~(uintptr_t)(TL_HUGE_PAGE - 1));
+    head = (size_t)(q - p);
+    end = (n + page - 1) & ~(page - 1);  /* the pages tl_free(q, n) unmaps */
+    if (head) munmap(p, head);
+    if (span - head > end) munmap(q + end, span - head - end);
+    return q;
+}
+#endif
+
+/* tl_realloc for the arena (growth only): blocks of TL_MMAP_MIN bytes or
+   more are aligned (above), and advised for huge pages from TL_HUGE_MIN
+   on.  A mapped block grows in place when the addresses after it are
+   free; otherwise its pages move (mremap, no copy) to the start of a new
+   aligned block.  Pages faulted before the advice stay small until
+   khugepaged merges them: only the first 2 MiB, of which at most 1 MiB
+   was written before. */
+static void *tl_realloc_huge(void *p, size_t old, size_t n) {
+#ifdef TL_HUGE_ARENA
+    void *q;
+    if (n >= TL_MMAP_MIN && n > old) {
+        if (p != NULL && old >= TL_MMAP_MIN) {
+            q = mremap(p, old, n, 0);
+            if (q == MAP_FAILED) {
+                q = tl_map_aligned(n);
+                if (q == NULL) return NULL;
+                if (mremap(p, old, old, MREMAP_MAYMOVE | MREMAP_FIXED, q) == MAP_FAILED) {
+                    munmap(q, n);
+                    return NULL;
+                }
+            }
+        } else {
+            q = tl_map_aligned(n);
+            if (q == NULL) return NULL;
+            if (p != NULL) {
+                memcpy(q, p, old);
+                tl_free(p, old);
+            }
+        }
+        tl_advise_huge(q, n);
+        return q;
+    }
+#endif
+    return tl_realloc(p, old, n);
 }
 
 /* tl_realloc, with the new bytes [old, n) zeroed.  Mapped blocks come out

@@ -30,7 +30,9 @@ the first sort of m new keys borrows 12 * m bytes for a moment, and while
 the table grows the previous one (half its size) is kept too.  Arrays of
 1 MiB or more are mapped pages of their own (``mmap``, grown with ``mremap``
 on Linux), so freed memory goes back to the system at once and growing
-space that is never written costs no resident memory.
+space that is never written costs no resident memory; a lookup reads the
+table, then the arena, at random, so both ask for huge pages (see
+``tl_advise_huge`` in ``_map.h`` for when).
 
 Every method runs entirely while holding the GIL and never calls back into
 Python code while the arrays are in an intermediate state, so each call is
@@ -76,6 +78,7 @@ cdef extern from "_map.h":
     void tl_free(void *p, size_t n) noexcept nogil
     void *tl_realloc(void *p, size_t old, size_t n) noexcept nogil
     void *tl_realloc0(void *p, size_t old, size_t n) noexcept nogil
+    void *tl_realloc_huge(void *p, size_t old, size_t n) noexcept nogil
     int tl_ctz64(uint64_t x) noexcept nogil
     object _steal "TL_STEAL"(PyObject *o)  # a new reference, or NULL: raise
     size_t _NOPOS "TL_NOPOS"
@@ -623,7 +626,7 @@ cdef class SortedMap:
         self.live = live
         self.livewords = words
         if self.S:
-            arena = <uint8_t *>tl_realloc(self.arena, self.slotcap * self.S, cap * self.S)
+            arena = <uint8_t *>tl_realloc_huge(self.arena, self.slotcap * self.S, cap * self.S)
             if arena == NULL:
                 raise MemoryError()
             self.arena = arena
@@ -1122,6 +1125,11 @@ cdef class SortedMap:
             it.end = hi
             it.step = 1
         return it
+
+    @property
+    def _arena_block(self):
+        """(address, bytes) of the arena's memory; for tests."""
+        return (<size_t>self.arena, self.slotcap * self.S)
 
     @property
     def _migrating(self):
