@@ -262,6 +262,7 @@ cdef class SortedMap:
     cdef uint8_t *spent           # a migrated previous table, released piecemeal
     cdef size_t spentlen          # its bytes left
     cdef bint growing             # old or spent is set: changes have work to do
+    cdef size_t newpos            # where _locate found room for a new key
     cdef size_t n                 # live keys
     cdef _Ids order               # sorted index: slot ids in key order
     cdef _Ids pending             # slots of keys added since the last merge
@@ -658,31 +659,31 @@ cdef class SortedMap:
 
     # -- changes -------------------------------------------------------------------
 
+    # A change is made in two steps, so that the store's fast paths can
+    # append the change to the log in between: _locate does everything that
+    # may fail (it allocates, and may start a growth, but changes no key),
+    # _store then cannot fail.  The store appends its log frame after
+    # _locate and calls _store only once the log took it.
+
     @cython.final
-    cdef object _set(self, const uint8_t *key, const uint8_t *value, uint64_t h,
-                     bint want_old):
-        """Set ``key`` (of hash ``h``) to ``value``; the previous value (if
-        ``want_old``) or None."""
+    cdef int _locate(self, const uint8_t *key, uint64_t h, size_t *slot) except -1:
+        """Find ``key`` (of hash ``h``): ``slot[0]`` is its slot; or, if it
+        is absent, make room for it (table, arena, pending list), note the
+        table position it goes to and set ``slot[0]`` to _NOPOS.  Raises
+        MemoryError having changed no key."""
         cdef bint found
-        cdef size_t pos, opos, slot = _NOPOS, last
-        cdef uint8_t *p
-        cdef object old = None
+        cdef size_t pos, opos
         if self.growing:
             self._step(h)
         pos = self._probe(key, h, &found)
         if found:
-            slot = self.table[pos] - 1
-        elif self.old != NULL:
+            slot[0] = self.table[pos] - 1
+            return 0
+        if self.old != NULL:
             opos = self._probe_old(key, h)
             if opos != _NOPOS:
-                slot = self.old[opos] - 1
-        if slot != _NOPOS:
-            p = self.arena + slot * self.S + self.K
-            if want_old:
-                old = _steal(_new_bytes(<const char *>p, self.V))
-            memcpy(p, value, self.V)
-            self.version += 1
-            return old
+                slot[0] = self.old[opos] - 1
+                return 0
         if self.K == 0:
             raise RuntimeError("SortedMap.__init__ was not called")
         # every allocation first, so that a MemoryError changes nothing (a
@@ -693,6 +694,20 @@ cdef class SortedMap:
         if self.freelist.n == 0 and self.nslots == self.slotcap:
             self._grow_arena()
         _ids_reserve(&self.pending, self.pending.n + 1)
+        self.newpos = pos
+        slot[0] = _NOPOS
+        return 0
+
+    @cython.final
+    cdef void _store(self, const uint8_t *key, const uint8_t *value, size_t slot) noexcept:
+        """Set ``key`` to ``value`` right after ``_locate(key, ...)`` gave
+        ``slot``, with no change in between."""
+        cdef size_t last
+        cdef uint8_t *p
+        if slot != _NOPOS:
+            memcpy(self.arena + slot * self.S + self.K, value, self.V)
+            self.version += 1
+            return
         if self.freelist.n:
             self.freelist.n -= 1
             slot = self.freelist.p[self.freelist.n]
@@ -703,7 +718,7 @@ cdef class SortedMap:
         memcpy(p, key, self.K)
         memcpy(p + self.K, value, self.V)
         self.live[slot >> 6] |= (<uint64_t>1) << (slot & 63)
-        self.table[pos] = <uint32_t>(slot + 1)
+        self.table[self.newpos] = <uint32_t>(slot + 1)
         if self.pending_sorted and self.pending.n:
             last = self.pending.p[self.pending.n - 1]
             if tl_keycmp(self.arena + last * self.S, key, self.K) > 0:
@@ -712,7 +727,19 @@ cdef class SortedMap:
         self.pending.n += 1
         self.n += 1
         self.version += 1
-        return None
+
+    @cython.final
+    cdef object _set(self, const uint8_t *key, const uint8_t *value, uint64_t h,
+                     bint want_old):
+        """Set ``key`` (of hash ``h``) to ``value``; the previous value (if
+        ``want_old``) or None."""
+        cdef size_t slot
+        cdef object old = None
+        self._locate(key, h, &slot)
+        if want_old and slot != _NOPOS:
+            old = self._value_at(slot)
+        self._store(key, value, slot)
+        return old
 
     @cython.final
     cdef object _delete(self, const uint8_t *key, uint64_t h, bint want_old):
@@ -1371,6 +1398,24 @@ cdef class _Iter:
 
 from cpython.bytearray cimport PyByteArray_Resize
 
+cdef extern from "Python.h":
+    # The fields of a bytearray (CPython's bytearrayobject.h): the fast
+    # paths fill the room it has, as bytearray itself does (_append_frame).
+    ctypedef struct _ByteArray "PyByteArrayObject":
+        Py_ssize_t ob_alloc
+        char *ob_bytes
+        char *ob_start
+        Py_ssize_t ob_exports
+    void _set_size "Py_SET_SIZE"(object o, Py_ssize_t n)
+
+# The room _append_frame gives an empty log buffer at once (the default
+# buffer, 32 KiB, gets its whole size); a larger buffer doubles from there.
+cdef enum:
+    _APPEND_STEP = 1 << 20
+
+# What a fast path returns when it cannot take a call (the slow path must).
+cdef object _SLOW = object()
+
 tinylsm_crc32_init()
 
 # The map of a store that is not open (yet): every use raises.
@@ -1443,28 +1488,64 @@ cdef class StoreCore:
         return self._map.V
 
     @cython.final
-    cdef inline bint _fast_room(self):
+    cdef inline bint _fast_room(self) noexcept:
         return (self._busy == 0 and self.buf is not None
                 and PyByteArray_GET_SIZE(self.buf) + self.F <= self.fast_cap)
 
     @cython.final
     cdef int _append_frame(self, const uint8_t *key, const uint8_t *value) except -1:
-        """Append the frame of ``key`` -> ``value`` (NULL: a tombstone)."""
-        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.buf)
+        """Append the frame of ``key`` -> ``value`` (NULL: a tombstone), or
+        raise (MemoryError, BufferError) having appended nothing.
+
+        The buffer is emptied (to a byte) each time it is written out, and
+        ``PyByteArray_Resize`` would then grow it by an eighth at a time,
+        copying it each time: about fifty copies per buffer's worth of
+        frames.  So when it is full it grows to the fast cap (at most
+        _APPEND_STEP bytes at once, doubling beyond), and frames fill the
+        room by setting its size, as ``bytearray`` itself does when it
+        shrinks a little.  Not while a view exports it: a resize must raise
+        then, as it always did."""
+        cdef bytearray buf = self.buf
+        cdef _ByteArray *b = <_ByteArray *>buf
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(buf), need = n + self.F, target
         cdef size_t K = self._map.K, V = self._map.V
-        PyByteArray_Resize(self.buf, n + self.F)
-        tl_frame_put(<unsigned char *>PyByteArray_AS_STRING(self.buf) + n, key, value,
-                     K, V, self.F - 5 - K - V)
+        if b.ob_exports != 0 or (b.ob_start - b.ob_bytes) + need >= b.ob_alloc:
+            target = 2 * n if n > _APPEND_STEP else _APPEND_STEP
+            if target > self.fast_cap:
+                target = self.fast_cap
+            if target < need:
+                target = need
+            PyByteArray_Resize(buf, target)
+        _set_size(buf, need)
+        b.ob_start[need] = 0  # bytearray's trailing NUL
+        tl_frame_put(<unsigned char *>b.ob_start + n, key, value, K, V, self.F - 5 - K - V)
         return 0
 
     @cython.final
-    cdef void _drop_frame(self) noexcept:
-        """Take back the frame just appended (the map refused the change)."""
-        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.buf)
-        try:
-            PyByteArray_Resize(self.buf, n - self.F)
-        except MemoryError:
-            pass  # shrinking does not allocate
+    cdef object _fast_insert(self, object key, object value, bint want_old):
+        """insert's fast path, or _SLOW when it cannot take it."""
+        cdef SortedMap m = self._map
+        cdef const uint8_t *kp
+        cdef const uint8_t *vp
+        cdef uint64_t h
+        cdef size_t slot
+        cdef object old = None
+        if not (PyBytes_Check(key) and PyBytes_Check(value)
+                and <size_t>PyBytes_GET_SIZE(key) == m.K
+                and <size_t>PyBytes_GET_SIZE(value) == m.V
+                and self._fast_room()):
+            return _SLOW
+        kp = <const uint8_t *>PyBytes_AS_STRING(key)
+        vp = <const uint8_t *>PyBytes_AS_STRING(value)
+        h = tl_hash(kp, m.K, _SEED)
+        # what may fail first (the map's room, the old value, the frame),
+        # so that the map changes only once the log took the change
+        m._locate(kp, h, &slot)
+        if want_old and slot != _NOPOS:
+            old = m._value_at(slot)
+        self._append_frame(kp, vp)
+        m._store(kp, vp, slot)
+        return old
 
     def insert(self, key, value):
         """Set ``key`` to ``value``; return the previous value or ``None``.
@@ -1475,25 +1556,16 @@ cdef class StoreCore:
         store's sizes, and ``OSError`` if the log cannot take the change:
         nothing changed then.  O(1) amortized.
         """
-        cdef SortedMap m = self._map
-        cdef const uint8_t *kp
-        cdef const uint8_t *vp
-        if (PyBytes_Check(key) and PyBytes_Check(value)
-                and <size_t>PyBytes_GET_SIZE(key) == m.K
-                and <size_t>PyBytes_GET_SIZE(value) == m.V
-                and self._fast_room()):
-            kp = <const uint8_t *>PyBytes_AS_STRING(key)
-            vp = <const uint8_t *>PyBytes_AS_STRING(value)
-            self._append_frame(kp, vp)
-            try:
-                return m._set(kp, vp, tl_hash(kp, m.K, _SEED), True)
-            except BaseException:
-                self._drop_frame()
-                raise
-        return self._slow_insert(key, value)
+        cdef object old = self._fast_insert(key, value, True)
+        if old is _SLOW:
+            return self._slow_insert(key, value)
+        return old
 
     def __setitem__(self, key, value):
-        self.insert(key, value)
+        # insert's work without the previous value, and without looking
+        # ``insert`` up on the instance and parsing its arguments
+        if self._fast_insert(key, value, False) is _SLOW:
+            self._slow_insert(key, value)
 
     def insert_if_absent(self, key, value):
         """Set ``key`` to ``value`` only if it is absent: return ``None`` when
@@ -1507,7 +1579,6 @@ cdef class StoreCore:
         cdef SortedMap m = self._map
         cdef const uint8_t *kp
         cdef const uint8_t *vp
-        cdef uint64_t h
         cdef size_t slot
         if (PyBytes_Check(key) and PyBytes_Check(value)
                 and <size_t>PyBytes_GET_SIZE(key) == m.K
@@ -1515,16 +1586,12 @@ cdef class StoreCore:
                 and self._fast_room()):
             kp = <const uint8_t *>PyBytes_AS_STRING(key)
             vp = <const uint8_t *>PyBytes_AS_STRING(value)
-            h = tl_hash(kp, m.K, _SEED)
-            slot = m._find_h(kp, h)
+            m._locate(kp, tl_hash(kp, m.K, _SEED), &slot)
             if slot != _NOPOS:
                 return m._value_at(slot)  # present: nothing to log
             self._append_frame(kp, vp)
-            try:
-                return m._set(kp, vp, h, False)
-            except BaseException:
-                self._drop_frame()
-                raise
+            m._store(kp, vp, slot)
+            return None
         return self._slow_insert_if_absent(key, value)
 
     def remove(self, key):
@@ -1536,18 +1603,21 @@ cdef class StoreCore:
         cdef SortedMap m = self._map
         cdef const uint8_t *kp
         cdef uint64_t h
+        cdef size_t slot
+        cdef object old
         if (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == m.K
                 and self._fast_room()):
             kp = <const uint8_t *>PyBytes_AS_STRING(key)
             h = tl_hash(kp, m.K, _SEED)
-            if m._find_h(kp, h) == _NOPOS:
+            slot = m._find_h(kp, h)
+            if slot == _NOPOS:
                 return None  # nothing to remove, nothing to log
+            # what may fail first, as in _fast_insert: then _delete cannot
+            _ids_reserve(&m.zombies, m.zombies.n + 1)
+            old = m._value_at(slot)
             self._append_frame(kp, NULL)
-            try:
-                return m._delete(kp, h, True)
-            except BaseException:
-                self._drop_frame()
-                raise
+            m._delete(kp, h, False)
+            return old
         return self._slow_remove(key)
 
     def __delitem__(self, key):

@@ -337,7 +337,9 @@ class StoreCore:
         return self._slow_insert(key, value)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.insert(key, value)
+        # insert's work, as the compiled twin does it: not through
+        # ``self.insert`` (which a subclass may have replaced)
+        self._slow_insert(key, value)
 
     def insert_if_absent(self, key: bytes, value: bytes) -> Optional[bytes]:
         """Set ``key`` to ``value`` only if it is absent: return ``None`` when
