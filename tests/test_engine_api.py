@@ -74,6 +74,7 @@ def test_mapping_protocol(db):
     assert db[key(3)] == val(33)
     assert key(1) in db and key(9) not in db
     assert db.get(key(9)) is None and db.get(key(9), b"x") == b"x"
+    assert db.get_many([key(1), key(9), bytearray(key(3))]) == [val(1), None, val(33)]
     assert len(db) == 3
     assert list(db) == [key(1), key(2), key(3)]
     assert list(db.keys()) == [key(1), key(2), key(3)]

@@ -200,3 +200,92 @@ def test_buffer_room_is_reused_not_reallocated_per_frame():
         assert core.slow == ["insert"]
         core.slow.clear()
         del core.buf[:]  # written out
+
+
+# -- get_many ----------------------------------------------------------------------
+
+
+def _outcome(fn, *args):
+    try:
+        return ("returned", fn(*args))
+    except Exception as exc:  # noqa: BLE001 - the exception is the result
+        return ("raised", type(exc), str(exc))
+
+
+@pytest.mark.parametrize("k,v", [(8, 8), (1, 0), (16, 4)], ids=["k8v8", "k1v0", "k16v4"])
+def test_get_many_matches_get_in_both_builds(k, v):
+    """Batches of present and absent keys (bytes, bytearray, memoryview; in
+    lists, tuples and generators; empty; longer than a batch) give the
+    values ``get`` gives, in order, in both builds."""
+    rnd = random.Random(k)
+    cores = [make_core(build, k, v)[0] for build in BUILDS]
+    space = [rnd.randbytes(k) for _ in range(300)]
+    for key in space[:200]:
+        value = rnd.randbytes(v)
+        for core in cores:
+            core[key] = value
+    for size in (0, 1, 15, 16, 17, 100, 1000):
+        keys = [rnd.choice(space) for _ in range(size)]
+        for core in cores:
+            want = [core.get(key) for key in keys]
+            assert core.get_many(keys) == want
+            assert core.get_many(tuple(keys)) == want
+            assert core.get_many(key for key in keys) == want
+            mixed = [bytearray(key) if i % 3 == 1 else memoryview(key) if i % 3 == 2 else key
+                     for i, key in enumerate(keys)]
+            assert core.get_many(mixed) == want
+            assert all(type(got) is bytes for got in core.get_many(mixed) if got is not None)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ([b"abcd", b"abc"], (ValueError, "key of item 1: expected 4 bytes, got 3")),
+    ([b"abcd", b"abcd", "abcd"], (TypeError, "key of item 2: expected a bytes-like object, "
+                                             "got str")),
+    ([None], (TypeError, "key of item 0: expected a bytes-like object, got NoneType")),
+    (b"abcd", (TypeError, "keys: expected an iterable of keys, got bytes (for one key, use "
+                          "get())")),
+    (memoryview(b"abcd"), (TypeError, "keys: expected an iterable of keys, got memoryview "
+                                      "(for one key, use get())")),
+    (5, (TypeError, "'int' object is not iterable")),
+], ids=["short", "str", "none", "bytes", "memoryview", "int"])
+def test_get_many_refuses_bad_keys_alike(bad, message):
+    """A bad key raises, naming its position, the same error in both
+    builds; present keys before it make no difference."""
+    got = []
+    for build in BUILDS:
+        core, _ = make_core(build, 4, 1)
+        core[b"abcd"] = b"x"
+        got.append(_outcome(core.get_many, bad))
+    assert got[0] == got[1] == ("raised", *message)
+
+
+def test_get_many_while_the_table_grows():
+    """Keys in either table while the compiled map's table migrates (the
+    smallest step makes growth span many changes)."""
+    core, _ = make_core("cython", 8, 8)
+    core.m._set_migration_step(2)
+    rnd = random.Random(9)
+    model = {}
+    checked_migrating = 0
+    for i in range(20_000):
+        key = rnd.randbytes(8)
+        core[key] = key
+        model[key] = key
+        if core.m._migrating and i % 97 == 0:
+            keys = rnd.sample(list(model), 40) + [rnd.randbytes(8) for _ in range(10)]
+            assert core.get_many(keys) == [model.get(key) for key in keys]
+            checked_migrating += 1
+    assert checked_migrating > 10
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_get_many_on_a_closed_map(build):
+    class Closed(Exception):
+        pass
+
+    core, _ = make_core(build, 2, 2)
+    core[b"ab"] = b"cd"
+    core.m._invalidate(Closed, "it is closed")
+    for keys in ([b"ab"], [], [b"bad key"]):
+        with pytest.raises(Closed, match="it is closed"):
+            core.get_many(keys)

@@ -56,6 +56,11 @@ cdef extern from "Python.h":
     # Raw forms, so that reference counts are explicit where it matters.
     PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
     PyObject *_new_tuple "PyTuple_New"(Py_ssize_t n)
+    PyObject *_new_list "PyList_New"(Py_ssize_t n)
+    void _list_set "PyList_SET_ITEM"(PyObject *t, Py_ssize_t i, PyObject *o)
+    void _incref "Py_INCREF"(PyObject *o)
+    PyObject **_seq_fast_items "PySequence_Fast_ITEMS"(PyObject *o)
+    PyObject *_none "Py_None"
     PyObject *_tuple_item "PyTuple_GET_ITEM"(PyObject *t, Py_ssize_t i)
     void _tuple_set "PyTuple_SET_ITEM"(PyObject *t, Py_ssize_t i, PyObject *o)
     Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
@@ -1317,6 +1322,11 @@ cdef bytes _coerce(object obj, size_t size, str what):
     return data
 
 
+cdef inline PyObject **_seq_items(object seq) noexcept:
+    """The items of a list or tuple, in place."""
+    return _seq_fast_items(<PyObject *>seq)
+
+
 cdef object _lookup_bytes(object key):
     """A lookup key that is not ``bytes``, as ``bytes``; None when it is
     not bytes-like (such a key is simply absent)."""
@@ -1412,6 +1422,7 @@ cdef extern from "Python.h":
 # buffer, 32 KiB, gets its whole size); a larger buffer doubles from there.
 cdef enum:
     _APPEND_STEP = 1 << 20
+    _BATCH = 16  # keys get_many looks up at once (see there)
 
 # What a fast path returns when it cannot take a call (the slow path must).
 cdef object _SLOW = object()
@@ -1658,3 +1669,92 @@ cdef class StoreCore:
             return True
         _coerce(key, m.K, "key")
         return False
+
+    def get_many(self, keys):
+        """The values of ``keys`` (an iterable of keys), in order: a list
+        with each key's value, or ``None`` where a key is absent.
+
+        Every key is checked as ``get`` checks it, before any is looked up:
+        one that is not bytes-like or not ``key_size`` bytes long raises
+        ``TypeError`` or ``ValueError`` naming its position.  The values
+        are read in one step, with no change from another thread in
+        between.  Cost: O(len(keys)), no I/O.  A lookup in a large store
+        waits for two cache misses (the hash table, then the key's slot);
+        here the keys are hashed and their table entries, then their slots,
+        fetched a batch at a time, so that the misses of a batch overlap:
+        on random keys in a store larger than the CPU's caches, several
+        times faster than a loop of ``get`` calls.
+        """
+        cdef SortedMap m = self._open_map()
+        cdef Py_ssize_t n, i, j, start, end
+        cdef size_t K = m.K, S, mask, slot, pos
+        cdef uint64_t h
+        cdef uint64_t hs[_BATCH]
+        cdef uint32_t e
+        cdef const uint32_t *table
+        cdef const uint8_t *arena
+        cdef PyObject **items
+        cdef PyObject *v
+        cdef object key
+        cdef list checked = None
+        if isinstance(keys, (bytes, bytearray, memoryview, str)):
+            raise TypeError(f"keys: expected an iterable of keys, got {type(keys).__name__} "
+                            "(for one key, use get())")
+        if type(keys) is not list and type(keys) is not tuple:
+            keys = list(keys)
+        n = len(keys)
+        items = _seq_items(keys)
+        # every key made bytes first: converting one may run code (and let
+        # other threads in), reading the map then runs none
+        for i in range(n):
+            key = <object>items[i]
+            if not (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == K):
+                if checked is None:
+                    checked = list(keys)
+                checked[i] = _coerce(key, K, f"key of item {i}")
+        if checked is not None:
+            keys = checked
+            items = _seq_items(keys)
+        m = self._open_map()  # closed meanwhile?
+        S = m.S
+        mask = m.tmask
+        table = m.table
+        arena = m.arena
+        result = _steal(_new_list(n))
+        # A batch at a time: hash every key and fetch its table line, then
+        # fetch the slot its home position names (and the next position's,
+        # as _probe would), then look each up, its lines there or on their
+        # way by then, so that the cache misses of a batch overlap.  Batches
+        # of 8 to 128 keys measured alike here (2.8x to 3.3x a loop of get,
+        # 1M keys), as did stages skewed by a batch: the core's misses in
+        # flight are the limit, not the schedule.
+        start = 0
+        while start < n:
+            end = start + _BATCH if n - start > _BATCH else n
+            for j in range(start, end):
+                h = tl_hash(<const uint8_t *>PyBytes_AS_STRING(<object>items[j]), K, _SEED)
+                hs[j - start] = h
+                TL_PREFETCH(table + (<size_t>h & mask))
+                if m.old != NULL:
+                    TL_PREFETCH(m.old + (<size_t>h & m.omask))
+            for j in range(start, end):
+                pos = <size_t>hs[j - start] & mask
+                e = table[pos]
+                if e != 0:
+                    TL_PREFETCH(arena + <size_t>(e - 1) * S)
+                    e = table[(pos + 1) & mask]
+                    if e != 0:
+                        TL_PREFETCH(arena + <size_t>(e - 1) * S)
+            for j in range(start, end):
+                slot = m._find_h(<const uint8_t *>PyBytes_AS_STRING(<object>items[j]),
+                                 hs[j - start])
+                if slot == _NOPOS:
+                    _incref(_none)
+                    _list_set(<PyObject *>result, j, _none)
+                else:
+                    v = _new_bytes(<const char *>(arena + slot * S + K), m.V)
+                    if v == NULL:
+                        raise MemoryError()  # the list's empty places are NULL: fine
+                    _list_set(<PyObject *>result, j, v)
+            start = end
+        return result

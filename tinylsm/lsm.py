@@ -128,8 +128,8 @@ class Lsm(maps.StoreCore, MutableMapping):
     does; it never yields a torn item.  A store cannot be used in a child
     process made by ``fork``: any use raises ``ClosedError``.
 
-    Reads (``[]``, ``get``, ``in``, ``len``) and most ``insert`` and
-    ``remove`` calls run in compiled code in one call (see ``StoreCore``).
+    Reads (``[]``, ``get``, ``get_many``, ``in``, ``len``) and most ``insert``
+    and ``remove`` calls run in compiled code in one call (see ``StoreCore``).
     """
 
     def __init__(
