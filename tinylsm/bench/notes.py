@@ -79,6 +79,12 @@ def _get(s: Session, shown: Sequence[str]) -> str:
             "application computes its keys.")
 
 
+def _get_many(s: Session, shown: Sequence[str]) -> str:
+    return ("get-many: one get_many(keys) call for every key, in the same order"
+            + ("; dict: list(map(d.get, keys))" if "dict" in shown else "")
+            + "; the keys found are counted from the list returned.")
+
+
 def _settings(settings: Dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
@@ -129,6 +135,7 @@ def _disk(s: Session, shown: Sequence[str]) -> str:
 #: workload -> its notes; workloads that share a note share the function.
 NOTES: Dict[str, Tuple[Note, ...]] = {
     "insert": (_writes,), "batch": (_writes, _big_log), "get": (_get,),
+    "get-many": (_get, _get_many),
     "scan": (_dict_order,), "range": (_dict_order,),
     "reopen-log": (_reopen, _big_log), "reopen-sst": (_reopen,),
     "sync": (_sync,), "group-commit": (_group_commit,), "latency": (_latency,),

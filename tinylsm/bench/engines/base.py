@@ -11,7 +11,7 @@ whose method an engine lacks shows as "-" in its column.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
 from ..data import Data
 from ..durable import GroupOpen, SyncPair
@@ -102,6 +102,18 @@ class Engine:
             for k in order:
                 found += store[k] is not None
             return found
+
+        return self._gets_rate(get_all)
+
+    def _batch_gets(self, get_many: Callable[[List[bytes]], List[Optional[bytes]]]) -> float:
+        """keys/s of one ``get_many(keys)`` of every key, in the shared
+        random order (fresh key objects); the keys found are counted from
+        the list it returns."""
+        keys = self.d.get_keys
+
+        def get_all() -> int:
+            values = get_many(keys)
+            return len(values) - values.count(None)
 
         return self._gets_rate(get_all)
 
