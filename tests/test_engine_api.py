@@ -180,13 +180,16 @@ def test_forked_child_cannot_use_store(db):
     db.flush()
 
 
-def test_iteration_during_writes_raises_runtime_error(db):
+@pytest.mark.parametrize("view", ["items", "keys", "iter", "values"])
+def test_iteration_during_writes_raises_runtime_error(db, view):
     for i in range(10):
         db[key(i)] = val(i)
-    it = iter(db.items())
+    it = iter(db) if view == "iter" else iter(getattr(db, view)())
     next(it)
     db[key(100)] = val(100)
     with pytest.raises(RuntimeError, match="changed during iteration"):
+        next(it)
+    with pytest.raises(StopIteration):
         next(it)
 
 

@@ -1150,8 +1150,23 @@ cdef class SortedMap:
         The range is fixed now; the pairs are read as the iterator advances.
         Its next step after any change raises RuntimeError, as ``dict`` does.
         """
+        return self._cursor(_Iter.__new__(_Iter), start, stop, reverse)
+
+    def keys(self, start=None, stop=None, reverse=False):
+        """An iterator of the keys ``start <= key < stop`` in key order
+        (descending with ``reverse``), as ``items`` gives them but without
+        their values (no pair, no value object made per key).
+
+        The range is fixed now; its next step after any change raises
+        RuntimeError, as ``items`` does.
+        """
+        return self._cursor(_KeyIter.__new__(_KeyIter), start, stop, reverse)
+
+    @cython.final
+    cdef object _cursor(self, _Cursor it, object start, object stop, bint reverse):
+        """``it`` set over the keys ``start <= key < stop`` (either bound
+        None), in key order or reversed."""
         cdef size_t lo, hi
-        cdef _Iter it
         self._alive()
         if start is not None:
             start = _require_bytes(start, "start")
@@ -1164,7 +1179,6 @@ cdef class SortedMap:
             <const uint8_t *>PyBytes_AS_STRING(stop), PyBytes_GET_SIZE(stop))
         if hi < lo:
             hi = lo
-        it = _Iter.__new__(_Iter)
         it.m = self
         it.version = self.version
         if reverse:
@@ -1339,27 +1353,26 @@ cdef object _lookup_bytes(object key):
 
 
 @cython.auto_pickle(False)
-@cython.final
 @cython.no_gc_clear  # __next__ relies on self.m never becoming None
-cdef class _Iter:
-    """Iterator over a range of the sorted index: ``(key, value)`` tuples."""
+cdef class _Cursor:
+    """A range of the sorted index, walked by the iterators below."""
 
     cdef SortedMap m
     cdef unsigned long long version
     cdef Py_ssize_t pos, end, step
-    cdef object result  # the last tuple handed out, reused when nobody kept it
 
     def __iter__(self):
         return self
 
-    def __next__(self):
+    def __length_hint__(self):
+        return (self.end - self.pos) * self.step
+
+    @cython.final
+    cdef inline const uint8_t *_next_slot(self) except NULL:
+        """The next slot of the range (its key, then its value), or raise
+        StopIteration at the end and RuntimeError after a change."""
         cdef SortedMap m = self.m
         cdef Py_ssize_t pos = self.pos, ahead
-        cdef const uint8_t *p
-        cdef PyObject *k
-        cdef PyObject *v
-        cdef PyObject *r
-        cdef PyObject *old
         if pos == self.end:
             raise StopIteration
         if m.version != self.version:
@@ -1370,7 +1383,34 @@ cdef class _Iter:
         ahead = pos + _AHEAD * self.step
         if (self.step > 0 and ahead < self.end) or (self.step < 0 and ahead > self.end):
             TL_PREFETCH(m.arena + <size_t>m.order.p[ahead] * m.S)
-        p = m.arena + <size_t>m.order.p[pos] * m.S
+        return m.arena + <size_t>m.order.p[pos] * m.S
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.no_gc_clear
+cdef class _KeyIter(_Cursor):
+    """Iterator over a range of the sorted index: its keys."""
+
+    def __next__(self):
+        return _steal(_new_bytes(<const char *>self._next_slot(), self.m.K))
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.no_gc_clear
+cdef class _Iter(_Cursor):
+    """Iterator over a range of the sorted index: ``(key, value)`` tuples."""
+
+    cdef object result  # the last tuple handed out, reused when nobody kept it
+
+    def __next__(self):
+        cdef SortedMap m = self.m
+        cdef const uint8_t *p = self._next_slot()
+        cdef PyObject *k
+        cdef PyObject *v
+        cdef PyObject *r
+        cdef PyObject *old
         # both copies are made before anything that could run Python code
         k = _new_bytes(<const char *>p, m.K)
         if k == NULL:
@@ -1399,9 +1439,6 @@ cdef class _Iter:
         _tuple_set(r, 1, v)
         self.result = _steal(r)
         return self.result
-
-    def __length_hint__(self):
-        return (self.end - self.pos) * self.step
 
 
 # -- the store's hot paths ------------------------------------------------------------

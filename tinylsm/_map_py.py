@@ -217,6 +217,26 @@ class SortedMap:
         The range is fixed now; the pairs are read as the iterator advances.
         Its next step after any change raises RuntimeError, as ``dict`` does.
         """
+        keys, indexes = self._range(start, stop, reverse)
+        return self._iterate(keys, indexes, self.version)
+
+    def keys(
+        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, reverse: bool = False
+    ) -> Iterator[bytes]:
+        """An iterator of the keys ``start <= key < stop`` in key order
+        (descending with ``reverse``), as ``items`` gives them but without
+        their values (no pair, no value object made per key).
+
+        The range is fixed now; its next step after any change raises
+        RuntimeError, as ``items`` does.
+        """
+        keys, indexes = self._range(start, stop, reverse)
+        return self._iterate_keys(keys, indexes, self.version)
+
+    def _range(self, start: Optional[bytes], stop: Optional[bytes], reverse: bool
+               ) -> Tuple[List[bytes], range]:
+        """The sorted keys, and the indexes of those ``start <= key < stop``
+        (either bound None) in key order or reversed."""
         len(self._d)  # raises once invalidated
         if start is not None and type(start) is not bytes:
             start = _require_bytes(start, "start")
@@ -225,19 +245,28 @@ class SortedMap:
         keys = self._sorted_keys()
         lo = 0 if start is None else bisect_left(keys, start)
         hi = len(keys) if stop is None else bisect_left(keys, stop)
-        indexes = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
-        return self._iterate(keys, indexes, self.version)
+        return keys, range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
+
+    def _changed(self) -> None:
+        if isinstance(self._d, _Dead):
+            self._d._raise()  # closed (or forked away): say so
+        raise RuntimeError(_CHANGED)
 
     def _iterate(self, keys: List[bytes], indexes: range, version: int
                  ) -> Iterator[Tuple[bytes, bytes]]:
         d = self._d
         for i in indexes:
             if self.version != version:
-                if isinstance(self._d, _Dead):
-                    self._d._raise()  # closed (or forked away): say so
-                raise RuntimeError(_CHANGED)
+                self._changed()
             key = keys[i]
             yield key, d[key]
+
+    def _iterate_keys(self, keys: List[bytes], indexes: range, version: int
+                      ) -> Iterator[bytes]:
+        for i in indexes:
+            if self.version != version:
+                self._changed()
+            yield keys[i]
 
     def _check(self) -> None:
         """Verify the invariants; for tests."""

@@ -206,8 +206,9 @@ class Lsm(maps.StoreCore, MutableMapping):
     # -- reading -------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[bytes]:
-        for key, _ in self.range():
-            yield key
+        # the map's own key iterator: no pair or value made per key
+        with self._lock:
+            return self._map.keys()
 
     def keys(self) -> KeysView:
         """The keys, in key order (costs as ``range``)."""
