@@ -264,6 +264,31 @@ def test_bulk_load(benchmark, data, impl, sort):
     run(benchmark, "bulk", name, load, setup=_fresh(cls), rounds=3 if impl == "python" else 5)
 
 
+@pytest.mark.benchmark(group="bulk-chunks")
+@pytest.mark.parametrize("impl,reserve", [("cython", False), ("cython", True),
+                                          ("python", False), ("python", True)])
+def test_bulk_load_in_chunks(benchmark, data, impl, reserve):
+    """``apply_records`` of 1M records into an empty map 512 KiB at a time,
+    as recovery reads files: after ``reserve(N)`` the table is made once at
+    its final size, without it the table grows (and migrates) step by step
+    from the first chunk's size (the pure twin's reserve only checks N)."""
+    cls = compiled_map() if impl == "cython" else python_map()
+    rsize = 5 + K + V
+    chunk = (1 << 19) // rsize * rsize
+    records = data.records
+    pieces = [records[i:i + chunk] for i in range(0, len(records), chunk)]
+
+    def load(m):
+        if reserve:
+            m.reserve(N)
+        for piece in pieces:
+            m.apply_records(piece, K, V)
+
+    name = f"{impl} 512 KiB chunks" + (" after reserve(N)" if reserve else "")
+    run(benchmark, "bulk-chunks", name, load, setup=_fresh(cls),
+        rounds=3 if impl == "python" else 5)
+
+
 def _set_all(m, pairs):
     s = m.set
     for k, v in pairs:

@@ -485,3 +485,68 @@ def test_arena_is_aligned_and_asks_for_huge_pages(CMap, blocked):
     assert seen[-1][1] >= 8 << 20
     m._check()
     assert all(m.get(key) == key for key in keys)
+
+
+# -- reserve -------------------------------------------------------------------------
+
+
+def test_reserve_then_load_never_grows(CMap):
+    """After reserve(n), loading n keys a chunk at a time (as recovery does)
+    or one set() at a time never grows the table or the arena."""
+    n = 50_000
+    rnd = random.Random(7)
+    keys = list(dict.fromkeys(rnd.randbytes(8) for _ in range(n)))
+    for how in ("chunks", "sets"):
+        m = CMap(8, 8)
+        m._set_migration_step(2)
+        m.reserve(len(keys))
+        arena, size = m._arena_block
+        table = m.nbytes - size
+        assert size >= len(keys) * 16
+        if how == "chunks":
+            for i in range(0, len(keys), 3000):
+                m.apply_records(pack([(key, key) for key in keys[i:i + 3000]], 8, 8), 8, 8)
+                assert not m._migrating and m._arena_block == (arena, size)
+        else:
+            for key in keys:
+                m.set(key, key)
+                assert not m._migrating
+        assert m._arena_block == (arena, size)
+        list(m.items(None, b""))  # the sorted index, which reserve leaves alone
+        m._check()
+        assert all(m.get(key) == key for key in keys)
+        # the table is the one reserve made: at least n / 0.7 positions
+        assert table >= len(keys) / 0.7 * 4
+        m.set(b"one more", b"12345678")  # past the reservation: grows as usual
+        m._check()
+
+
+def test_reserve_on_a_map_in_use(CMap):
+    """Reserving while the table grows ends the growth (one rebuild); a
+    smaller reservation than the map has changes nothing."""
+    m = CMap(8, 8)
+    m._set_migration_step(2)
+    model = {}
+    i = 0
+    while not m._migrating:
+        key = (i * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big")
+        m.set(key, key)
+        model[key] = key
+        i += 1
+    for key in list(model)[::3]:
+        assert m.delete(key) == model.pop(key)
+    m.reserve(4 * len(model))
+    assert not m._migrating
+    m._check()
+    assert dict(m.items()) == model
+    before = (m.nbytes, m._arena_block)
+    m.reserve(len(model) // 2)
+    m.reserve(0)
+    assert (m.nbytes, m._arena_block) == before
+    for k in range(3 * len(model)):
+        key = k.to_bytes(8, "little")
+        m.set(key, key)
+        model[key] = key
+        assert not m._migrating
+    m._check()
+    assert dict(m.items()) == model

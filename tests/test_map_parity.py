@@ -403,6 +403,19 @@ def test_constructor_and_apply_records_errors(both_maps):
         assert m.version == 4
 
 
+def test_reserve_checks_its_argument_alike(both_maps):
+    c, p = both_maps
+    for n in ("3", 2.0, True, None, -1, 2**32 - 1, 2**64):
+        got = [outcome(Map(8, 8).reserve, n) for Map in (c, p)]
+        assert got[0] == got[1] and got[0][0] == "raised", (n, got)
+    for Map in both_maps:
+        m = Map(4, 4)
+        m.set(b"abcd", b"efgh")
+        assert m.reserve(0) is None and m.reserve(1000) is None
+        assert list(m.items()) == [(b"abcd", b"efgh")] and m.version == 1
+        m._check()
+
+
 def test_sizes_are_fixed(Map):
     m = Map(4, 4)
     assert (m.key_size, m.value_size) == (4, 4)
@@ -427,7 +440,7 @@ def test_invalidate(Map):
     m._invalidate(Closed, "store is closed")
     for call in (lambda: m.get(b"a"), lambda: m[b"a"], lambda: b"a" in m, lambda: len(m),
                  lambda: m.set(b"a", b"b"), lambda: m.delete(b"a"), lambda: m.items(),
-                 lambda: m.keys(), lambda: m.apply_records(b"", 1, 1)):
+                 lambda: m.keys(), lambda: m.reserve(10), lambda: m.apply_records(b"", 1, 1)):
         with pytest.raises(Closed, match="store is closed"):
             call()
     for started in (it, keys):

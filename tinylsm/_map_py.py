@@ -21,6 +21,8 @@ from ._format import as_bytes, as_sized, check_sizes
 from .errors import ClosedError
 
 _CHANGED = "tinylsm store changed during iteration"
+#: The most keys a map holds: the compiled twin's slot ids are 32-bit.
+_MAX_KEYS = 2**32 - 2
 
 
 def _as_bytes(obj: object) -> Optional[bytes]:
@@ -153,6 +155,19 @@ class SortedMap:
             self._removed = True
             self.version += 1
         return old
+
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` keys in all, so that a map loaded up to ``n``
+        keys never grows on the way: in the compiled twin.  A ``dict`` has no
+        way to be sized in advance, so here it only checks ``n``: TypeError
+        for one that is not an int, ValueError for a negative one or one past
+        the most keys a map holds (2**32 - 2).
+        """
+        len(self._d)  # raises once invalidated
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"n: expected int, got {type(n).__name__}")
+        if not 0 <= n <= _MAX_KEYS:
+            raise ValueError(f"n: expected 0 to {_MAX_KEYS}, got {n}")
 
     def apply_records(self, records: bytes, key_size: int, value_size: int) -> None:
         """Apply packed records (see ``codec``) in order; tag 0 deletes.
