@@ -550,3 +550,35 @@ def test_reserve_on_a_map_in_use(CMap):
         assert not m._migrating
     m._check()
     assert dict(m.items()) == model
+
+
+# -- hash bits in the table's entries ---------------------------------------------------
+
+
+def test_entries_carry_hash_bits_and_widen_their_ids(CMap):
+    """A table's entries keep their high bits for hash bits, leaving room
+    for slot ids up to 4 per position; churn on a tiny map (deleted keys'
+    slots wait for a merge, up to 1024 of them) grows the arena past that,
+    and the table is rebuilt with wider ids; every key stays found."""
+    m = CMap(8, 8)
+    assert m._id_bits < 32
+    live = {}
+    widths = {m._id_bits}
+    for i in range(3000):
+        key = i.to_bytes(8, "big")
+        m.set(key, key)
+        live[key] = key
+        if len(live) > 4:
+            old = next(iter(live))
+            assert m.delete(old) == live.pop(old)
+        widths.add(m._id_bits)
+        if i % 250 == 0:
+            assert all(m.get(k) == v for k, v in live.items())
+    m._check()
+    assert len(widths) > 1  # the ids widened with the arena
+    assert m._id_bits <= 32 and dict(m.items()) == live
+    # a large map keeps 9 or more hash bits per entry at 1M-key sizes
+    big = CMap(4, 0)
+    big.apply_records(pack([(i.to_bytes(4, "big"), b"") for i in range(300_000)], 4, 0), 4, 0)
+    assert 32 - big._id_bits >= 9
+    big._check()

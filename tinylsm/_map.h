@@ -234,6 +234,30 @@ static inline int tl_ctz64(uint64_t x) {
 #endif
 }
 
+/* A hash table entry is a slot id + 1 in its low ``shift`` bits (0: an
+   empty position), and in the bits above them the same bits of the key's
+   hash (of its high half, which the position does not depend on): a probe
+   compares those before it reads the slot, so it reads slots of other keys
+   only for about one in 2**(32 - shift) of them.  A table's shift leaves
+   room for slot ids up to 4 times its size (tl_id_bits), so that at 1M
+   keys (2**21 positions) an entry carries 8 such bits, and none from
+   2**29 positions on (then every slot is compared, as with no tag).  TL_TOMB, all
+   ones, is never an entry: ids + 1 stay below the all-ones id. */
+static inline uint32_t tl_tag(uint64_t h, unsigned shift) {
+    return (uint32_t)(((h >> 32) >> shift) << shift);  /* shift <= 32 */
+}
+static inline uint32_t tl_id_mask(unsigned shift) {
+    return (uint32_t)(((uint64_t)1 << shift) - 1);
+}
+/* The least shift (at most 32) whose entries name ``slots`` slots and 4
+   slots per position of a table of ``positions``. */
+static inline unsigned tl_id_bits(size_t positions, size_t slots) {
+    size_t need = 4 * positions > slots ? 4 * positions : slots;
+    unsigned shift = 1;
+    while (shift < 32 && ((size_t)1 << shift) - 2 < need) shift++;
+    return shift;
+}
+
 static inline int tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) {
     if (TL_LIKELY(k == 8)) return tl_load64(a) == tl_load64(b);
     return memcmp(a, b, k) == 0;

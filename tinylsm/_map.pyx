@@ -72,6 +72,9 @@ cdef extern from "_map.h":
     uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) noexcept nogil
     bint tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) noexcept nogil
     int tl_keycmp(const uint8_t *a, const uint8_t *b, size_t k) noexcept nogil
+    uint32_t tl_tag(uint64_t h, unsigned int shift) noexcept nogil
+    uint32_t tl_id_mask(unsigned int shift) noexcept nogil
+    unsigned int tl_id_bits(size_t positions, size_t slots) noexcept nogil
     void TL_PREFETCH(const void *p) noexcept nogil
     void *tl_alloc(size_t n, int flags) noexcept nogil
     void tl_advise_huge(void *p, size_t n) noexcept nogil
@@ -257,17 +260,22 @@ cdef class SortedMap:
     cdef size_t slotcap           # slots allocated
     cdef uint64_t *live           # bitmap over slots
     cdef size_t livewords         # its size in 64-bit words
-    cdef uint32_t *table          # slot + 1, or 0 for empty
+    cdef uint32_t *table          # slot + 1 and hash bits (see tl_tag), or 0 for empty
     cdef size_t tmask             # table size - 1
+    cdef unsigned int tshift      # its entries' id bits (tl_id_bits)
+    cdef uint32_t tids            # the mask of those bits
     cdef size_t tlimit            # most keys before the table grows
     cdef uint32_t *old            # the previous table while it is migrated, else NULL
     cdef size_t omask             # its size - 1
+    cdef unsigned int oshift      # its entries' id bits
+    cdef uint32_t oids            # the mask of those bits
     cdef size_t ocursor           # its positions below this have been migrated
     cdef size_t ostep             # positions migrated per change (_MIGRATE)
     cdef uint8_t *spent           # a migrated previous table, released piecemeal
     cdef size_t spentlen          # its bytes left
     cdef bint growing             # old or spent is set: changes have work to do
     cdef size_t newpos            # where _locate found room for a new key
+    cdef uint32_t newtag          # and its entry's hash bits
     cdef size_t n                 # live keys
     cdef _Ids order               # sorted index: slot ids in key order
     cdef _Ids pending             # slots of keys added since the last merge
@@ -285,6 +293,7 @@ cdef class SortedMap:
             raise MemoryError()
         self.tmask = 7
         self.tlimit = 5
+        self._set_shift(tl_id_bits(8, 64))  # the arena's first 64 slots
         self.ostep = _MIGRATE
         self.pending_sorted = True
         self.K = key_size
@@ -363,6 +372,16 @@ cdef class SortedMap:
     # -- hash table ---------------------------------------------------------------
 
     @cython.final
+    cdef inline void _set_shift(self, unsigned int shift) noexcept:
+        self.tshift = shift
+        self.tids = tl_id_mask(shift)
+
+    @cython.final
+    cdef inline size_t _slot_of(self, uint32_t e) noexcept:
+        """The slot a (non-empty) entry of the table names."""
+        return <size_t>(e & self.tids) - 1
+
+    @cython.final
     cdef inline size_t _probe(self, const uint8_t *key, uint64_t h, bint *found) noexcept:
         """The table position holding ``key`` (``found`` set), or else the
         empty position where it would go (``found`` cleared).
@@ -372,10 +391,11 @@ cdef class SortedMap:
         slots of the two positions after the one compared are fetched
         meanwhile, and a key found one or two positions past its home, or
         a new key's probe over a run, costs about one slot's miss, not one
-        per slot compared."""
+        per slot compared.  Only the slots of entries whose hash bits match
+        ``key``'s are read or fetched at all (see tl_tag in _map.h)."""
         cdef size_t K = self.K, S = self.S, mask = self.tmask
         cdef size_t i = <size_t>h & mask, j
-        cdef uint32_t e, f
+        cdef uint32_t e, f, ids = self.tids, tag = tl_tag(h, self.tshift)
         cdef const uint32_t *table = self.table
         cdef const uint8_t *arena = self.arena
         e = table[i]
@@ -384,14 +404,14 @@ cdef class SortedMap:
             return i
         j = (i + 1) & mask
         f = table[j]
-        if f != 0:
-            TL_PREFETCH(arena + <size_t>(f - 1) * S)
+        if f != 0 and (f & ~ids) == tag:
+            TL_PREFETCH(arena + <size_t>((f & ids) - 1) * S)
         while True:
             j = (j + 1) & mask  # two positions ahead of i
             f = table[j]
-            if f != 0:
-                TL_PREFETCH(arena + <size_t>(f - 1) * S)
-            if tl_keyeq(arena + <size_t>(e - 1) * S, key, K):
+            if f != 0 and (f & ~ids) == tag:
+                TL_PREFETCH(arena + <size_t>((f & ids) - 1) * S)
+            if (e & ~ids) == tag and tl_keyeq(arena + <size_t>((e & ids) - 1) * S, key, K):
                 found[0] = True
                 return i
             i = (i + 1) & mask
@@ -406,14 +426,15 @@ cdef class SortedMap:
         (only while it is migrated)."""
         cdef size_t K = self.K, S = self.S, mask = self.omask
         cdef size_t i = <size_t>h & mask
-        cdef uint32_t e
+        cdef uint32_t e, ids = self.oids, tag = tl_tag(h, self.oshift)
         cdef const uint32_t *old = self.old
         cdef const uint8_t *arena = self.arena
         while True:
             e = old[i]
             if e == 0:
                 return _NOPOS
-            if e != _TOMB and tl_keyeq(arena + <size_t>(e - 1) * S, key, K):
+            if (e != _TOMB and (e & ~ids) == tag
+                    and tl_keyeq(arena + <size_t>((e & ids) - 1) * S, key, K)):
                 return i
             i = (i + 1) & mask
 
@@ -427,11 +448,11 @@ cdef class SortedMap:
             TL_PREFETCH(old + (<size_t>h & self.omask))
         pos = self._probe(key, h, &found)
         if found:
-            return self.table[pos] - 1
+            return self._slot_of(self.table[pos])
         if old != NULL:
             pos = self._probe_old(key, h)
             if pos != _NOPOS:
-                return old[pos] - 1
+                return <size_t>(old[pos] & self.oids) - 1
         return _NOPOS
 
     @cython.final
@@ -489,9 +510,10 @@ cdef class SortedMap:
     cdef void _migrate(self, size_t count) noexcept:
         """Move the keys of the next ``count`` positions of the previous
         table into the table; free it once all its positions are done."""
-        cdef size_t i = self.ocursor, top = self.omask + 1, end, j, a
+        cdef size_t i = self.ocursor, top = self.omask + 1, end, j, a, slot
         cdef size_t mask = self.tmask, K = self.K, S = self.S
-        cdef uint32_t e
+        cdef uint64_t h
+        cdef uint32_t e, oids = self.oids
         cdef uint32_t *old = self.old
         cdef uint32_t *table = self.table
         cdef const uint8_t *arena = self.arena
@@ -501,13 +523,15 @@ cdef class SortedMap:
             if a < top:
                 e = old[a]
                 if e != 0 and e != _TOMB:
-                    TL_PREFETCH(arena + <size_t>(e - 1) * S)
+                    TL_PREFETCH(arena + <size_t>((e & oids) - 1) * S)
             e = old[i]
             if e != 0 and e != _TOMB:
-                j = <size_t>tl_hash(arena + <size_t>(e - 1) * S, K, _SEED) & mask
+                slot = <size_t>(e & oids) - 1
+                h = tl_hash(arena + slot * S, K, _SEED)
+                j = <size_t>h & mask
                 while table[j]:
                     j = (j + 1) & mask
-                table[j] = e
+                table[j] = tl_tag(h, self.tshift) | <uint32_t>(slot + 1)
                 old[i] = _TOMB
             i += 1
         self.ocursor = end
@@ -518,6 +542,7 @@ cdef class SortedMap:
                 self.spentlen = top * sizeof(uint32_t)
                 self.old = NULL
                 self.omask = self.ocursor = 0
+                self.oshift = self.oids = 0
             else:
                 self._drop_old()
 
@@ -545,6 +570,7 @@ cdef class SortedMap:
         self.old = NULL
         self.spent = NULL
         self.omask = self.ocursor = self.spentlen = 0
+        self.oshift = self.oids = 0
         self.growing = False
 
     @cython.final
@@ -564,21 +590,27 @@ cdef class SortedMap:
         self.growing = True
         self.old = self.table
         self.omask = self.tmask
+        self.oshift = self.tshift
+        self.oids = self.tids
         self.ocursor = 0
         self.table = table
         self.tmask = cap - 1
         self.tlimit = cap * 7 // 10
+        self._set_shift(tl_id_bits(cap, self.slotcap))
         self._migrate(self.ostep)
         return 0
 
     @cython.final
-    cdef int _rehash(self, size_t need) except -1:
+    cdef int _rehash(self, size_t need, size_t slots=0) except -1:
         """Rebuild, in one step, the smallest table that holds ``need`` keys
-        (at least the live ones) within the load limit, ending any migration:
+        (at least the live ones) within the load limit, and whose entries
+        name ``slots`` slots (at least the arena's), ending any migration:
         O(n + slots / 64).  Only for a bulk load at least as large as the
-        map, so that the work is proportional to the load."""
+        map, so that the work is proportional to the load (or, rarely, for
+        an arena that outgrows what the entries can name)."""
         cdef size_t cap = 8, mask, i, slot, w
-        cdef uint64_t bits
+        cdef uint64_t bits, h
+        cdef unsigned int shift
         cdef uint32_t *table
         cdef const uint8_t *arena = self.arena
         cdef size_t K = self.K, S = self.S
@@ -592,20 +624,23 @@ cdef class SortedMap:
         if table == NULL:
             raise MemoryError()
         mask = cap - 1
+        shift = tl_id_bits(cap, slots if slots > self.slotcap else self.slotcap)
         for w in range((self.nslots + 63) >> 6):
             bits = self.live[w]
             while bits:
                 slot = (w << 6) + tl_ctz64(bits)
                 bits &= bits - 1
-                i = <size_t>tl_hash(arena + slot * S, K, _SEED) & mask
+                h = tl_hash(arena + slot * S, K, _SEED)
+                i = <size_t>h & mask
                 while table[i]:
                     i = (i + 1) & mask
-                table[i] = <uint32_t>(slot + 1)
+                table[i] = tl_tag(h, shift) | <uint32_t>(slot + 1)
         tl_free(self.table, (self.tmask + 1) * sizeof(uint32_t))
         self._drop_old()
         self.table = table
         self.tmask = mask
         self.tlimit = cap * 7 // 10
+        self._set_shift(shift)
         return 0
 
     @cython.final
@@ -621,7 +656,7 @@ cdef class SortedMap:
             e = table[j]
             if e == 0:
                 break
-            home = <size_t>tl_hash(self.arena + <size_t>(e - 1) * S, K, _SEED) & mask
+            home = <size_t>tl_hash(self.arena + self._slot_of(e) * S, K, _SEED) & mask
             # move e to i unless its home lies cyclically in (i, j]
             if ((j - home) & mask) >= ((j - i) & mask):
                 table[i] = e
@@ -646,6 +681,12 @@ cdef class SortedMap:
         cdef size_t old_words = self.livewords, words
         cdef uint8_t *arena
         cdef uint64_t *live
+        if (cap > (<size_t>self.tids) - 1
+                or (self.old != NULL and cap > (<size_t>self.oids) - 1)):
+            # the entries cannot name the new slots (an arena grown past 4
+            # slots per position, as after a table shrunk to fit its keys):
+            # rebuild the table, of the same size, with wider ids
+            self._rehash(self.tlimit if self.tlimit > self.n else self.n, cap)
         if self.S and cap > (<size_t>-1) // self.S:
             raise MemoryError()
         words = (cap + 63) >> 6
@@ -688,12 +729,12 @@ cdef class SortedMap:
             self._step(h)
         pos = self._probe(key, h, &found)
         if found:
-            slot[0] = self.table[pos] - 1
+            slot[0] = self._slot_of(self.table[pos])
             return 0
         if self.old != NULL:
             opos = self._probe_old(key, h)
             if opos != _NOPOS:
-                slot[0] = self.old[opos] - 1
+                slot[0] = <size_t>(self.old[opos] & self.oids) - 1
                 return 0
         if self.K == 0:
             raise RuntimeError("SortedMap.__init__ was not called")
@@ -706,6 +747,7 @@ cdef class SortedMap:
             self._grow_arena()
         _ids_reserve(&self.pending, self.pending.n + 1)
         self.newpos = pos
+        self.newtag = tl_tag(h, self.tshift)
         slot[0] = _NOPOS
         return 0
 
@@ -729,7 +771,7 @@ cdef class SortedMap:
         memcpy(p, key, self.K)
         memcpy(p + self.K, value, self.V)
         self.live[slot >> 6] |= (<uint64_t>1) << (slot & 63)
-        self.table[self.newpos] = <uint32_t>(slot + 1)
+        self.table[self.newpos] = self.newtag | <uint32_t>(slot + 1)
         if self.pending_sorted and self.pending.n:
             last = self.pending.p[self.pending.n - 1]
             if tl_keycmp(self.arena + last * self.S, key, self.K) > 0:
@@ -763,12 +805,12 @@ cdef class SortedMap:
             self._step(h)
         pos = self._probe(key, h, &found)
         if found:
-            slot = self.table[pos] - 1
+            slot = self._slot_of(self.table[pos])
         elif self.old != NULL:
             opos = self._probe_old(key, h)
             if opos == _NOPOS:
                 return None
-            slot = self.old[opos] - 1
+            slot = <size_t>(self.old[opos] & self.oids) - 1
         else:
             return None
         _ids_reserve(&self.zombies, self.zombies.n + 1)
@@ -1161,8 +1203,8 @@ cdef class SortedMap:
                 j = i + _RING // 2
                 if j < count:
                     e = self.table[<size_t>ring[j % _RING] & self.tmask]
-                    if e:
-                        TL_PREFETCH(self.arena + <size_t>(e - 1) * self.S)
+                    if e and (e & ~self.tids) == tl_tag(ring[j % _RING], self.tshift):
+                        TL_PREFETCH(self.arena + self._slot_of(e) * self.S)
                 rec = p + i * rsize
                 if rec[4]:
                     self._set(rec + 5, rec + 5 + K, h, False)
@@ -1230,6 +1272,12 @@ cdef class SortedMap:
         return (<size_t>self.arena, self.slotcap * self.S)
 
     @property
+    def _id_bits(self):
+        """How many low bits of the table's entries hold a slot id (the
+        rest hold hash bits: see tl_tag in _map.h); for tests."""
+        return self.tshift
+
+    @property
     def _migrating(self):
         """Whether the table is growing (the previous one still in use); for tests."""
         return self.old != NULL
@@ -1266,6 +1314,7 @@ cdef class SortedMap:
         cdef size_t i, j, slot, home, mask, live = 0, entries = 0, K = self.K, S = self.S
         cdef size_t omask = self.omask, left
         cdef uint32_t e
+        cdef uint64_t h
         self._alive()
         self._merge()
         mask = self.tmask
@@ -1273,6 +1322,11 @@ cdef class SortedMap:
             raise AssertionError("pending or zombie ids left after a merge")
         if self.nslots > self.slotcap or self.n > self.tlimit or self.tlimit >= mask + 1:
             raise AssertionError("counts out of bounds")
+        # the entries name every slot of the arena (ids + 1 below the mask)
+        if (self.tids != tl_id_mask(self.tshift) or self.slotcap > (<size_t>self.tids) - 1
+                or (self.old != NULL and self.slotcap > (<size_t>self.oids) - 1)):
+            raise AssertionError(f"{self.slotcap} slots past the entries' ids "
+                                 f"({self.tshift} bits; previous table {self.oshift})")
         for slot in range(self.slotcap):
             if self._is_live(slot):
                 if slot >= self.nslots:
@@ -1289,10 +1343,13 @@ cdef class SortedMap:
             if e == _TOMB:
                 raise AssertionError(f"tombstone at table position {i}")
             entries += 1
-            slot = e - 1
+            slot = self._slot_of(e)
             if slot >= self.nslots or not self._is_live(slot):
                 raise AssertionError(f"table entry {i} names dead slot {slot}")
-            home = <size_t>tl_hash(self.arena + slot * S, K, _SEED) & mask
+            h = tl_hash(self.arena + slot * S, K, _SEED)
+            if (e & ~self.tids) != tl_tag(h, self.tshift):
+                raise AssertionError(f"table entry {i}: hash bits not its key's")
+            home = <size_t>h & mask
             j = home
             while j != i:
                 if self.table[j] == 0:
@@ -1318,10 +1375,13 @@ cdef class SortedMap:
                 if i < self.ocursor:
                     raise AssertionError(f"migrated position {i} still holds a key")
                 entries += 1
-                slot = e - 1
+                slot = <size_t>(e & self.oids) - 1
                 if slot >= self.nslots or not self._is_live(slot):
                     raise AssertionError(f"previous table's entry {i} names dead slot {slot}")
-                home = <size_t>tl_hash(self.arena + slot * S, K, _SEED) & omask
+                h = tl_hash(self.arena + slot * S, K, _SEED)
+                if (e & ~self.oids) != tl_tag(h, self.oshift):
+                    raise AssertionError(f"previous table's entry {i}: hash bits not its key's")
+                home = <size_t>h & omask
                 j = home
                 while j != i:
                     if self.old[j] == 0:
@@ -1760,7 +1820,7 @@ cdef class StoreCore:
         cdef size_t K = m.K, S, mask, slot, pos
         cdef uint64_t h
         cdef uint64_t hs[_BATCH]
-        cdef uint32_t e
+        cdef uint32_t e, tag, ids
         cdef const uint32_t *table
         cdef const uint8_t *arena
         cdef PyObject **items
@@ -1788,6 +1848,7 @@ cdef class StoreCore:
         m = self._open_map()  # closed meanwhile?
         S = m.S
         mask = m.tmask
+        ids = m.tids
         table = m.table
         arena = m.arena
         result = _steal(_new_list(n))
@@ -1808,13 +1869,16 @@ cdef class StoreCore:
                 if m.old != NULL:
                     TL_PREFETCH(m.old + (<size_t>h & m.omask))
             for j in range(start, end):
-                pos = <size_t>hs[j - start] & mask
+                h = hs[j - start]
+                tag = tl_tag(h, m.tshift)
+                pos = <size_t>h & mask
                 e = table[pos]
                 if e != 0:
-                    TL_PREFETCH(arena + <size_t>(e - 1) * S)
+                    if (e & ~ids) == tag:
+                        TL_PREFETCH(arena + <size_t>((e & ids) - 1) * S)
                     e = table[(pos + 1) & mask]
-                    if e != 0:
-                        TL_PREFETCH(arena + <size_t>(e - 1) * S)
+                    if e != 0 and (e & ~ids) == tag:
+                        TL_PREFETCH(arena + <size_t>((e & ids) - 1) * S)
             for j in range(start, end):
                 slot = m._find_h(<const uint8_t *>PyBytes_AS_STRING(<object>items[j]),
                                  hs[j - start])
