@@ -8,11 +8,13 @@ No Python object is kept per key; all data sits in a few C arrays:
 * the *arena*: slots of K + V bytes (key then value), grown by doubling;
   slot ids are ``uint32``;
 * a *live bitmap*, one bit per slot;
-* a *hash table* of ``slot + 1`` (``uint32``, 0 is empty): open addressing,
-  power-of-two size, linear probing, load factor at most 0.7, deletion by
-  backward shift (no tombstones).  It grows by doubling, incrementally: the
-  previous table is kept and migrated a few positions per change (see
-  ``_grow``), so that no single change pays for moving every key;
+* a *hash table* of ``slot + 1`` (``uint32``, 0 is empty), with bits of the
+  key's hash in the entry's high bits so that a probe seldom reads another
+  key's slot (see ``tl_tag`` in ``_map.h``): open addressing, power-of-two
+  size, linear probing, load factor at most 0.7, deletion by backward shift
+  (no tombstones).  It grows by doubling, incrementally: the previous table
+  is kept and migrated a few positions per change (see ``_grow``), so that
+  no single change pays for moving every key;
 * the *sorted index*: slot ids in key order (``memcmp`` order), maintained
   lazily.  A new key's slot goes to the *pending* list; a deleted key's slot
   goes to the *zombie* list.  The first ordered read after changes (or a
@@ -33,6 +35,11 @@ on Linux), so freed memory goes back to the system at once and growing
 space that is never written costs no resident memory; a lookup reads the
 table, then the arena, at random, so both ask for huge pages (see
 ``tl_advise_huge`` in ``_map.h`` for when).
+
+A lookup of a key in a map larger than the CPU's caches waits for two
+cache misses in a row, the table's entry and then the slot it names (the
+slot's address is known only once the entry is read); ``get_many``
+overlaps those of many keys.
 
 Every method runs entirely while holding the GIL and never calls back into
 Python code while the arrays are in an intermediate state, so each call is
