@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import tinylsm
 
 from .durable import GROUP_THREADS, SYNC_SECONDS
+from .engines.base import GET_MANY_BATCH
 from .latency import LATENCY_PASSES, LATENCY_TABLES_PER_PASS, NO_MERGE
 from .rows import WORKLOADS
 from .workloads import Session
@@ -80,9 +81,10 @@ def _get(s: Session, shown: Sequence[str]) -> str:
 
 
 def _get_many(s: Session, shown: Sequence[str]) -> str:
-    return ("get-many: one get_many(keys) call for every key, in the same order"
-            + ("; dict: list(map(d.get, keys))" if "dict" in shown else "")
-            + "; the keys found are counted from the list returned.")
+    return (f"get-many: get_many(keys) over every key in the same order, {GET_MANY_BATCH:,} "
+            "keys a call (one call of every key would also make every value object at once)"
+            + ("; dict: list(map(d.get, keys)) a batch at a time" if "dict" in shown else "")
+            + "; the keys found are counted from the lists returned.")
 
 
 def _settings(settings: Dict[str, int]) -> str:

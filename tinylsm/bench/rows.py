@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, NamedTuple, Optional, Tuple
 
 from .durable import GROUP_THREADS
+from .engines.base import GET_MANY_BATCH
 from .sustained import SLOW_NS, SUBROW_FIELDS
 
 
@@ -21,7 +22,7 @@ WORKLOADS: Dict[str, Row] = {
     "insert": Row("insert one by one", "ops/s", True),
     "batch": Row("write_batch of N items", "items/s", True),
     "get": Row("get, random order", "ops/s", True),
-    "get-many": Row("get_many of N keys, random order", "keys/s", True),
+    "get-many": Row(f"get_many, {GET_MANY_BATCH:,} keys a call", "keys/s", True),
     "scan": Row("full ordered scan", "items/s", True),
     "range": Row("range queries", "queries/s", True),
     "reopen-log": Row("reopen, data in log", "s", False),
@@ -76,7 +77,6 @@ def labels(n: int, range_length: int) -> Dict[str, str]:
     """Labels that name this run's sizes, in place of WORKLOADS' own."""
     return {
         "batch": f"write_batch of {n:,}",
-        "get-many": f"get_many of {n:,} keys",
         "range": f"range queries ({range_length} items)",
     }
 
