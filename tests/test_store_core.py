@@ -138,19 +138,22 @@ def test_fast_paths_take_what_they_can():
 
 
 @pytest.mark.parametrize("build", BUILDS)
-def test_setitem_does_not_go_through_insert(build):
-    """``store[k] = v`` does insert's work itself in both builds (no
-    lookup of ``insert`` on the instance): a subclass's ``insert`` is not
-    called."""
+def test_setitem_and_delitem_do_not_go_through_insert_and_remove(build):
+    """``store[k] = v`` and ``del store[k]`` do insert's and remove's work
+    themselves in both builds (no lookup of the method on the instance): a
+    subclass's ``insert`` or ``remove`` is not called."""
     core, _ = make_core(build, 2, 2)
 
-    def insert(key, value):
-        raise AssertionError("insert called")
+    def refuse(self, *args):
+        raise AssertionError("called")
 
-    core.insert = insert
-    type(core).insert = lambda self, key, value: insert(key, value)
+    type(core).insert = type(core).remove = refuse
     core[b"ab"] = b"cd"
     assert core.m.get(b"ab") == b"cd"
+    del core[b"ab"]
+    assert core.m.get(b"ab") is None
+    with pytest.raises(KeyError):
+        del core[b"ab"]
 
 
 @pytest.mark.parametrize("change", ["insert", "setitem", "overwrite", "insert_if_absent",

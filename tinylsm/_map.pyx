@@ -1748,6 +1748,11 @@ cdef class StoreCore:
         Removing an absent key changes nothing and logs nothing.  Raises as
         ``insert`` does.  O(1) amortized.
         """
+        return self._remove(key)
+
+    @cython.final
+    cdef object _remove(self, object key):
+        """remove's work: its fast path, or the owner's slow one."""
         cdef SortedMap m = self._map
         cdef const uint8_t *kp
         cdef uint64_t h
@@ -1769,7 +1774,8 @@ cdef class StoreCore:
         return self._slow_remove(key)
 
     def __delitem__(self, key):
-        if self.remove(key) is None:
+        # remove's work, without looking ``remove`` up on the instance
+        if self._remove(key) is None:
             raise KeyError(key)
 
     @cython.final

@@ -405,7 +405,9 @@ class StoreCore:
         return self._slow_remove(key)
 
     def __delitem__(self, key: bytes) -> None:
-        if self.remove(key) is None:
+        # remove's work, as the compiled twin does it: not through
+        # ``self.remove`` (which a subclass may have replaced)
+        if self._slow_remove(key) is None:
             raise KeyError(key)
 
     def __len__(self) -> int:
