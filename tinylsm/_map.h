@@ -183,7 +183,10 @@ static void *tl_map_aligned(size_t n) {
    free; otherwise its pages move (mremap, no copy) to the start of a new
    aligned block.  Pages faulted before the advice stay small until
    khugepaged merges them: only the first 2 MiB, of which at most 1 MiB
-   was written before. */
+   was written before.  The price in memory: the 2 MiB page being filled is
+   resident whole, up to 2 MiB more than the slots written (measured: 30.3
+   against 28.5 bytes per key at 1M keys of 8/8, 27.1 against 26.8 at
+   10M). */
 static void *tl_realloc_huge(void *p, size_t old, size_t n) {
 #ifdef TL_HUGE_ARENA
     void *q;
