@@ -2,8 +2,8 @@
 
 The workloads are those of ``python -m tinylsm.bench`` (``tinylsm bench``),
 run through its own ``Data`` and engine classes (``tinylsm.bench.data``,
-``tinylsm.bench.engines``), so both measure exactly the same code: insert one by one; write_batch of N; get in random order; full
-ordered scan; 10,000 range queries of 100 items; reopen with the data in the
+``tinylsm.bench.engines``), so both measure exactly the same code: insert one by one; write_batch of N; get in random order; get_many of
+every key, 1,000 keys a call (tinylsm, dict); full ordered scan; 10,000 range queries of 100 items; reopen with the data in the
 log and in sstables (tinylsm only); insert + flush; group commit (8 threads,
 with a 1-thread baseline); memory per key; insert latency while compact()
 runs (tinylsm only); sustained inserts, each timed, crossing the default
@@ -210,6 +210,16 @@ def _read_rounds(benchmark, engine, method: str) -> List[float]:
 def test_get_random_order(benchmark, engine_rates, loaded, data):
     rates = _read_rounds(benchmark, loaded, "get")
     _record(benchmark, engine_rates, "get", loaded.name, rates)
+
+
+@pytest.mark.benchmark(group=_group("get-many"))
+def test_get_many(benchmark, engine_rates, loaded, data):
+    """Batch reads of every key, 1,000 keys a call (tinylsm's get_many;
+    dict's ``list(map(d.get, keys))``); the other stores have no batch form
+    here."""
+    _skip_unless(loaded, "get_many", "no batch read in this benchmark")
+    rates = _read_rounds(benchmark, loaded, "get_many")
+    _record(benchmark, engine_rates, "get-many", loaded.name, rates)
 
 
 @pytest.mark.benchmark(group=_group("scan"))

@@ -3,7 +3,11 @@
 Run with ``pytest bench/test_map_bench.py`` (``--benchmark-columns=mean,min``
 keeps the table narrow); a summary of per-operation costs and ratios follows
 the results.  Keys are 1,000,000 random 8-byte keys with 8-byte values, read
-in a random order (so every lookup misses the CPU caches, as in real use).
+in a random order (so every lookup misses the CPU caches, as in real use)
+through new key objects of equal value, as an application computes its keys
+(the objects inserted would let a ``dict`` compare by identity).  The
+``get-many`` group reads through ``StoreCore`` (the store's hot paths, here
+on a map alone): a loop of ``core[k]`` against one ``core.get_many(keys)``.
 
 ``test_memory_per_key`` measures resident memory per key at 10M keys in
 fresh processes (``bench/map_memory.py``; ``TINYLSM_BENCH_MEMORY_N`` changes
@@ -43,7 +47,7 @@ def python_map():
 
 class Data(NamedTuple):
     pairs: List[Tuple[bytes, bytes]]  # N unique random keys, insertion order
-    lookups: List[bytes]  # the same key objects, shuffled
+    lookups: List[bytes]  # the keys, shuffled, as new objects
     records: bytes  # packed live records of pairs
     ranges: List[Tuple[bytes, bytes]]  # (start, stop) spanning RANGE_LENGTH keys
     maps: Dict[str, object]  # "dict", "cython", "python", loaded and sorted
@@ -61,6 +65,7 @@ def data() -> Data:
     items = list(pairs.items())
     lookups = [k for k, _ in items]
     rnd.shuffle(lookups)
+    lookups = [bytes(memoryview(k)) for k in lookups]
     records = b"".join(b"\0\0\0\0\x01" + k + v for k, v in items)
     ordered = sorted(pairs)
     ranges = []
@@ -159,6 +164,39 @@ def _contains(m, keys):
         k in m  # noqa: B015
 
 
+def _core(impl, m):
+    """A StoreCore of ``impl`` holding map ``m`` (no log: reads only)."""
+    cls = importlib.import_module("tinylsm._map" if impl == "cython" else "tinylsm._map_py")
+    core = cls.StoreCore()
+    core._attach(m, bytearray(), 0)
+    return core
+
+
+def _get_many(core, keys):
+    core.get_many(keys)
+
+
+def _dict_get_many(d, keys):
+    list(map(d.get, keys))
+
+
+@pytest.mark.benchmark(group="get-many")
+@pytest.mark.parametrize("impl,how", [
+    ("cython", "core[k] loop"), ("cython", "core.get_many(keys)"),
+    ("dict", "list(map(d.get, keys))"), ("python", "core.get_many(keys)"),
+])
+def test_get_many(benchmark, data, impl, how):
+    """Every key at once, against the loop of single lookups."""
+    if impl == "dict":
+        run(benchmark, "get-many", f"dict {how}", _dict_get_many, data.maps["dict"], data.lookups)
+        return
+    if impl == "cython":
+        compiled_map()
+    core = _core(impl, data.maps[impl])
+    fn = _subscript if how == "core[k] loop" else _get_many
+    run(benchmark, "get-many", f"{impl} {how}", fn, core, data.lookups)
+
+
 @pytest.mark.benchmark(group="contains")
 @pytest.mark.parametrize("impl", ["dict", "cython", "python"])
 def test_contains(benchmark, data, impl):
@@ -224,6 +262,31 @@ def test_bulk_load(benchmark, data, impl, sort):
 
     name = f"{impl} apply_records" + (" + sort" if sort else "")
     run(benchmark, "bulk", name, load, setup=_fresh(cls), rounds=3 if impl == "python" else 5)
+
+
+@pytest.mark.benchmark(group="bulk-chunks")
+@pytest.mark.parametrize("impl,reserve", [("cython", False), ("cython", True),
+                                          ("python", False), ("python", True)])
+def test_bulk_load_in_chunks(benchmark, data, impl, reserve):
+    """``apply_records`` of 1M records into an empty map 512 KiB at a time,
+    as recovery reads files: after ``reserve(N)`` the table is made once at
+    its final size, without it the table grows (and migrates) step by step
+    from the first chunk's size (the pure twin's reserve only checks N)."""
+    cls = compiled_map() if impl == "cython" else python_map()
+    rsize = 5 + K + V
+    chunk = (1 << 19) // rsize * rsize
+    records = data.records
+    pieces = [records[i:i + chunk] for i in range(0, len(records), chunk)]
+
+    def load(m):
+        if reserve:
+            m.reserve(N)
+        for piece in pieces:
+            m.apply_records(piece, K, V)
+
+    name = f"{impl} 512 KiB chunks" + (" after reserve(N)" if reserve else "")
+    run(benchmark, "bulk-chunks", name, load, setup=_fresh(cls),
+        rounds=3 if impl == "python" else 5)
 
 
 def _set_all(m, pairs):

@@ -457,6 +457,7 @@ def test_use_after_close(store):
     uses = [
         lambda: db.insert(k, v), lambda: db.__setitem__(k, v), lambda: db.remove(k),
         lambda: db.__delitem__(k), lambda: db.get(k), lambda: db[k], lambda: k in db,
+        lambda: db.get_many([k]), lambda: db.get_many([]),
         lambda: len(db), lambda: list(db), lambda: list(db.items()), lambda: list(db.keys()),
         lambda: list(db.values()), lambda: list(db.range()), lambda: db.write_batch([(k, v)]),
         lambda: db.flush(), lambda: db.compact(), lambda: db.stats(),

@@ -664,7 +664,7 @@ def test_bench_small_run():
 def test_bench_selected_workloads_and_engines():
     out = run("bench", "-n", 50, "--workloads", "get,scan", "--engines", "dict",
               "--key-size", 3, "--value-size", 0, status=0)
-    table = [line for line in out.stdout.splitlines() if line.startswith(("get", "full"))]
+    table = [line for line in out.stdout.splitlines() if line.startswith(("get,", "full"))]
     assert len(table) == 2
     assert "sqlite3" not in out.stdout.split("\n\n")[1]
 

@@ -74,6 +74,7 @@ def test_mapping_protocol(db):
     assert db[key(3)] == val(33)
     assert key(1) in db and key(9) not in db
     assert db.get(key(9)) is None and db.get(key(9), b"x") == b"x"
+    assert db.get_many([key(1), key(9), bytearray(key(3))]) == [val(1), None, val(33)]
     assert len(db) == 3
     assert list(db) == [key(1), key(2), key(3)]
     assert list(db.keys()) == [key(1), key(2), key(3)]
@@ -179,13 +180,16 @@ def test_forked_child_cannot_use_store(db):
     db.flush()
 
 
-def test_iteration_during_writes_raises_runtime_error(db):
+@pytest.mark.parametrize("view", ["items", "keys", "iter", "values"])
+def test_iteration_during_writes_raises_runtime_error(db, view):
     for i in range(10):
         db[key(i)] = val(i)
-    it = iter(db.items())
+    it = iter(db) if view == "iter" else iter(getattr(db, view)())
     next(it)
     db[key(100)] = val(100)
     with pytest.raises(RuntimeError, match="changed during iteration"):
+        next(it)
+    with pytest.raises(StopIteration):
         next(it)
 
 

@@ -15,6 +15,7 @@ the changes left before the next growth.
 """
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from typing import Dict, List
@@ -407,3 +408,177 @@ def test_growth_scripts(both_maps, script):
         else:
             twins.verify()
     twins.verify()
+
+
+# -- the arena's memory --------------------------------------------------------------
+
+_HUGE = 2 << 20
+
+
+def _vm_flags(address: int) -> List[str]:
+    """The VmFlags of the mapping of this process that holds ``address``."""
+    inside = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo <= address < hi
+            elif inside and head == "VmFlags:":
+                return line.split()[1:]
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def _block_after(address: int, size: int):
+    """Map a page right after ``address + size`` (rounded up to a page), so
+    that a block there cannot grow in place; returns an unmap function."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    where = (address + size + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+    fixed_noreplace = 0x100000
+    got = libc.mmap(where, mmap.PAGESIZE, mmap.PROT_READ,
+                    mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | fixed_noreplace, -1, 0)
+    if got != where:
+        pytest.skip(f"could not map a page at {where:#x} (errno {ctypes.get_errno()})")
+    return lambda: libc.munmap(where, mmap.PAGESIZE)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux /proc only")
+@pytest.mark.parametrize("blocked", [False, True], ids=["grows-in-place", "moves"])
+def test_arena_is_aligned_and_asks_for_huge_pages(CMap, blocked):
+    """From 1 MiB on the arena starts on a 2 MiB boundary (a huge page can
+    only back an aligned 2 MiB), from 4 MiB on it is advised for huge pages
+    (VmFlags ``hg``), and it keeps its slots whether it grows in place or
+    has to move (``blocked``: a page mapped right after it)."""
+    m = CMap(8, 8)
+    seen = []
+    unblock = None
+    rnd = random.Random(3)
+    keys = []
+    try:
+        while len(seen) < 4:
+            address, size = m._arena_block
+            if blocked and size >= 1 << 20 and unblock is None:
+                unblock = _block_after(address, size)
+            key = rnd.randbytes(8)
+            m.set(key, key)
+            keys.append(key)
+            now = m._arena_block
+            if now[1] != size and now[1] >= 1 << 20:
+                seen.append(now)
+                assert now[0] % _HUGE == 0, (now, seen)
+                if now[1] >= 4 << 20:
+                    assert "hg" in _vm_flags(now[0]) and "hg" in _vm_flags(now[0] + now[1] - 1)
+                if unblock is not None:
+                    assert now[0] != address  # it had to move
+                    unblock()
+                    unblock = None
+    finally:
+        if unblock is not None:
+            unblock()
+    assert seen[-1][1] >= 8 << 20
+    m._check()
+    assert all(m.get(key) == key for key in keys)
+
+
+# -- reserve -------------------------------------------------------------------------
+
+
+def test_reserve_then_load_never_grows(CMap):
+    """After reserve(n), loading n keys a chunk at a time (as recovery does)
+    or one set() at a time never grows the table or the arena."""
+    n = 50_000
+    rnd = random.Random(7)
+    keys = list(dict.fromkeys(rnd.randbytes(8) for _ in range(n)))
+    for how in ("chunks", "sets"):
+        m = CMap(8, 8)
+        m._set_migration_step(2)
+        m.reserve(len(keys))
+        arena, size = m._arena_block
+        table = m.nbytes - size
+        assert size >= len(keys) * 16
+        if how == "chunks":
+            for i in range(0, len(keys), 3000):
+                m.apply_records(pack([(key, key) for key in keys[i:i + 3000]], 8, 8), 8, 8)
+                assert not m._migrating and m._arena_block == (arena, size)
+        else:
+            for key in keys:
+                m.set(key, key)
+                assert not m._migrating
+        assert m._arena_block == (arena, size)
+        list(m.items(None, b""))  # the sorted index, which reserve leaves alone
+        m._check()
+        assert all(m.get(key) == key for key in keys)
+        # the table is the one reserve made: at least n / 0.7 positions
+        assert table >= len(keys) / 0.7 * 4
+        m.set(b"one more", b"12345678")  # past the reservation: grows as usual
+        m._check()
+
+
+def test_reserve_on_a_map_in_use(CMap):
+    """Reserving while the table grows ends the growth (one rebuild); a
+    smaller reservation than the map has changes nothing."""
+    m = CMap(8, 8)
+    m._set_migration_step(2)
+    model = {}
+    i = 0
+    while not m._migrating:
+        key = (i * 0x9E3779B97F4A7C15 % 2**64).to_bytes(8, "big")
+        m.set(key, key)
+        model[key] = key
+        i += 1
+    for key in list(model)[::3]:
+        assert m.delete(key) == model.pop(key)
+    m.reserve(4 * len(model))
+    assert not m._migrating
+    m._check()
+    assert dict(m.items()) == model
+    before = (m.nbytes, m._arena_block)
+    m.reserve(len(model) // 2)
+    m.reserve(0)
+    assert (m.nbytes, m._arena_block) == before
+    for k in range(3 * len(model)):
+        key = k.to_bytes(8, "little")
+        m.set(key, key)
+        model[key] = key
+        assert not m._migrating
+    m._check()
+    assert dict(m.items()) == model
+
+
+# -- hash bits in the table's entries ---------------------------------------------------
+
+
+def test_entries_carry_hash_bits_and_widen_their_ids(CMap):
+    """A table's entries keep their high bits for hash bits, leaving room
+    for slot ids up to 4 per position; churn on a tiny map (deleted keys'
+    slots wait for a merge, up to 1024 of them) grows the arena past that,
+    and the table is rebuilt with wider ids; every key stays found."""
+    m = CMap(8, 8)
+    assert m._id_bits < 32
+    live = {}
+    widths = {m._id_bits}
+    for i in range(3000):
+        key = i.to_bytes(8, "big")
+        m.set(key, key)
+        live[key] = key
+        if len(live) > 4:
+            old = next(iter(live))
+            assert m.delete(old) == live.pop(old)
+        widths.add(m._id_bits)
+        if i % 250 == 0:
+            assert all(m.get(k) == v for k, v in live.items())
+    m._check()
+    assert len(widths) > 1  # the ids widened with the arena
+    assert m._id_bits <= 32 and dict(m.items()) == live
+    # a large map keeps 9 or more hash bits per entry at 1M-key sizes
+    big = CMap(4, 0)
+    big.apply_records(pack([(i.to_bytes(4, "big"), b"") for i in range(300_000)], 4, 0), 4, 0)
+    assert 32 - big._id_bits >= 9
+    big._check()

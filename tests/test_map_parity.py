@@ -81,6 +81,8 @@ class Twins:
             reverse=reverse,
         )
         assert got == ("returned", want)
+        got = self.same("keys", start, stop, reverse)
+        assert got == ("returned", [key for key, _ in want])
 
     def verify(self) -> None:
         for m in self.maps:
@@ -88,6 +90,7 @@ class Twins:
             assert len(m) == len(self.model)
         assert self.maps[0].version == self.maps[1].version
         assert list(self.maps[0].items()) == list(self.maps[1].items()) == sorted(self.model.items())
+        assert list(self.maps[0].keys()) == list(self.maps[1].keys()) == sorted(self.model)
         for key, value in self.model.items():
             for m in self.maps:
                 assert m.get(key) == value and m[key] == value and key in m
@@ -261,12 +264,13 @@ def test_churn_without_ordered_reads_stays_bounded():
 
 
 @pytest.mark.parametrize("change", ["set", "overwrite", "delete", "apply"])
-def test_iteration_raises_after_a_change(Map, change):
+@pytest.mark.parametrize("kind", ["items", "keys"])
+def test_iteration_raises_after_a_change(Map, change, kind):
     m = Map(2, 1)
     for i in range(10):
         m.set(bytes((0, i)), b"x")
-    it = m.items()
-    assert next(it) == (b"\0\0", b"x")
+    it = getattr(m, kind)()
+    assert next(it) == ((b"\0\0", b"x") if kind == "items" else b"\0\0")
     if change == "set":
         m.set(b"\1\1", b"y")
     elif change == "overwrite":
@@ -319,7 +323,11 @@ def test_bounds(Map):
     m = Map(2, 0)
     for key in (b"aa", b"ab", b"b\0", b"ba", b"zz"):
         m.set(key, b"")
-    keys = lambda *a, **kw: [key for key, _ in m.items(*a, **kw)]  # noqa: E731
+    def keys(*a, **kw):
+        got = [key for key, _ in m.items(*a, **kw)]
+        assert list(m.keys(*a, **kw)) == got
+        return got
+
     assert keys(b"a", b"b") == [b"aa", b"ab"]
     assert keys(b"ab\0", b"ba") == [b"b\0"]
     assert keys(b"b", None) == [b"b\0", b"ba", b"zz"]
@@ -395,6 +403,19 @@ def test_constructor_and_apply_records_errors(both_maps):
         assert m.version == 4
 
 
+def test_reserve_checks_its_argument_alike(both_maps):
+    c, p = both_maps
+    for n in ("3", 2.0, True, None, -1, 2**32 - 1, 2**64):
+        got = [outcome(Map(8, 8).reserve, n) for Map in (c, p)]
+        assert got[0] == got[1] and got[0][0] == "raised", (n, got)
+    for Map in both_maps:
+        m = Map(4, 4)
+        m.set(b"abcd", b"efgh")
+        assert m.reserve(0) is None and m.reserve(1000) is None
+        assert list(m.items()) == [(b"abcd", b"efgh")] and m.version == 1
+        m._check()
+
+
 def test_sizes_are_fixed(Map):
     m = Map(4, 4)
     assert (m.key_size, m.value_size) == (4, 4)
@@ -413,15 +434,18 @@ def test_invalidate(Map):
 
     m = Map(1, 1)
     m.set(b"a", b"b")
-    it = m.items()
+    m.set(b"c", b"d")
+    it, keys = m.items(), m.keys()
+    assert next(it) == (b"a", b"b") and next(keys) == b"a"
     m._invalidate(Closed, "store is closed")
     for call in (lambda: m.get(b"a"), lambda: m[b"a"], lambda: b"a" in m, lambda: len(m),
                  lambda: m.set(b"a", b"b"), lambda: m.delete(b"a"), lambda: m.items(),
-                 lambda: m.apply_records(b"", 1, 1)):
+                 lambda: m.keys(), lambda: m.reserve(10), lambda: m.apply_records(b"", 1, 1)):
         with pytest.raises(Closed, match="store is closed"):
             call()
-    with pytest.raises((RuntimeError, Closed)):
-        next(it)
+    for started in (it, keys):
+        with pytest.raises(Closed, match="store is closed"):
+            next(started)
 
 
 def test_nbytes(Map):

@@ -8,11 +8,13 @@ No Python object is kept per key; all data sits in a few C arrays:
 * the *arena*: slots of K + V bytes (key then value), grown by doubling;
   slot ids are ``uint32``;
 * a *live bitmap*, one bit per slot;
-* a *hash table* of ``slot + 1`` (``uint32``, 0 is empty): open addressing,
-  power-of-two size, linear probing, load factor at most 0.7, deletion by
-  backward shift (no tombstones).  It grows by doubling, incrementally: the
-  previous table is kept and migrated a few positions per change (see
-  ``_grow``), so that no single change pays for moving every key;
+* a *hash table* of ``slot + 1`` (``uint32``, 0 is empty), with bits of the
+  key's hash in the entry's high bits so that a probe seldom reads another
+  key's slot (see ``tl_tag`` in ``_map.h``): open addressing, power-of-two
+  size, linear probing, load factor at most 0.7, deletion by backward shift
+  (no tombstones).  It grows by doubling, incrementally: the previous table
+  is kept and migrated a few positions per change (see ``_grow``), so that
+  no single change pays for moving every key;
 * the *sorted index*: slot ids in key order (``memcmp`` order), maintained
   lazily.  A new key's slot goes to the *pending* list; a deleted key's slot
   goes to the *zombie* list.  The first ordered read after changes (or a
@@ -30,7 +32,14 @@ the first sort of m new keys borrows 12 * m bytes for a moment, and while
 the table grows the previous one (half its size) is kept too.  Arrays of
 1 MiB or more are mapped pages of their own (``mmap``, grown with ``mremap``
 on Linux), so freed memory goes back to the system at once and growing
-space that is never written costs no resident memory.
+space that is never written costs no resident memory; a lookup reads the
+table, then the arena, at random, so both ask for huge pages (see
+``tl_advise_huge`` in ``_map.h`` for when).
+
+A lookup of a key in a map larger than the CPU's caches waits for two
+cache misses in a row, the table's entry and then the slot it names (the
+slot's address is known only once the entry is read); ``get_many``
+overlaps those of many keys.
 
 Every method runs entirely while holding the GIL and never calls back into
 Python code while the arrays are in an intermediate state, so each call is
@@ -54,6 +63,11 @@ cdef extern from "Python.h":
     # Raw forms, so that reference counts are explicit where it matters.
     PyObject *_new_bytes "PyBytes_FromStringAndSize"(const char *s, Py_ssize_t n)
     PyObject *_new_tuple "PyTuple_New"(Py_ssize_t n)
+    PyObject *_new_list "PyList_New"(Py_ssize_t n)
+    void _list_set "PyList_SET_ITEM"(PyObject *t, Py_ssize_t i, PyObject *o)
+    void _incref "Py_INCREF"(PyObject *o)
+    PyObject **_seq_fast_items "PySequence_Fast_ITEMS"(PyObject *o)
+    PyObject *_none "Py_None"
     PyObject *_tuple_item "PyTuple_GET_ITEM"(PyObject *t, Py_ssize_t i)
     void _tuple_set "PyTuple_SET_ITEM"(PyObject *t, Py_ssize_t i, PyObject *o)
     Py_ssize_t _refcnt "Py_REFCNT"(PyObject *o)
@@ -65,6 +79,9 @@ cdef extern from "_map.h":
     uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) noexcept nogil
     bint tl_keyeq(const uint8_t *a, const uint8_t *b, size_t k) noexcept nogil
     int tl_keycmp(const uint8_t *a, const uint8_t *b, size_t k) noexcept nogil
+    uint32_t tl_tag(uint64_t h, unsigned int shift) noexcept nogil
+    uint32_t tl_id_mask(unsigned int shift) noexcept nogil
+    unsigned int tl_id_bits(size_t positions, size_t slots) noexcept nogil
     void TL_PREFETCH(const void *p) noexcept nogil
     void *tl_alloc(size_t n, int flags) noexcept nogil
     void tl_advise_huge(void *p, size_t n) noexcept nogil
@@ -76,6 +93,7 @@ cdef extern from "_map.h":
     void tl_free(void *p, size_t n) noexcept nogil
     void *tl_realloc(void *p, size_t old, size_t n) noexcept nogil
     void *tl_realloc0(void *p, size_t old, size_t n) noexcept nogil
+    void *tl_realloc_huge(void *p, size_t old, size_t n) noexcept nogil
     int tl_ctz64(uint64_t x) noexcept nogil
     object _steal "TL_STEAL"(PyObject *o)  # a new reference, or NULL: raise
     size_t _NOPOS "TL_NOPOS"
@@ -249,16 +267,22 @@ cdef class SortedMap:
     cdef size_t slotcap           # slots allocated
     cdef uint64_t *live           # bitmap over slots
     cdef size_t livewords         # its size in 64-bit words
-    cdef uint32_t *table          # slot + 1, or 0 for empty
+    cdef uint32_t *table          # slot + 1 and hash bits (see tl_tag), or 0 for empty
     cdef size_t tmask             # table size - 1
+    cdef unsigned int tshift      # its entries' id bits (tl_id_bits)
+    cdef uint32_t tids            # the mask of those bits
     cdef size_t tlimit            # most keys before the table grows
     cdef uint32_t *old            # the previous table while it is migrated, else NULL
     cdef size_t omask             # its size - 1
+    cdef unsigned int oshift      # its entries' id bits
+    cdef uint32_t oids            # the mask of those bits
     cdef size_t ocursor           # its positions below this have been migrated
     cdef size_t ostep             # positions migrated per change (_MIGRATE)
     cdef uint8_t *spent           # a migrated previous table, released piecemeal
     cdef size_t spentlen          # its bytes left
     cdef bint growing             # old or spent is set: changes have work to do
+    cdef size_t newpos            # where _locate found room for a new key
+    cdef uint32_t newtag          # and its entry's hash bits
     cdef size_t n                 # live keys
     cdef _Ids order               # sorted index: slot ids in key order
     cdef _Ids pending             # slots of keys added since the last merge
@@ -276,6 +300,7 @@ cdef class SortedMap:
             raise MemoryError()
         self.tmask = 7
         self.tlimit = 5
+        self._set_shift(tl_id_bits(8, 64))  # the arena's first 64 slots
         self.ostep = _MIGRATE
         self.pending_sorted = True
         self.K = key_size
@@ -354,23 +379,53 @@ cdef class SortedMap:
     # -- hash table ---------------------------------------------------------------
 
     @cython.final
+    cdef inline void _set_shift(self, unsigned int shift) noexcept:
+        self.tshift = shift
+        self.tids = tl_id_mask(shift)
+
+    @cython.final
+    cdef inline size_t _slot_of(self, uint32_t e) noexcept:
+        """The slot a (non-empty) entry of the table names."""
+        return <size_t>(e & self.tids) - 1
+
+    @cython.final
     cdef inline size_t _probe(self, const uint8_t *key, uint64_t h, bint *found) noexcept:
         """The table position holding ``key`` (``found`` set), or else the
-        empty position where it would go (``found`` cleared)."""
+        empty position where it would go (``found`` cleared).
+
+        Each slot compared is a cache miss in a large map, and the next
+        position's entry is almost always on the line just read: so the
+        slots of the two positions after the one compared are fetched
+        meanwhile, and a key found one or two positions past its home, or
+        a new key's probe over a run, costs about one slot's miss, not one
+        per slot compared.  Only the slots of entries whose hash bits match
+        ``key``'s are read or fetched at all (see tl_tag in _map.h)."""
         cdef size_t K = self.K, S = self.S, mask = self.tmask
-        cdef size_t i = <size_t>h & mask
-        cdef uint32_t e
+        cdef size_t i = <size_t>h & mask, j
+        cdef uint32_t e, f, ids = self.tids, tag = tl_tag(h, self.tshift)
         cdef const uint32_t *table = self.table
         cdef const uint8_t *arena = self.arena
+        e = table[i]
+        if e == 0:
+            found[0] = False
+            return i
+        j = (i + 1) & mask
+        f = table[j]
+        if f != 0 and (f & ~ids) == tag:
+            TL_PREFETCH(arena + <size_t>((f & ids) - 1) * S)
         while True:
+            j = (j + 1) & mask  # two positions ahead of i
+            f = table[j]
+            if f != 0 and (f & ~ids) == tag:
+                TL_PREFETCH(arena + <size_t>((f & ids) - 1) * S)
+            if (e & ~ids) == tag and tl_keyeq(arena + <size_t>((e & ids) - 1) * S, key, K):
+                found[0] = True
+                return i
+            i = (i + 1) & mask
             e = table[i]
             if e == 0:
                 found[0] = False
                 return i
-            if tl_keyeq(arena + <size_t>(e - 1) * S, key, K):
-                found[0] = True
-                return i
-            i = (i + 1) & mask
 
     @cython.final
     cdef size_t _probe_old(self, const uint8_t *key, uint64_t h) noexcept:
@@ -378,14 +433,15 @@ cdef class SortedMap:
         (only while it is migrated)."""
         cdef size_t K = self.K, S = self.S, mask = self.omask
         cdef size_t i = <size_t>h & mask
-        cdef uint32_t e
+        cdef uint32_t e, ids = self.oids, tag = tl_tag(h, self.oshift)
         cdef const uint32_t *old = self.old
         cdef const uint8_t *arena = self.arena
         while True:
             e = old[i]
             if e == 0:
                 return _NOPOS
-            if e != _TOMB and tl_keyeq(arena + <size_t>(e - 1) * S, key, K):
+            if (e != _TOMB and (e & ~ids) == tag
+                    and tl_keyeq(arena + <size_t>((e & ids) - 1) * S, key, K)):
                 return i
             i = (i + 1) & mask
 
@@ -399,11 +455,11 @@ cdef class SortedMap:
             TL_PREFETCH(old + (<size_t>h & self.omask))
         pos = self._probe(key, h, &found)
         if found:
-            return self.table[pos] - 1
+            return self._slot_of(self.table[pos])
         if old != NULL:
             pos = self._probe_old(key, h)
             if pos != _NOPOS:
-                return old[pos] - 1
+                return <size_t>(old[pos] & self.oids) - 1
         return _NOPOS
 
     @cython.final
@@ -461,9 +517,10 @@ cdef class SortedMap:
     cdef void _migrate(self, size_t count) noexcept:
         """Move the keys of the next ``count`` positions of the previous
         table into the table; free it once all its positions are done."""
-        cdef size_t i = self.ocursor, top = self.omask + 1, end, j, a
+        cdef size_t i = self.ocursor, top = self.omask + 1, end, j, a, slot
         cdef size_t mask = self.tmask, K = self.K, S = self.S
-        cdef uint32_t e
+        cdef uint64_t h
+        cdef uint32_t e, oids = self.oids
         cdef uint32_t *old = self.old
         cdef uint32_t *table = self.table
         cdef const uint8_t *arena = self.arena
@@ -473,13 +530,15 @@ cdef class SortedMap:
             if a < top:
                 e = old[a]
                 if e != 0 and e != _TOMB:
-                    TL_PREFETCH(arena + <size_t>(e - 1) * S)
+                    TL_PREFETCH(arena + <size_t>((e & oids) - 1) * S)
             e = old[i]
             if e != 0 and e != _TOMB:
-                j = <size_t>tl_hash(arena + <size_t>(e - 1) * S, K, _SEED) & mask
+                slot = <size_t>(e & oids) - 1
+                h = tl_hash(arena + slot * S, K, _SEED)
+                j = <size_t>h & mask
                 while table[j]:
                     j = (j + 1) & mask
-                table[j] = e
+                table[j] = tl_tag(h, self.tshift) | <uint32_t>(slot + 1)
                 old[i] = _TOMB
             i += 1
         self.ocursor = end
@@ -490,6 +549,7 @@ cdef class SortedMap:
                 self.spentlen = top * sizeof(uint32_t)
                 self.old = NULL
                 self.omask = self.ocursor = 0
+                self.oshift = self.oids = 0
             else:
                 self._drop_old()
 
@@ -517,6 +577,7 @@ cdef class SortedMap:
         self.old = NULL
         self.spent = NULL
         self.omask = self.ocursor = self.spentlen = 0
+        self.oshift = self.oids = 0
         self.growing = False
 
     @cython.final
@@ -536,21 +597,27 @@ cdef class SortedMap:
         self.growing = True
         self.old = self.table
         self.omask = self.tmask
+        self.oshift = self.tshift
+        self.oids = self.tids
         self.ocursor = 0
         self.table = table
         self.tmask = cap - 1
         self.tlimit = cap * 7 // 10
+        self._set_shift(tl_id_bits(cap, self.slotcap))
         self._migrate(self.ostep)
         return 0
 
     @cython.final
-    cdef int _rehash(self, size_t need) except -1:
+    cdef int _rehash(self, size_t need, size_t slots=0) except -1:
         """Rebuild, in one step, the smallest table that holds ``need`` keys
-        (at least the live ones) within the load limit, ending any migration:
+        (at least the live ones) within the load limit, and whose entries
+        name ``slots`` slots (at least the arena's), ending any migration:
         O(n + slots / 64).  Only for a bulk load at least as large as the
-        map, so that the work is proportional to the load."""
+        map, so that the work is proportional to the load (or, rarely, for
+        an arena that outgrows what the entries can name)."""
         cdef size_t cap = 8, mask, i, slot, w
-        cdef uint64_t bits
+        cdef uint64_t bits, h
+        cdef unsigned int shift
         cdef uint32_t *table
         cdef const uint8_t *arena = self.arena
         cdef size_t K = self.K, S = self.S
@@ -564,20 +631,23 @@ cdef class SortedMap:
         if table == NULL:
             raise MemoryError()
         mask = cap - 1
+        shift = tl_id_bits(cap, slots if slots > self.slotcap else self.slotcap)
         for w in range((self.nslots + 63) >> 6):
             bits = self.live[w]
             while bits:
                 slot = (w << 6) + tl_ctz64(bits)
                 bits &= bits - 1
-                i = <size_t>tl_hash(arena + slot * S, K, _SEED) & mask
+                h = tl_hash(arena + slot * S, K, _SEED)
+                i = <size_t>h & mask
                 while table[i]:
                     i = (i + 1) & mask
-                table[i] = <uint32_t>(slot + 1)
+                table[i] = tl_tag(h, shift) | <uint32_t>(slot + 1)
         tl_free(self.table, (self.tmask + 1) * sizeof(uint32_t))
         self._drop_old()
         self.table = table
         self.tmask = mask
         self.tlimit = cap * 7 // 10
+        self._set_shift(shift)
         return 0
 
     @cython.final
@@ -593,7 +663,7 @@ cdef class SortedMap:
             e = table[j]
             if e == 0:
                 break
-            home = <size_t>tl_hash(self.arena + <size_t>(e - 1) * S, K, _SEED) & mask
+            home = <size_t>tl_hash(self.arena + self._slot_of(e) * S, K, _SEED) & mask
             # move e to i unless its home lies cyclically in (i, j]
             if ((j - home) & mask) >= ((j - i) & mask):
                 table[i] = e
@@ -604,14 +674,26 @@ cdef class SortedMap:
 
     @cython.final
     cdef int _grow_arena(self) except -1:
+        """Double the arena (and the live bitmap)."""
         cdef size_t cap = self.slotcap * 2 if self.slotcap else 64
-        cdef size_t old_words = self.livewords, words
-        cdef uint8_t *arena
-        cdef uint64_t *live
         if cap > _MAX_SLOTS:
             cap = _MAX_SLOTS
         if cap <= self.slotcap:
             raise MemoryError("tinylsm map is full (2**32 - 2 slots)")
+        return self._grow_arena_to(cap)
+
+    @cython.final
+    cdef int _grow_arena_to(self, size_t cap) except -1:
+        """Grow the arena (and the live bitmap) to ``cap`` > slotcap slots."""
+        cdef size_t old_words = self.livewords, words
+        cdef uint8_t *arena
+        cdef uint64_t *live
+        if (cap > (<size_t>self.tids) - 1
+                or (self.old != NULL and cap > (<size_t>self.oids) - 1)):
+            # the entries cannot name the new slots (an arena grown past 4
+            # slots per position, as after a table shrunk to fit its keys):
+            # rebuild the table, of the same size, with wider ids
+            self._rehash(self.tlimit if self.tlimit > self.n else self.n, cap)
         if self.S and cap > (<size_t>-1) // self.S:
             raise MemoryError()
         words = (cap + 63) >> 6
@@ -623,7 +705,7 @@ cdef class SortedMap:
         self.live = live
         self.livewords = words
         if self.S:
-            arena = <uint8_t *>tl_realloc(self.arena, self.slotcap * self.S, cap * self.S)
+            arena = <uint8_t *>tl_realloc_huge(self.arena, self.slotcap * self.S, cap * self.S)
             if arena == NULL:
                 raise MemoryError()
             self.arena = arena
@@ -636,31 +718,31 @@ cdef class SortedMap:
 
     # -- changes -------------------------------------------------------------------
 
+    # A change is made in two steps, so that the store's fast paths can
+    # append the change to the log in between: _locate does everything that
+    # may fail (it allocates, and may start a growth, but changes no key),
+    # _store then cannot fail.  The store appends its log frame after
+    # _locate and calls _store only once the log took it.
+
     @cython.final
-    cdef object _set(self, const uint8_t *key, const uint8_t *value, uint64_t h,
-                     bint want_old):
-        """Set ``key`` (of hash ``h``) to ``value``; the previous value (if
-        ``want_old``) or None."""
+    cdef int _locate(self, const uint8_t *key, uint64_t h, size_t *slot) except -1:
+        """Find ``key`` (of hash ``h``): ``slot[0]`` is its slot; or, if it
+        is absent, make room for it (table, arena, pending list), note the
+        table position it goes to and set ``slot[0]`` to _NOPOS.  Raises
+        MemoryError having changed no key."""
         cdef bint found
-        cdef size_t pos, opos, slot = _NOPOS, last
-        cdef uint8_t *p
-        cdef object old = None
+        cdef size_t pos, opos
         if self.growing:
             self._step(h)
         pos = self._probe(key, h, &found)
         if found:
-            slot = self.table[pos] - 1
-        elif self.old != NULL:
+            slot[0] = self._slot_of(self.table[pos])
+            return 0
+        if self.old != NULL:
             opos = self._probe_old(key, h)
             if opos != _NOPOS:
-                slot = self.old[opos] - 1
-        if slot != _NOPOS:
-            p = self.arena + slot * self.S + self.K
-            if want_old:
-                old = _steal(_new_bytes(<const char *>p, self.V))
-            memcpy(p, value, self.V)
-            self.version += 1
-            return old
+                slot[0] = <size_t>(self.old[opos] & self.oids) - 1
+                return 0
         if self.K == 0:
             raise RuntimeError("SortedMap.__init__ was not called")
         # every allocation first, so that a MemoryError changes nothing (a
@@ -671,6 +753,21 @@ cdef class SortedMap:
         if self.freelist.n == 0 and self.nslots == self.slotcap:
             self._grow_arena()
         _ids_reserve(&self.pending, self.pending.n + 1)
+        self.newpos = pos
+        self.newtag = tl_tag(h, self.tshift)
+        slot[0] = _NOPOS
+        return 0
+
+    @cython.final
+    cdef void _store(self, const uint8_t *key, const uint8_t *value, size_t slot) noexcept:
+        """Set ``key`` to ``value`` right after ``_locate(key, ...)`` gave
+        ``slot``, with no change in between."""
+        cdef size_t last
+        cdef uint8_t *p
+        if slot != _NOPOS:
+            memcpy(self.arena + slot * self.S + self.K, value, self.V)
+            self.version += 1
+            return
         if self.freelist.n:
             self.freelist.n -= 1
             slot = self.freelist.p[self.freelist.n]
@@ -681,7 +778,7 @@ cdef class SortedMap:
         memcpy(p, key, self.K)
         memcpy(p + self.K, value, self.V)
         self.live[slot >> 6] |= (<uint64_t>1) << (slot & 63)
-        self.table[pos] = <uint32_t>(slot + 1)
+        self.table[self.newpos] = self.newtag | <uint32_t>(slot + 1)
         if self.pending_sorted and self.pending.n:
             last = self.pending.p[self.pending.n - 1]
             if tl_keycmp(self.arena + last * self.S, key, self.K) > 0:
@@ -690,7 +787,19 @@ cdef class SortedMap:
         self.pending.n += 1
         self.n += 1
         self.version += 1
-        return None
+
+    @cython.final
+    cdef object _set(self, const uint8_t *key, const uint8_t *value, uint64_t h,
+                     bint want_old):
+        """Set ``key`` (of hash ``h``) to ``value``; the previous value (if
+        ``want_old``) or None."""
+        cdef size_t slot
+        cdef object old = None
+        self._locate(key, h, &slot)
+        if want_old and slot != _NOPOS:
+            old = self._value_at(slot)
+        self._store(key, value, slot)
+        return old
 
     @cython.final
     cdef object _delete(self, const uint8_t *key, uint64_t h, bint want_old):
@@ -703,12 +812,12 @@ cdef class SortedMap:
             self._step(h)
         pos = self._probe(key, h, &found)
         if found:
-            slot = self.table[pos] - 1
+            slot = self._slot_of(self.table[pos])
         elif self.old != NULL:
             opos = self._probe_old(key, h)
             if opos == _NOPOS:
                 return None
-            slot = self.old[opos] - 1
+            slot = <size_t>(self.old[opos] & self.oids) - 1
         else:
             return None
         _ids_reserve(&self.zombies, self.zombies.n + 1)
@@ -1015,6 +1124,33 @@ cdef class SortedMap:
         cdef const uint8_t *kp = <const uint8_t *>PyBytes_AS_STRING(key)
         return self._delete(kp, tl_hash(kp, self.K, _SEED), True)
 
+    def reserve(self, n):
+        """Make room for ``n`` keys in all, so that a map loaded up to ``n``
+        keys (a bulk load: ``apply_records`` a chunk at a time, as recovery
+        does) never grows its hash table or its arena on the way.
+
+        The table is rebuilt once, to the size ``n`` keys grow it to (O(keys
+        held now), ending any growth under way); the arena's room is only
+        address space until slots are written.  Reserving for more keys than
+        come costs the larger table (5.7 to 11.4 bytes per key reserved, as
+        its keys touch all its pages); nothing is ever given back to fit a
+        smaller ``n``.  Raises TypeError
+        for an ``n`` that is not an int, ValueError for a negative one or one
+        past the most keys a map holds (2**32 - 2), MemoryError (changing
+        nothing) when memory is short.
+        """
+        cdef size_t want
+        self._alive()
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"n: expected int, got {type(n).__name__}")
+        if not 0 <= n <= _MAX_SLOTS:
+            raise ValueError(f"n: expected 0 to {_MAX_SLOTS}, got {n}")
+        want = n
+        if want > self.tlimit:
+            self._rehash(want)
+        if want > self.slotcap:
+            self._grow_arena_to(want)
+
     def apply_records(self, records, key_size, value_size):
         """Apply packed records (see ``codec``) in order; tag 0 deletes.
 
@@ -1074,8 +1210,8 @@ cdef class SortedMap:
                 j = i + _RING // 2
                 if j < count:
                     e = self.table[<size_t>ring[j % _RING] & self.tmask]
-                    if e:
-                        TL_PREFETCH(self.arena + <size_t>(e - 1) * self.S)
+                    if e and (e & ~self.tids) == tl_tag(ring[j % _RING], self.tshift):
+                        TL_PREFETCH(self.arena + self._slot_of(e) * self.S)
                 rec = p + i * rsize
                 if rec[4]:
                     self._set(rec + 5, rec + 5 + K, h, False)
@@ -1096,8 +1232,23 @@ cdef class SortedMap:
         The range is fixed now; the pairs are read as the iterator advances.
         Its next step after any change raises RuntimeError, as ``dict`` does.
         """
+        return self._cursor(_Iter.__new__(_Iter), start, stop, reverse)
+
+    def keys(self, start=None, stop=None, reverse=False):
+        """An iterator of the keys ``start <= key < stop`` in key order
+        (descending with ``reverse``), as ``items`` gives them but without
+        their values (no pair, no value object made per key).
+
+        The range is fixed now; its next step after any change raises
+        RuntimeError, as ``items`` does.
+        """
+        return self._cursor(_KeyIter.__new__(_KeyIter), start, stop, reverse)
+
+    @cython.final
+    cdef object _cursor(self, _Cursor it, object start, object stop, bint reverse):
+        """``it`` set over the keys ``start <= key < stop`` (either bound
+        None), in key order or reversed."""
         cdef size_t lo, hi
-        cdef _Iter it
         self._alive()
         if start is not None:
             start = _require_bytes(start, "start")
@@ -1110,7 +1261,6 @@ cdef class SortedMap:
             <const uint8_t *>PyBytes_AS_STRING(stop), PyBytes_GET_SIZE(stop))
         if hi < lo:
             hi = lo
-        it = _Iter.__new__(_Iter)
         it.m = self
         it.version = self.version
         if reverse:
@@ -1122,6 +1272,17 @@ cdef class SortedMap:
             it.end = hi
             it.step = 1
         return it
+
+    @property
+    def _arena_block(self):
+        """(address, bytes) of the arena's memory; for tests."""
+        return (<size_t>self.arena, self.slotcap * self.S)
+
+    @property
+    def _id_bits(self):
+        """How many low bits of the table's entries hold a slot id (the
+        rest hold hash bits: see tl_tag in _map.h); for tests."""
+        return self.tshift
 
     @property
     def _migrating(self):
@@ -1160,6 +1321,7 @@ cdef class SortedMap:
         cdef size_t i, j, slot, home, mask, live = 0, entries = 0, K = self.K, S = self.S
         cdef size_t omask = self.omask, left
         cdef uint32_t e
+        cdef uint64_t h
         self._alive()
         self._merge()
         mask = self.tmask
@@ -1167,6 +1329,11 @@ cdef class SortedMap:
             raise AssertionError("pending or zombie ids left after a merge")
         if self.nslots > self.slotcap or self.n > self.tlimit or self.tlimit >= mask + 1:
             raise AssertionError("counts out of bounds")
+        # the entries name every slot of the arena (ids + 1 below the mask)
+        if (self.tids != tl_id_mask(self.tshift) or self.slotcap > (<size_t>self.tids) - 1
+                or (self.old != NULL and self.slotcap > (<size_t>self.oids) - 1)):
+            raise AssertionError(f"{self.slotcap} slots past the entries' ids "
+                                 f"({self.tshift} bits; previous table {self.oshift})")
         for slot in range(self.slotcap):
             if self._is_live(slot):
                 if slot >= self.nslots:
@@ -1183,10 +1350,13 @@ cdef class SortedMap:
             if e == _TOMB:
                 raise AssertionError(f"tombstone at table position {i}")
             entries += 1
-            slot = e - 1
+            slot = self._slot_of(e)
             if slot >= self.nslots or not self._is_live(slot):
                 raise AssertionError(f"table entry {i} names dead slot {slot}")
-            home = <size_t>tl_hash(self.arena + slot * S, K, _SEED) & mask
+            h = tl_hash(self.arena + slot * S, K, _SEED)
+            if (e & ~self.tids) != tl_tag(h, self.tshift):
+                raise AssertionError(f"table entry {i}: hash bits not its key's")
+            home = <size_t>h & mask
             j = home
             while j != i:
                 if self.table[j] == 0:
@@ -1212,10 +1382,13 @@ cdef class SortedMap:
                 if i < self.ocursor:
                     raise AssertionError(f"migrated position {i} still holds a key")
                 entries += 1
-                slot = e - 1
+                slot = <size_t>(e & self.oids) - 1
                 if slot >= self.nslots or not self._is_live(slot):
                     raise AssertionError(f"previous table's entry {i} names dead slot {slot}")
-                home = <size_t>tl_hash(self.arena + slot * S, K, _SEED) & omask
+                h = tl_hash(self.arena + slot * S, K, _SEED)
+                if (e & ~self.oids) != tl_tag(h, self.oshift):
+                    raise AssertionError(f"previous table's entry {i}: hash bits not its key's")
+                home = <size_t>h & omask
                 j = home
                 while j != i:
                     if self.old[j] == 0:
@@ -1263,6 +1436,11 @@ cdef bytes _coerce(object obj, size_t size, str what):
     return data
 
 
+cdef inline PyObject **_seq_items(object seq) noexcept:
+    """The items of a list or tuple, in place."""
+    return _seq_fast_items(<PyObject *>seq)
+
+
 cdef object _lookup_bytes(object key):
     """A lookup key that is not ``bytes``, as ``bytes``; None when it is
     not bytes-like (such a key is simply absent)."""
@@ -1275,27 +1453,26 @@ cdef object _lookup_bytes(object key):
 
 
 @cython.auto_pickle(False)
-@cython.final
 @cython.no_gc_clear  # __next__ relies on self.m never becoming None
-cdef class _Iter:
-    """Iterator over a range of the sorted index: ``(key, value)`` tuples."""
+cdef class _Cursor:
+    """A range of the sorted index, walked by the iterators below."""
 
     cdef SortedMap m
     cdef unsigned long long version
     cdef Py_ssize_t pos, end, step
-    cdef object result  # the last tuple handed out, reused when nobody kept it
 
     def __iter__(self):
         return self
 
-    def __next__(self):
+    def __length_hint__(self):
+        return (self.end - self.pos) * self.step
+
+    @cython.final
+    cdef inline const uint8_t *_next_slot(self) except NULL:
+        """The next slot of the range (its key, then its value), or raise
+        StopIteration at the end and RuntimeError after a change."""
         cdef SortedMap m = self.m
         cdef Py_ssize_t pos = self.pos, ahead
-        cdef const uint8_t *p
-        cdef PyObject *k
-        cdef PyObject *v
-        cdef PyObject *r
-        cdef PyObject *old
         if pos == self.end:
             raise StopIteration
         if m.version != self.version:
@@ -1306,7 +1483,34 @@ cdef class _Iter:
         ahead = pos + _AHEAD * self.step
         if (self.step > 0 and ahead < self.end) or (self.step < 0 and ahead > self.end):
             TL_PREFETCH(m.arena + <size_t>m.order.p[ahead] * m.S)
-        p = m.arena + <size_t>m.order.p[pos] * m.S
+        return m.arena + <size_t>m.order.p[pos] * m.S
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.no_gc_clear
+cdef class _KeyIter(_Cursor):
+    """Iterator over a range of the sorted index: its keys."""
+
+    def __next__(self):
+        return _steal(_new_bytes(<const char *>self._next_slot(), self.m.K))
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.no_gc_clear
+cdef class _Iter(_Cursor):
+    """Iterator over a range of the sorted index: ``(key, value)`` tuples."""
+
+    cdef object result  # the last tuple handed out, reused when nobody kept it
+
+    def __next__(self):
+        cdef SortedMap m = self.m
+        cdef const uint8_t *p = self._next_slot()
+        cdef PyObject *k
+        cdef PyObject *v
+        cdef PyObject *r
+        cdef PyObject *old
         # both copies are made before anything that could run Python code
         k = _new_bytes(<const char *>p, m.K)
         if k == NULL:
@@ -1336,13 +1540,29 @@ cdef class _Iter:
         self.result = _steal(r)
         return self.result
 
-    def __length_hint__(self):
-        return (self.end - self.pos) * self.step
-
 
 # -- the store's hot paths ------------------------------------------------------------
 
 from cpython.bytearray cimport PyByteArray_Resize
+
+cdef extern from "Python.h":
+    # The fields of a bytearray (CPython's bytearrayobject.h): the fast
+    # paths fill the room it has, as bytearray itself does (_append_frame).
+    ctypedef struct _ByteArray "PyByteArrayObject":
+        Py_ssize_t ob_alloc
+        char *ob_bytes
+        char *ob_start
+        Py_ssize_t ob_exports
+    void _set_size "Py_SET_SIZE"(object o, Py_ssize_t n)
+
+# The room _append_frame gives an empty log buffer at once (the default
+# buffer, 32 KiB, gets its whole size); a larger buffer doubles from there.
+cdef enum:
+    _APPEND_STEP = 1 << 20
+    _BATCH = 16  # keys get_many looks up at once (see there)
+
+# What a fast path returns when it cannot take a call (the slow path must).
+cdef object _SLOW = object()
 
 tinylsm_crc32_init()
 
@@ -1416,28 +1636,64 @@ cdef class StoreCore:
         return self._map.V
 
     @cython.final
-    cdef inline bint _fast_room(self):
+    cdef inline bint _fast_room(self) noexcept:
         return (self._busy == 0 and self.buf is not None
                 and PyByteArray_GET_SIZE(self.buf) + self.F <= self.fast_cap)
 
     @cython.final
     cdef int _append_frame(self, const uint8_t *key, const uint8_t *value) except -1:
-        """Append the frame of ``key`` -> ``value`` (NULL: a tombstone)."""
-        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.buf)
+        """Append the frame of ``key`` -> ``value`` (NULL: a tombstone), or
+        raise (MemoryError, BufferError) having appended nothing.
+
+        The buffer is emptied (to a byte) each time it is written out, and
+        ``PyByteArray_Resize`` would then grow it by an eighth at a time,
+        copying it each time: about fifty copies per buffer's worth of
+        frames.  So when it is full it grows to the fast cap (at most
+        _APPEND_STEP bytes at once, doubling beyond), and frames fill the
+        room by setting its size, as ``bytearray`` itself does when it
+        shrinks a little.  Not while a view exports it: a resize must raise
+        then, as it always did."""
+        cdef bytearray buf = self.buf
+        cdef _ByteArray *b = <_ByteArray *>buf
+        cdef Py_ssize_t n = PyByteArray_GET_SIZE(buf), need = n + self.F, target
         cdef size_t K = self._map.K, V = self._map.V
-        PyByteArray_Resize(self.buf, n + self.F)
-        tl_frame_put(<unsigned char *>PyByteArray_AS_STRING(self.buf) + n, key, value,
-                     K, V, self.F - 5 - K - V)
+        if b.ob_exports != 0 or (b.ob_start - b.ob_bytes) + need >= b.ob_alloc:
+            target = 2 * n if n > _APPEND_STEP else _APPEND_STEP
+            if target > self.fast_cap:
+                target = self.fast_cap
+            if target < need:
+                target = need
+            PyByteArray_Resize(buf, target)
+        _set_size(buf, need)
+        b.ob_start[need] = 0  # bytearray's trailing NUL
+        tl_frame_put(<unsigned char *>b.ob_start + n, key, value, K, V, self.F - 5 - K - V)
         return 0
 
     @cython.final
-    cdef void _drop_frame(self) noexcept:
-        """Take back the frame just appended (the map refused the change)."""
-        cdef Py_ssize_t n = PyByteArray_GET_SIZE(self.buf)
-        try:
-            PyByteArray_Resize(self.buf, n - self.F)
-        except MemoryError:
-            pass  # shrinking does not allocate
+    cdef object _fast_insert(self, object key, object value, bint want_old):
+        """insert's fast path, or _SLOW when it cannot take it."""
+        cdef SortedMap m = self._map
+        cdef const uint8_t *kp
+        cdef const uint8_t *vp
+        cdef uint64_t h
+        cdef size_t slot
+        cdef object old = None
+        if not (PyBytes_Check(key) and PyBytes_Check(value)
+                and <size_t>PyBytes_GET_SIZE(key) == m.K
+                and <size_t>PyBytes_GET_SIZE(value) == m.V
+                and self._fast_room()):
+            return _SLOW
+        kp = <const uint8_t *>PyBytes_AS_STRING(key)
+        vp = <const uint8_t *>PyBytes_AS_STRING(value)
+        h = tl_hash(kp, m.K, _SEED)
+        # what may fail first (the map's room, the old value, the frame),
+        # so that the map changes only once the log took the change
+        m._locate(kp, h, &slot)
+        if want_old and slot != _NOPOS:
+            old = m._value_at(slot)
+        self._append_frame(kp, vp)
+        m._store(kp, vp, slot)
+        return old
 
     def insert(self, key, value):
         """Set ``key`` to ``value``; return the previous value or ``None``.
@@ -1448,25 +1704,16 @@ cdef class StoreCore:
         store's sizes, and ``OSError`` if the log cannot take the change:
         nothing changed then.  O(1) amortized.
         """
-        cdef SortedMap m = self._map
-        cdef const uint8_t *kp
-        cdef const uint8_t *vp
-        if (PyBytes_Check(key) and PyBytes_Check(value)
-                and <size_t>PyBytes_GET_SIZE(key) == m.K
-                and <size_t>PyBytes_GET_SIZE(value) == m.V
-                and self._fast_room()):
-            kp = <const uint8_t *>PyBytes_AS_STRING(key)
-            vp = <const uint8_t *>PyBytes_AS_STRING(value)
-            self._append_frame(kp, vp)
-            try:
-                return m._set(kp, vp, tl_hash(kp, m.K, _SEED), True)
-            except BaseException:
-                self._drop_frame()
-                raise
-        return self._slow_insert(key, value)
+        cdef object old = self._fast_insert(key, value, True)
+        if old is _SLOW:
+            return self._slow_insert(key, value)
+        return old
 
     def __setitem__(self, key, value):
-        self.insert(key, value)
+        # insert's work without the previous value, and without looking
+        # ``insert`` up on the instance and parsing its arguments
+        if self._fast_insert(key, value, False) is _SLOW:
+            self._slow_insert(key, value)
 
     def insert_if_absent(self, key, value):
         """Set ``key`` to ``value`` only if it is absent: return ``None`` when
@@ -1480,7 +1727,6 @@ cdef class StoreCore:
         cdef SortedMap m = self._map
         cdef const uint8_t *kp
         cdef const uint8_t *vp
-        cdef uint64_t h
         cdef size_t slot
         if (PyBytes_Check(key) and PyBytes_Check(value)
                 and <size_t>PyBytes_GET_SIZE(key) == m.K
@@ -1488,16 +1734,12 @@ cdef class StoreCore:
                 and self._fast_room()):
             kp = <const uint8_t *>PyBytes_AS_STRING(key)
             vp = <const uint8_t *>PyBytes_AS_STRING(value)
-            h = tl_hash(kp, m.K, _SEED)
-            slot = m._find_h(kp, h)
+            m._locate(kp, tl_hash(kp, m.K, _SEED), &slot)
             if slot != _NOPOS:
                 return m._value_at(slot)  # present: nothing to log
             self._append_frame(kp, vp)
-            try:
-                return m._set(kp, vp, h, False)
-            except BaseException:
-                self._drop_frame()
-                raise
+            m._store(kp, vp, slot)
+            return None
         return self._slow_insert_if_absent(key, value)
 
     def remove(self, key):
@@ -1506,25 +1748,34 @@ cdef class StoreCore:
         Removing an absent key changes nothing and logs nothing.  Raises as
         ``insert`` does.  O(1) amortized.
         """
+        return self._remove(key)
+
+    @cython.final
+    cdef object _remove(self, object key):
+        """remove's work: its fast path, or the owner's slow one."""
         cdef SortedMap m = self._map
         cdef const uint8_t *kp
         cdef uint64_t h
+        cdef size_t slot
+        cdef object old
         if (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == m.K
                 and self._fast_room()):
             kp = <const uint8_t *>PyBytes_AS_STRING(key)
             h = tl_hash(kp, m.K, _SEED)
-            if m._find_h(kp, h) == _NOPOS:
+            slot = m._find_h(kp, h)
+            if slot == _NOPOS:
                 return None  # nothing to remove, nothing to log
+            # what may fail first, as in _fast_insert: then _delete cannot
+            _ids_reserve(&m.zombies, m.zombies.n + 1)
+            old = m._value_at(slot)
             self._append_frame(kp, NULL)
-            try:
-                return m._delete(kp, h, True)
-            except BaseException:
-                self._drop_frame()
-                raise
+            m._delete(kp, h, False)
+            return old
         return self._slow_remove(key)
 
     def __delitem__(self, key):
-        if self.remove(key) is None:
+        # remove's work, without looking ``remove`` up on the instance
+        if self._remove(key) is None:
             raise KeyError(key)
 
     @cython.final
@@ -1561,3 +1812,96 @@ cdef class StoreCore:
             return True
         _coerce(key, m.K, "key")
         return False
+
+    def get_many(self, keys):
+        """The values of ``keys`` (an iterable of keys), in order: a list
+        with each key's value, or ``None`` where a key is absent.
+
+        Every key is checked as ``get`` checks it, before any is looked up:
+        one that is not bytes-like or not ``key_size`` bytes long raises
+        ``TypeError`` or ``ValueError`` naming its position.  The values
+        are read in one step, with no change from another thread in
+        between.  Cost: O(len(keys)), no I/O.  A lookup in a large store
+        waits for two cache misses (the hash table, then the key's slot);
+        here the keys are hashed and their table entries, then their slots,
+        fetched a batch at a time, so that the misses of a batch overlap:
+        on random keys in a store larger than the CPU's caches, several
+        times faster than a loop of ``get`` calls.
+        """
+        cdef SortedMap m = self._open_map()
+        cdef Py_ssize_t n, i, j, start, end
+        cdef size_t K = m.K, S, mask, slot, pos
+        cdef uint64_t h
+        cdef uint64_t hs[_BATCH]
+        cdef uint32_t e, tag, ids
+        cdef const uint32_t *table
+        cdef const uint8_t *arena
+        cdef PyObject **items
+        cdef PyObject *v
+        cdef object key
+        cdef list checked = None
+        if isinstance(keys, (bytes, bytearray, memoryview, str)):
+            raise TypeError(f"keys: expected an iterable of keys, got {type(keys).__name__} "
+                            "(for one key, use get())")
+        if type(keys) is not list and type(keys) is not tuple:
+            keys = list(keys)
+        n = len(keys)
+        items = _seq_items(keys)
+        # every key made bytes first: converting one may run code (and let
+        # other threads in), reading the map then runs none
+        for i in range(n):
+            key = <object>items[i]
+            if not (PyBytes_Check(key) and <size_t>PyBytes_GET_SIZE(key) == K):
+                if checked is None:
+                    checked = list(keys)
+                checked[i] = _coerce(key, K, f"key of item {i}")
+        if checked is not None:
+            keys = checked
+            items = _seq_items(keys)
+        m = self._open_map()  # closed meanwhile?
+        S = m.S
+        mask = m.tmask
+        ids = m.tids
+        table = m.table
+        arena = m.arena
+        result = _steal(_new_list(n))
+        # A batch at a time: hash every key and fetch its table line, then
+        # fetch the slot its home position names (and the next position's,
+        # as _probe would), then look each up, its lines there or on their
+        # way by then, so that the cache misses of a batch overlap.  Batches
+        # of 8 to 128 keys measured alike here (2.8x to 3.3x a loop of get,
+        # 1M keys), as did stages skewed by a batch: the core's misses in
+        # flight are the limit, not the schedule.
+        start = 0
+        while start < n:
+            end = start + _BATCH if n - start > _BATCH else n
+            for j in range(start, end):
+                h = tl_hash(<const uint8_t *>PyBytes_AS_STRING(<object>items[j]), K, _SEED)
+                hs[j - start] = h
+                TL_PREFETCH(table + (<size_t>h & mask))
+                if m.old != NULL:
+                    TL_PREFETCH(m.old + (<size_t>h & m.omask))
+            for j in range(start, end):
+                h = hs[j - start]
+                tag = tl_tag(h, m.tshift)
+                pos = <size_t>h & mask
+                e = table[pos]
+                if e != 0:
+                    if (e & ~ids) == tag:
+                        TL_PREFETCH(arena + <size_t>((e & ids) - 1) * S)
+                    e = table[(pos + 1) & mask]
+                    if e != 0 and (e & ~ids) == tag:
+                        TL_PREFETCH(arena + <size_t>((e & ids) - 1) * S)
+            for j in range(start, end):
+                slot = m._find_h(<const uint8_t *>PyBytes_AS_STRING(<object>items[j]),
+                                 hs[j - start])
+                if slot == _NOPOS:
+                    _incref(_none)
+                    _list_set(<PyObject *>result, j, _none)
+                else:
+                    v = _new_bytes(<const char *>(arena + slot * S + K), m.V)
+                    if v == NULL:
+                        raise MemoryError()  # the list's empty places are NULL: fine
+                    _list_set(<PyObject *>result, j, v)
+            start = end
+        return result

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from ._codec_py import _records_data
 from ._format import as_bytes, as_sized, check_sizes
 from .errors import ClosedError
 
 _CHANGED = "tinylsm store changed during iteration"
+#: The most keys a map holds: the compiled twin's slot ids are 32-bit.
+_MAX_KEYS = 2**32 - 2
 
 
 def _as_bytes(obj: object) -> Optional[bytes]:
@@ -154,6 +156,19 @@ class SortedMap:
             self.version += 1
         return old
 
+    def reserve(self, n: int) -> None:
+        """Make room for ``n`` keys in all, so that a map loaded up to ``n``
+        keys never grows on the way: in the compiled twin.  A ``dict`` has no
+        way to be sized in advance, so here it only checks ``n``: TypeError
+        for one that is not an int, ValueError for a negative one or one past
+        the most keys a map holds (2**32 - 2).
+        """
+        len(self._d)  # raises once invalidated
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"n: expected int, got {type(n).__name__}")
+        if not 0 <= n <= _MAX_KEYS:
+            raise ValueError(f"n: expected 0 to {_MAX_KEYS}, got {n}")
+
     def apply_records(self, records: bytes, key_size: int, value_size: int) -> None:
         """Apply packed records (see ``codec``) in order; tag 0 deletes.
 
@@ -217,6 +232,26 @@ class SortedMap:
         The range is fixed now; the pairs are read as the iterator advances.
         Its next step after any change raises RuntimeError, as ``dict`` does.
         """
+        keys, indexes = self._range(start, stop, reverse)
+        return self._iterate(keys, indexes, self.version)
+
+    def keys(
+        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, reverse: bool = False
+    ) -> Iterator[bytes]:
+        """An iterator of the keys ``start <= key < stop`` in key order
+        (descending with ``reverse``), as ``items`` gives them but without
+        their values (no pair, no value object made per key).
+
+        The range is fixed now; its next step after any change raises
+        RuntimeError, as ``items`` does.
+        """
+        keys, indexes = self._range(start, stop, reverse)
+        return self._iterate_keys(keys, indexes, self.version)
+
+    def _range(self, start: Optional[bytes], stop: Optional[bytes], reverse: bool
+               ) -> Tuple[List[bytes], range]:
+        """The sorted keys, and the indexes of those ``start <= key < stop``
+        (either bound None) in key order or reversed."""
         len(self._d)  # raises once invalidated
         if start is not None and type(start) is not bytes:
             start = _require_bytes(start, "start")
@@ -225,19 +260,28 @@ class SortedMap:
         keys = self._sorted_keys()
         lo = 0 if start is None else bisect_left(keys, start)
         hi = len(keys) if stop is None else bisect_left(keys, stop)
-        indexes = range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
-        return self._iterate(keys, indexes, self.version)
+        return keys, range(hi - 1, lo - 1, -1) if reverse else range(lo, hi)
+
+    def _changed(self) -> None:
+        if isinstance(self._d, _Dead):
+            self._d._raise()  # closed (or forked away): say so
+        raise RuntimeError(_CHANGED)
 
     def _iterate(self, keys: List[bytes], indexes: range, version: int
                  ) -> Iterator[Tuple[bytes, bytes]]:
         d = self._d
         for i in indexes:
             if self.version != version:
-                if isinstance(self._d, _Dead):
-                    self._d._raise()  # closed (or forked away): say so
-                raise RuntimeError(_CHANGED)
+                self._changed()
             key = keys[i]
             yield key, d[key]
+
+    def _iterate_keys(self, keys: List[bytes], indexes: range, version: int
+                      ) -> Iterator[bytes]:
+        for i in indexes:
+            if self.version != version:
+                self._changed()
+            yield keys[i]
 
     def _check(self) -> None:
         """Verify the invariants; for tests."""
@@ -337,7 +381,9 @@ class StoreCore:
         return self._slow_insert(key, value)
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.insert(key, value)
+        # insert's work, as the compiled twin does it: not through
+        # ``self.insert`` (which a subclass may have replaced)
+        self._slow_insert(key, value)
 
     def insert_if_absent(self, key: bytes, value: bytes) -> Optional[bytes]:
         """Set ``key`` to ``value`` only if it is absent: return ``None`` when
@@ -359,7 +405,9 @@ class StoreCore:
         return self._slow_remove(key)
 
     def __delitem__(self, key: bytes) -> None:
-        if self.remove(key) is None:
+        # remove's work, as the compiled twin does it: not through
+        # ``self.remove`` (which a subclass may have replaced)
+        if self._slow_remove(key) is None:
             raise KeyError(key)
 
     def __len__(self) -> int:
@@ -388,3 +436,26 @@ class StoreCore:
             return True
         _coerce(key, m._k, "key")
         return False
+
+    def get_many(self, keys: Iterable[bytes]) -> List[Optional[bytes]]:
+        """The values of ``keys`` (an iterable of keys), in order: a list
+        with each key's value, or ``None`` where a key is absent.
+
+        Every key is checked as ``get`` checks it, before any is looked up:
+        one that is not bytes-like or not ``key_size`` bytes long raises
+        ``TypeError`` or ``ValueError`` naming its position.  The values
+        are read in one step, with no change from another thread in
+        between.  Cost: O(len(keys)), no I/O (the compiled twin overlaps
+        the lookups' cache misses; this one is a loop of dict lookups).
+        """
+        m = self._map
+        len(m)  # raises once closed
+        if isinstance(keys, (bytes, bytearray, memoryview, str)):
+            raise TypeError(f"keys: expected an iterable of keys, got {type(keys).__name__} "
+                            "(for one key, use get())")
+        k = m._k
+        checked = [key if type(key) is bytes and len(key) == k
+                   else _coerce(key, k, f"key of item {i}") for i, key in enumerate(keys)]
+        # list(map(...)) of a dict's get runs as one C loop, with no
+        # bytecode in between for the interpreter to switch threads at
+        return list(map(m._d.get, checked))

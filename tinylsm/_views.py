@@ -1,4 +1,5 @@
-"""The key, item and value views of a store: ordered, through ``range()``."""
+"""The key, item and value views of a store: ordered, through the map's
+iterators (keys: the store's ``__iter__``; items and values: ``range()``)."""
 from __future__ import annotations
 
 from collections.abc import ItemsView, KeysView, ValuesView
@@ -7,8 +8,7 @@ from typing import Iterator, Tuple
 
 class Keys(KeysView):
     def __iter__(self) -> Iterator[bytes]:
-        for key, _ in self._mapping.range():  # type: ignore[attr-defined]
-            yield key
+        return iter(self._mapping)  # the store's own key iterator
 
 
 class Items(ItemsView):

@@ -128,8 +128,8 @@ class Lsm(maps.StoreCore, MutableMapping):
     does; it never yields a torn item.  A store cannot be used in a child
     process made by ``fork``: any use raises ``ClosedError``.
 
-    Reads (``[]``, ``get``, ``in``, ``len``) and most ``insert`` and
-    ``remove`` calls run in compiled code in one call (see ``StoreCore``).
+    Reads (``[]``, ``get``, ``get_many``, ``in``, ``len``) and most ``insert``
+    and ``remove`` calls run in compiled code in one call (see ``StoreCore``).
     """
 
     def __init__(
@@ -207,8 +207,9 @@ class Lsm(maps.StoreCore, MutableMapping):
     # -- reading -------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[bytes]:
-        for key, _ in self.range():
-            yield key
+        # the map's own key iterator: no pair or value made per key
+        with self._lock:
+            return self._map.keys()
 
     def keys(self) -> KeysView:
         """The keys, in key order (costs as ``range``)."""

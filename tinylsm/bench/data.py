@@ -1,7 +1,7 @@
 """The generated data every engine works on: N random distinct keys and
-values, the order of the gets, the starts of the range queries, and how
-many items the ``sustained`` workload inserts (it makes them itself, see
-``sustained.py``)."""
+values, the keys the gets look up (in a random order, as new objects), the
+starts of the range queries, and how many items the ``sustained`` workload
+inserts (it makes them itself, see ``sustained.py``)."""
 from __future__ import annotations
 
 import bisect
@@ -34,6 +34,12 @@ class Data:
         self.items = list(zip(self.keys, self.values))
         self.get_order = self.keys[:]
         rng.shuffle(self.get_order)
+        #: The keys the gets look up, in ``get_order``: new objects of equal
+        #: value, as an application computes its keys.  Looking up the very
+        #: objects that were inserted flatters a ``dict`` (a key compares
+        #: equal by identity, and its hash is cached in the object) and makes
+        #: every engine read each key object at random in memory.
+        self.get_keys = [bytes(memoryview(k)) for k in self.get_order]
         self.range_starts = [rng.choice(self.keys) for _ in range(range_queries)]
         self.range_length = range_length
         self.sorted_keys = sorted(self.keys)

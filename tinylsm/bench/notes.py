@@ -8,6 +8,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import tinylsm
 
 from .durable import GROUP_THREADS, SYNC_SECONDS
+from .engines.base import GET_MANY_BATCH
 from .latency import LATENCY_PASSES, LATENCY_TABLES_PER_PASS, NO_MERGE
 from .rows import WORKLOADS
 from .workloads import Session
@@ -74,6 +75,19 @@ def _latency(s: Session, shown: Sequence[str]) -> Optional[str]:
             "while timing.")
 
 
+def _get(s: Session, shown: Sequence[str]) -> str:
+    return ("get: every store looks up every key once, in one random order, through "
+            "key objects made anew (equal bytes, not the objects inserted), as an "
+            "application computes its keys.")
+
+
+def _get_many(s: Session, shown: Sequence[str]) -> str:
+    return (f"get-many: get_many(keys) over every key in the same order, {GET_MANY_BATCH:,} "
+            "keys a call (one call of every key would also make every value object at once)"
+            + ("; dict: list(map(d.get, keys)) a batch at a time" if "dict" in shown else "")
+            + "; the keys found are counted from the lists returned.")
+
+
 def _settings(settings: Dict[str, int]) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
@@ -123,7 +137,8 @@ def _disk(s: Session, shown: Sequence[str]) -> str:
 
 #: workload -> its notes; workloads that share a note share the function.
 NOTES: Dict[str, Tuple[Note, ...]] = {
-    "insert": (_writes,), "batch": (_writes, _big_log),
+    "insert": (_writes,), "batch": (_writes, _big_log), "get": (_get,),
+    "get-many": (_get, _get_many),
     "scan": (_dict_order,), "range": (_dict_order,),
     "reopen-log": (_reopen, _big_log), "reopen-sst": (_reopen,),
     "sync": (_sync,), "group-commit": (_group_commit,), "latency": (_latency,),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, NamedTuple, Optional, Tuple
 
 from .durable import GROUP_THREADS
+from .engines.base import GET_MANY_BATCH
 from .sustained import SLOW_NS, SUBROW_FIELDS
 
 
@@ -21,6 +22,7 @@ WORKLOADS: Dict[str, Row] = {
     "insert": Row("insert one by one", "ops/s", True),
     "batch": Row("write_batch of N items", "items/s", True),
     "get": Row("get, random order", "ops/s", True),
+    "get-many": Row(f"get_many, {GET_MANY_BATCH:,} keys a call", "keys/s", True),
     "scan": Row("full ordered scan", "items/s", True),
     "range": Row("range queries", "queries/s", True),
     "reopen-log": Row("reopen, data in log", "s", False),

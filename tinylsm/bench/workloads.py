@@ -170,6 +170,7 @@ RUNS: Dict[str, Workload] = {
     "insert": Workload("insert", _one_row),
     "batch": Workload("batch", _one_row),
     "get": Workload("get", _one_row),
+    "get-many": Workload("get_many", _one_row),
     "scan": Workload("scan", _one_row),
     "range": Workload("range", _one_row),
     "reopen-log": Workload("reopen_log", _one_row),

@@ -51,6 +51,11 @@ class DictEngine(Engine):
     def get(self) -> float:
         return self._subscript_gets(self._store())
 
+    def get_many(self) -> float:
+        """A dict's fastest batch form: ``list(map(d.get, keys))``."""
+        get = self._store().get
+        return self._batch_gets(lambda keys: list(map(get, keys)))
+
     def scan(self) -> float:
         store = self._store()
         return self._scan_rate(lambda: sum(1 for k in sorted(store) if store[k] is not None))

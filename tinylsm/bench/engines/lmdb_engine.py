@@ -76,7 +76,7 @@ class LmdbEngine(Engine):
             found = 0
             with env.begin() as txn:
                 get = txn.get
-                for k in self.d.get_order:
+                for k in self.d.get_keys:
                     found += get(k) is not None
             return found
 

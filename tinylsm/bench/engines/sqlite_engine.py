@@ -63,7 +63,7 @@ class SqliteEngine(Engine):
         def get_all() -> int:
             execute, sql = con.execute, _SELECT
             found = 0
-            for k in self.d.get_order:
+            for k in self.d.get_keys:
                 found += execute(sql, (k,)).fetchone() is not None
             return found
 

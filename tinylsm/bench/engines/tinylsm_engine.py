@@ -85,6 +85,9 @@ class TinyLsmEngine(Engine):
     def get(self) -> float:
         return self._subscript_gets(self._store())
 
+    def get_many(self) -> float:
+        return self._batch_gets(self._store().get_many)
+
     def scan(self) -> float:
         db = self._store()
         return self._scan_rate(lambda: sum(1 for _ in db.items()))
