@@ -754,3 +754,10 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert proc.returncode == 0
     assert proc.stdout.decode().splitlines()[-1].startswith("clean: ")
     assert b"verify:" in terminal and b"file" in terminal
+
+
+@pytest.mark.parametrize("value,shown", [(999_700.0, "1M"), (999_400.0, "999k"),
+                                         (1_500.0, "1.5k"), (999.7, "1k"), (12.0, "12")])
+def test_bench_rates_are_rounded_before_their_unit_is_chosen(value, shown):
+    from tinylsm.bench.report import fmt
+    assert fmt(value, "ops/s") == shown

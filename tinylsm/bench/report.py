@@ -55,7 +55,8 @@ def fmt(value: Optional[float], unit: str) -> str:
     if unit == "inserts":
         return f"{value:,.0f}"
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if value >= scale:
+        # rounded first: 999,700 is "1M", not "1e+03k"
+        if float(f"{value / scale:.3g}") >= 1:
             return f"{value / scale:.3g}{suffix}"
     return f"{value:.3g}"
 
