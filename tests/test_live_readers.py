@@ -484,3 +484,32 @@ def test_refresh_racing_close(tmp_path):
         with pytest.raises(tinylsm.ClosedError):
             reader.refresh()
     w.db.close()
+
+
+def test_a_frame_read_half_written_is_told_from_damage(tmp_path):
+    """A reader beside a live writer may read a frame being written over
+    zeros half-copied; read again, it is whole (``in_flight``), where a
+    damaged frame stays damaged."""
+    from tinylsm import _recovery
+    from tinylsm._fs import DEFAULT
+
+    path = str(tmp_path / "db")
+    w = Writer(path, Files())
+    w.put(6)
+    w.flush()
+    w.db.close()
+    log_path = os.path.join(path, "log")
+    frame = codec.frame_size(K, V)
+    with open(log_path, "rb") as f:
+        whole = f.read()
+    last = len(whole) - frame
+    fd = os.open(log_path, os.O_RDWR)
+    try:
+        os.pwrite(fd, whole[last:last + frame // 2] + bytes(frame - frame // 2), last)
+        plan = _recovery.plan_log(DEFAULT, fd, K, V)
+        assert plan.scan.end == last
+        assert not _recovery.in_flight(DEFAULT, fd, K, V, plan.scan)  # still damaged
+        os.pwrite(fd, whole[last:], last)  # the write completes
+        assert _recovery.in_flight(DEFAULT, fd, K, V, plan.scan)
+    finally:
+        os.close(fd)

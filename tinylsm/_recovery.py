@@ -186,6 +186,20 @@ def plan_log(files: Files, fd: int, key_size: int, value_size: int,
                    unfinished and scan.end < size)
 
 
+def in_flight(files: Files, fd: int, key_size: int, value_size: int, scan: LogScan) -> bool:
+    """Whether the log, read again from ``scan.end``, now holds valid
+    changes past where ``scan`` stopped: the bytes it stopped at were a
+    write under way beside a live writer (read half-copied), not damage."""
+    reader = LogReader(files, fd, key_size, value_size, scan.end)
+    try:
+        for _ in reader:
+            pass
+    except CorruptionError:  # a batch read differently twice: bytes changing
+        return True
+    again = reader.scan
+    return again is not None and again.end > scan.stop_offset
+
+
 def refuse_log(log_path: str, plan: LogPlan, size: int, k: int, v: int, meta: str) -> None:
     """Raise for a log whose first frame is not one: the sizes given for a
     store that records none are likely wrong (ValueError); otherwise the log
@@ -318,7 +332,9 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
                         "are %s", log_path, scan.stop, scan.stop_offset, tail, scan.end,
                         "set aside, then cut off" if plan.keep else
                         "a torn final frame (or zeros), and are cut off")
-        elif tail and plan.keep and not (plan.unfinished and _meta.writer_present(path)):
+        elif tail and plan.keep and not (
+                _meta.writer_present(path)
+                and (plan.unfinished or in_flight(files, log_fd, k, v, scan))):
             # a live writer's last frame or batch half-written is no news
             log.warning("tinylsm: log %s: %s at offset %d; the %d bytes from offset %d "
                         "are ignored (read-only)", log_path, scan.stop, scan.stop_offset,

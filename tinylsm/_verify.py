@@ -30,7 +30,7 @@ from ._format import (
 from ._fs import DEFAULT as FILES
 from ._gate import Gate
 from ._text import plural
-from ._recovery import plan_log
+from ._recovery import in_flight, plan_log
 from .errors import CorruptionError, Error
 
 
@@ -114,7 +114,7 @@ def check_log(fd: int, k: int, v: int, sizes_from_meta: bool, live: bool,
         report.ok(LOG_NAME, f"{applied}, then {plural(lost, 'zero byte')} a writer wrote "
                             "ahead (preallocated; the next writer writes over them)")
         return
-    if live and plan.unfinished:
+    if live and (plan.unfinished or in_flight(FILES, fd, k, v, scan)):
         report.note(LOG_NAME, f"{applied}, then {lost:,} bytes of a change the live "
                               "writer is appending (read as they were at that instant)")
         return
