@@ -12,10 +12,12 @@ A writer changes a store's files in two kinds of step:
 A reader opens the files it needs (lists ``sstables/``, opens every table
 listed, opens the log) holding the gate *shared*; the writer holds it
 *exclusively* around each removing step only.  Once open, a descriptor
-keeps its file's bytes, because tinylsm never changes a published file in
-place: an sstable is written whole under a temporary name, the log is only
-appended to, and a log to be cut or replaced is replaced by renaming a
-copy over it.  So the reader reads its snapshot without the gate, and a
+keeps its file's bytes, because tinylsm never changes in place a byte a
+reader could take for a change: an sstable is written whole under a
+temporary name; the log only grows (its frames are written after the last
+one, over the zeros a writer writes ahead of them, which every reader takes
+for the log's end, and only those zeros are ever cut off in place); and a
+log to be cut or replaced is replaced by renaming a copy over it.  So the reader reads its snapshot without the gate, and a
 reader never holds the writer up for longer than it takes to open a few
 files.
 
