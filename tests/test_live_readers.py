@@ -112,6 +112,16 @@ def no_threads(monkeypatch):
     monkeypatch.setattr(_worker.Worker, "start", lambda self: None)
 
 
+def closed_store(path: str, changes: int) -> Writer:
+    """A store of ``changes`` changes, flushed and closed (its Writer's
+    model says what they were)."""
+    w = Writer(path, Files())
+    w.put(changes)
+    w.flush()
+    w.db.close()
+    return w
+
+
 def read_snapshot(path: str, files: Optional[Files] = None) -> Dict[bytes, bytes]:
     with tinylsm.open(path, readonly=True, _files=files) as db:
         assert db.live
@@ -271,10 +281,7 @@ def test_a_reader_beside_the_writers_recovery_cutting_a_torn_log(tmp_path):
     replacing the file: a reader that opened the old log before reads its
     bytes unchanged, and one opening at each step sees a prefix."""
     path = str(tmp_path / "db")
-    w = Writer(path, Files())
-    w.put(10)
-    w.flush()
-    w.db.close()
+    w = closed_store(path, 10)
     log_path = os.path.join(path, "log")
     with open(log_path, "ab") as f:
         f.write(b"\x01\x02\x03")  # a torn frame
@@ -494,10 +501,7 @@ def test_a_frame_read_half_written_is_told_from_damage(tmp_path):
     from tinylsm._fs import DEFAULT
 
     path = str(tmp_path / "db")
-    w = Writer(path, Files())
-    w.put(6)
-    w.flush()
-    w.db.close()
+    closed_store(path, 6)
     log_path = os.path.join(path, "log")
     frame = codec.frame_size(K, V)
     with open(log_path, "rb") as f:

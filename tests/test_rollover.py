@@ -70,6 +70,14 @@ class LockedFaultyFiles(FaultyFiles):
     del _name, _locked
 
 
+
+def holds_after_reopen(db, want) -> None:
+    """``db`` holds ``want``, closed and opened again too."""
+    assert dict(db) == want
+    db.close()
+    with tinylsm.open(db.path) as again:
+        assert dict(again) == want
+
 def test_writes_go_on_while_the_table_is_written_and_the_log_stays_one_file(tmp_path):
     files = SlowTables()
     limit = 50 * FRAME
@@ -91,10 +99,7 @@ def test_writes_go_on_while_the_table_is_written_and_the_log_stays_one_file(tmp_
     # the new log holds what came after the rollover's start, the table the rest
     assert os.path.getsize(log_path(tmp_path / "db")) < 60 * FRAME
     want = {key(i): key(i) for i in range(90)}
-    assert dict(db) == want
-    db.close()
-    with tinylsm.open(tmp_path / "db", key_size=K, value_size=V) as again:
-        assert dict(again) == want
+    holds_after_reopen(db, want)
 
 
 def test_writers_stall_at_twice_the_limit_and_the_stall_is_counted(tmp_path):
@@ -149,10 +154,7 @@ def test_a_failed_rollover_is_reported_retried_and_loses_nothing(tmp_path, monke
     assert wait_for(lambda: db.stats().rollovers >= 1 and db.stats().rollover_error is None)
     assert files.injected == 2
     want = {key(i): key(i) for i in range(100)}
-    assert dict(db) == want
-    db.close()
-    with tinylsm.open(tmp_path / "db", key_size=K, value_size=V) as again:
-        assert dict(again) == want
+    holds_after_reopen(db, want)
 
 
 def test_a_failed_switch_keeps_the_table_and_redoes_only_the_copy(tmp_path, monkeypatch):
@@ -169,10 +171,7 @@ def test_a_failed_switch_keeps_the_table_and_redoes_only_the_copy(tmp_path, monk
     assert len(sstable_paths(tmp_path / "db")) == 1  # the table was not written twice
     assert not [n for n in os.listdir(tmp_path / "db") if n.startswith("tinylsm.log-from")]
     want = {key(i): key(i) for i in range(40)}
-    assert dict(db) == want
-    db.close()
-    with tinylsm.open(tmp_path / "db", key_size=K, value_size=V) as again:
-        assert dict(again) == want
+    holds_after_reopen(db, want)
 
 
 def test_a_switch_whose_directory_fsync_fails_acknowledges_nothing_after(tmp_path):
