@@ -39,13 +39,14 @@ class LogWriter:
     pages and report a later fsync as successful, so retrying would lie.
     """
 
-    def __init__(self, files: Files, path: str, fd: int, size: int, bufsize: int) -> None:
+    def __init__(self, files: Files, path: str, fd: int, size: int, bufsize: int,
+                 allocated: int = 0) -> None:
         self.files = files
         self.path = path
         self.fd = fd
         self.size = size
         #: The file's length: ``size``, then zeros (see the class docstring).
-        self.allocated = size
+        self.allocated = max(size, allocated)
         #: Zeros are written ahead only once someone fsyncs (bulk loads
         #: that never flush would write them for nothing).
         self._preallocating = False

@@ -351,9 +351,8 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
         if log_fd >= 0:
             files.close(log_fd)
         raise
-    log_writer = LogWriter(files, log_path, log_fd, scan.end, bufsize)
-    log_writer.allocated = allocated
-    return Recovered(log_writer, tables, read_bytes, kept_tails)
+    return Recovered(LogWriter(files, log_path, log_fd, scan.end, bufsize, allocated),
+                     tables, read_bytes, kept_tails)
 
 
 def _repair(files: Files, path: str, opening: Opening, opened: Opened, plan: LogPlan,
