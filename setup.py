@@ -1,30 +1,63 @@
 """Build script: compiles the Cython modules unless TINYLSM_PUREPYTHON=1.
 
 The switch is parsed by ``tinylsm/_backend.py`` (loaded on its own: the
-package is not importable before it is built), the one place that owns it.
+package is not importable before it is built), the one place that owns it;
+this script also records there whether the build is pure, so that a pure
+install runs pure without the variable afterwards.
+
 A failed compile fails the install on purpose: silently falling back to the
 pure-Python twins would ship the slow path without anyone noticing (the
-lesson of msgpack-python #481).  Ask for pure Python explicitly instead.
+lesson of msgpack-python #481).  It ends with one line saying how to install
+without a compiler instead.
 """
 import importlib.util
 import os
+import sys
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 HEADERS = ["tinylsm/_crc32.h", "tinylsm/_format.h", "tinylsm/_map.h"]
+NO_COMPILER_HINT = (
+    "tinylsm: compiling its Cython modules failed (see above). To install without a "
+    "C compiler, use the pure-Python twins: TINYLSM_PUREPYTHON=1 pip install tinylsm "
+    "(or . in a checkout)\n")
 
 
-def backend_switch():
+def backend_module():
     spec = importlib.util.spec_from_file_location(
-        "_tinylsm_backend", os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                         "tinylsm", "_backend.py"))
+        "_tinylsm_backend", os.path.join(HERE, "tinylsm", "_backend.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.switch(os.environ)
+    return module
 
 
-def extensions():
-    if backend_switch():
+class BuildExtWithHint(build_ext):
+    """``build_ext`` that ends a failed compile with how to do without one."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception:
+            sys.stderr.write(NO_COMPILER_HINT)
+            raise
+
+
+class BuildPyRecorded(build_py):
+    """``build_py`` that keeps a stale pure-build record, left in the build
+    folder by an earlier pure build, out of a compiled build."""
+
+    def run(self):
+        super().run()
+        stale = os.path.join(self.build_lib, "tinylsm", backend.PURE_RECORD)
+        if not PURE and os.path.exists(stale):
+            os.unlink(stale)
+
+
+def extensions(pure):
+    if pure:
         return []
     from Cython.Build import cythonize
 
@@ -39,4 +72,7 @@ def extensions():
     )
 
 
-setup(ext_modules=extensions())
+backend = backend_module()
+PURE = bool(backend.switch(os.environ))
+backend.record_build(os.path.join(HERE, "tinylsm"), PURE)
+setup(ext_modules=extensions(PURE), cmdclass={"build_ext": BuildExtWithHint, "build_py": BuildPyRecorded})

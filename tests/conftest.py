@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from tinylsm import _logread
-from tinylsm._backend import PAIRS, switch
+import tinylsm
+from tinylsm._backend import PAIRS, recorded_pure, switch
 
 # CI gets bounded example counts so the suite stays well inside its time
 # budget; TINYLSM_HYPOTHESIS=thorough asks for a long local run.
@@ -28,14 +29,15 @@ BUILDS = ("cython", "python")
 
 def load_twin(module: str, build: str):
     """``tinylsm.<module>`` (``"_codec"`` or ``"_map"``) of one build; the
-    compiled one may be skipped only when TINYLSM_PUREPYTHON=1 asks for pure
-    Python (an install that built nothing), saying so."""
+    compiled one may be skipped only in a pure install (built with
+    TINYLSM_PUREPYTHON=1, which built nothing), saying so."""
     name = f"tinylsm.{module}" if build == "cython" else f"tinylsm.{PAIRS[module]}"
     try:
         return importlib.import_module(name)
     except ImportError:
-        if build == "cython" and switch(os.environ):
-            pytest.skip(f"{name}: not built (TINYLSM_PUREPYTHON=1)")
+        if build == "cython" and (switch(os.environ)
+                                  or recorded_pure(os.path.dirname(tinylsm.__file__))):
+            pytest.skip(f"{name}: not built (a pure install, TINYLSM_PUREPYTHON=1)")
         raise
 
 
@@ -88,3 +90,15 @@ def chunk_size(request, monkeypatch):
     if request.param is not None:
         monkeypatch.setattr(_logread, "CHUNK_SIZE", request.param)
     return _logread.CHUNK_SIZE
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _neutral_working_directory(tmp_path_factory):
+    """Run the session from an empty folder: a child interpreter started
+    with ``-c`` or ``-m`` puts its working directory first on ``sys.path``,
+    and in an unpacked sdist that is a source folder without compiled
+    modules, which would shadow the tinylsm under test (see ``child_env``)."""
+    before = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)

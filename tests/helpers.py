@@ -1,5 +1,5 @@
 """Helpers every test module shares: a directory's snapshot, and the
-environment of a child Python process that imports this checkout."""
+environment of a child Python process that imports the tinylsm under test."""
 from __future__ import annotations
 
 import os
@@ -7,8 +7,14 @@ import stat
 from pathlib import Path
 from typing import Dict, Union
 
-#: The checkout's root (the directory holding ``tinylsm/``).
+import tinylsm
+
+#: The checkout's root (the directory holding ``tinylsm/`` and ``tests/``).
 REPO = Path(__file__).resolve().parent.parent
+#: The folder this process imported ``tinylsm`` from: the checkout after an
+#: editable install, site-packages when the tests of an unpacked sdist run
+#: against an installed wheel (whose source folder lacks compiled modules).
+IMPORTED_FROM = Path(tinylsm.__file__).resolve().parent.parent
 
 
 def snapshot(path: Union[str, "os.PathLike[str]"], mtimes: bool = False) -> Dict[str, object]:
@@ -39,9 +45,11 @@ def snapshot(path: Union[str, "os.PathLike[str]"], mtimes: bool = False) -> Dict
 
 
 def child_env(**overrides: str) -> Dict[str, str]:
-    """``os.environ`` for a child interpreter that imports this checkout:
-    the repo is put before (never instead of) an inherited PYTHONPATH."""
+    """``os.environ`` for a child interpreter that imports the same tinylsm
+    as this process: its folder is put before (never instead of) an
+    inherited PYTHONPATH."""
     env = dict(os.environ)
     env.update(overrides)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(IMPORTED_FROM), env.get("PYTHONPATH")]))
     return env

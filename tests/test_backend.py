@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import shutil
 import subprocess
 import sys
 
@@ -42,8 +43,7 @@ def test_switch_refuses_anything_else(value):
 
 def test_loaded_modules_follow_the_switch():
     pure = _backend.switch(os.environ)
-    compiled_built = _compiled_built()
-    want_pure = pure if pure is not None else not compiled_built
+    want_pure = pure if pure is not None else _backend.recorded_pure(_PACKAGE_DIR)
     assert tinylsm.BACKEND == ("python" if want_pure else "cython")
     assert _backend.codec.__name__ == ("tinylsm._codec_py" if want_pure else "tinylsm._codec")
     assert _backend.maps.__name__ == ("tinylsm._map_py" if want_pure else "tinylsm._map")
@@ -53,8 +53,10 @@ def test_loaded_modules_follow_the_switch():
 
 @pytest.mark.parametrize("value,backend", [("1", "python"), ("0", "cython"), ("", "cython")])
 def test_each_value_in_a_fresh_process(value, backend):
-    if backend == "cython" and not _compiled_built():
+    if not _compiled_built():
         pytest.skip("the compiled modules are not built in this install")
+    if value == "" and _backend.recorded_pure(_PACKAGE_DIR):
+        backend = "python"
     run = _python("import tinylsm; print(tinylsm.BACKEND)", TINYLSM_PUREPYTHON=value)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == backend
@@ -110,25 +112,86 @@ def test_map_twins_have_the_same_methods_and_signatures(cls):
         assert got == want, f"{cls}.{name}"
 
 
-_HIDE_COMPILED = """
-import sys
-class Hide:
-    # an install that built nothing: the compiled modules are not there
-    def find_spec(self, name, path=None, target=None):
-        if name in ("tinylsm._codec", "tinylsm._map"):
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-sys.meta_path.insert(0, Hide())
-"""
+_PACKAGE_DIR = os.path.dirname(tinylsm.__file__)
 
 
-def test_unset_means_the_twins_when_nothing_was_built():
-    run = _python(_HIDE_COMPILED + "import tinylsm; print(tinylsm.BACKEND)")
+def _copy_without_compiled(tmp_path, pure_record: bool) -> str:
+    """A copy of the package's Python files (an install, or a source folder,
+    without compiled modules), with or without the record of a pure build;
+    returns the folder to put on ``sys.path``."""
+    root = tmp_path / "site"
+    shutil.copytree(_PACKAGE_DIR, root / "tinylsm",
+                    ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__",
+                                                  _backend.PURE_RECORD))
+    _backend.record_build(str(root / "tinylsm"), pure_record)
+    return str(root)
+
+
+def _import_copy(tmp_path, site: str, *extra_path: str, no_site: bool = False, **env: str):
+    """Import the copy in ``site`` in a fresh interpreter; ``no_site``: without
+    site-packages (``-S``), so that no installed tinylsm is in sight but the
+    ones on ``extra_path`` (it fails before it would need zstandard)."""
+    full = child_env(**env)
+    if "TINYLSM_PUREPYTHON" not in env:
+        full.pop("TINYLSM_PUREPYTHON", None)
+    full["PYTHONPATH"] = os.pathsep.join((site,) + extra_path)
+    code = "import tinylsm; print(tinylsm.BACKEND, tinylsm.__file__)"
+    flags = ["-S"] if no_site else []
+    return subprocess.run([sys.executable, *flags, "-c", code], env=full, capture_output=True,
+                          text=True, timeout=60, cwd=str(tmp_path))
+
+
+def test_record_build_writes_and_removes_the_record(tmp_path):
+    _backend.record_build(str(tmp_path), True)
+    assert _backend.recorded_pure(str(tmp_path))
+    _backend.record_build(str(tmp_path), True)  # again: still one record
+    assert _backend.recorded_pure(str(tmp_path))
+    _backend.record_build(str(tmp_path), False)
+    assert not _backend.recorded_pure(str(tmp_path))
+    _backend.record_build(str(tmp_path), False)  # nothing to remove: fine
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_pure_build_runs_pure_without_the_variable(tmp_path):
+    site = _copy_without_compiled(tmp_path, pure_record=True)
+    run = _import_copy(tmp_path, site)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "python"
+    backend, path = run.stdout.split()
+    assert backend == "python" and path.startswith(site)
 
 
-def test_zero_demands_the_compiled_modules():
-    run = _python(_HIDE_COMPILED + "import tinylsm", TINYLSM_PUREPYTHON="0")
+def test_a_pure_build_still_obeys_zero(tmp_path):
+    site = _copy_without_compiled(tmp_path, pure_record=True)
+    run = _import_copy(tmp_path, site, no_site=True, TINYLSM_PUREPYTHON="0")
     assert run.returncode != 0
-    assert "tinylsm._codec is not built (looked in" in run.stderr
-    assert "TINYLSM_PUREPYTHON=1" in run.stderr
+    assert "TINYLSM_PUREPYTHON=0 asks for it" in run.stderr
+    assert os.path.join(site, "tinylsm") in run.stderr
+
+
+def test_one_value_forces_the_twins_in_a_build_without_record(tmp_path):
+    site = _copy_without_compiled(tmp_path, pure_record=False)
+    run = _import_copy(tmp_path, site, TINYLSM_PUREPYTHON="1")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[0] == "python"
+
+
+def test_a_build_that_meant_to_compile_fails_loudly_naming_the_folder(tmp_path):
+    site = _copy_without_compiled(tmp_path, pure_record=False)
+    run = _import_copy(tmp_path, site, no_site=True)
+    assert run.returncode != 0
+    message = run.stderr.strip().splitlines()[-1]
+    assert message.startswith("ImportError: tinylsm's compiled module tinylsm._codec "
+                              f"is not built in {os.path.join(site, 'tinylsm')}")
+    assert "pip install -e ." in message and "TINYLSM_PUREPYTHON=1 pip install ." in message
+
+
+def test_a_source_folder_shadowing_an_install_says_so(tmp_path):
+    # the folder first on sys.path lacks compiled modules; another tinylsm
+    # (this one) comes later on the path, as an installed copy would
+    site = _copy_without_compiled(tmp_path, pure_record=False)
+    run = _import_copy(tmp_path, site, os.path.dirname(_PACKAGE_DIR), no_site=True)
+    assert run.returncode != 0
+    message = run.stderr.strip().splitlines()[-1]
+    assert "looks like a source folder shadowing the tinylsm installed in " \
+        f"{_PACKAGE_DIR}" in message
+    assert "`pytest` rather than `python -m pytest`" in message

@@ -6,6 +6,7 @@ status and for the absence of a traceback.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -23,14 +24,13 @@ from tinylsm import _meta, cli, sstable
 from tinylsm._backend import codec
 
 import golden
+from helpers import child_env
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def env() -> Dict[str, str]:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH")) if p)
-    return e
+    return child_env()
 
 
 def run(*args, cwd=None, status=None) -> subprocess.CompletedProcess:
@@ -641,8 +641,11 @@ def test_compact_rust_golden(tmp_path):
 # -- bench ---------------------------------------------------------------------------------
 
 
-def test_bench_small_run():
-    out = run("bench", "-n", 300, "--range-queries", 20, "--sync-count", 20, status=0)
+def test_bench_small_run(tmp_path):
+    chart = tmp_path / "bench.svg"
+    drawn = importlib.util.find_spec("matplotlib") is not None
+    extra = ("--chart", chart) if drawn else ()
+    out = run("bench", "-n", 300, "--range-queries", 20, "--sync-count", 20, *extra, status=0)
     lines = out.stdout.splitlines()
     from tinylsm.bench import WORKLOADS
 
@@ -657,8 +660,22 @@ def test_bench_small_run():
     assert "disk = os.write + os.fsync" in out.stdout
     # figures and ratios only: the project's targets are its own checks
     assert not re.search(r"\b(met|MISSED|target|goal)\b", out.stdout), out.stdout
-    # stderr is no terminal here: no bars, a line per workload instead
-    assert out.stderr.splitlines() == [f"running {name} ..." for name in WORKLOADS]
+    # stderr is no terminal here: no bars; a line as each workload begins,
+    # and one with its figures as it ends
+    err = out.stderr.splitlines()
+    assert err[0] == "generating data (300 keys) ..."
+    assert err[1::2][:len(WORKLOADS)] == [f"running {name} ..." for name in WORKLOADS]
+    for name, line in zip(WORKLOADS, err[2::2]):
+        assert re.fullmatch(rf"{name}: tinylsm \S+.* \(\d+\.\d s\)", line), line
+    if drawn:
+        assert err[-1] == f"chart written to {chart}"
+        svg = chart.read_text()
+        assert svg.startswith("<?xml") and "<svg" in svg
+        for text in ("insert one by one", "get, random order", "dict", "sqlite3",
+                     "tinylsm / peer", "300 keys of 8 B"):
+            assert text in svg, text
+    else:
+        assert len(err) == 1 + 2 * len(WORKLOADS)
 
 
 def test_bench_selected_workloads_and_engines():
@@ -680,7 +697,38 @@ def test_bench_does_not_import_the_cli():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env=env(), timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stderr == "running get ...\n"
+    assert out.stderr.splitlines()[:2] == ["generating data (50 keys) ...", "running get ..."]
+    assert re.fullmatch(r"get: tinylsm \S+, dict \S+ ops/s \(\d+\.\d s\)",
+                        out.stderr.splitlines()[2]), out.stderr
+
+
+def test_bench_chart_refuses_early(tmp_path):
+    out = run("bench", "-n", 50, "--chart", tmp_path / "bench.txt", status=2)
+    assert "--chart" in out.stderr and "expected a file name ending in .svg, .png, .pdf" \
+        in out.stderr and "'.txt'" in out.stderr
+    code = ("import sys; sys.modules['matplotlib'] = None\n"  # as if not installed
+            "from tinylsm.bench import chart\n"
+            "print(chart.unavailable('x.svg'))\n")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env(), timeout=60)
+    assert got.stdout.startswith("--chart needs matplotlib, which is not installed"), got
+
+
+def test_chart_figures_are_the_tables():
+    from tinylsm.bench import chart
+
+    figures = {"insert": {"tinylsm": 4e6, "dict": 8e6, "lmdb": 1e6},
+               "reopen-log": {"tinylsm": 0.25, "sqlite3": 0.0125},
+               "latency": {"tinylsm": 12.0},
+               "memory": {"tinylsm": 30.0, "dict": 90.0}}
+    names = ["insert", "reopen-log", "latency", "memory"]
+    engines = ["tinylsm", "dict", "sqlite3", "lmdb"]
+    assert chart.rates(figures, names, engines) == [("insert", figures["insert"])]
+    assert chart.ratios(figures, names, engines) == [
+        ("insert", {"dict": 0.5, "lmdb": 4.0}),
+        ("reopen-log", {"sqlite3": 0.05}),  # lower is better: peer / tinylsm
+        ("memory", {"dict": 3.0}),
+    ]
 
 
 def test_bench_runs_every_workload_it_lists():

@@ -16,11 +16,13 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
 from tinylsm import bench
+
+from helpers import child_env
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -56,10 +58,8 @@ def matches(expected: List[str], actual: List[str]) -> bool:
     return bool(actual) and expected[0] == actual[0] and matches(expected[1:], actual[1:])
 
 
-def env() -> dict:
-    e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), e.get("PYTHONPATH")) if p)
-    return e
+def env() -> Dict[str, str]:
+    return child_env()
 
 
 def test_readme_has_the_sections_and_commands():

@@ -44,6 +44,16 @@ def announce(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def line(text: str) -> None:
+    """``text`` as a line of its own on stderr, above a bar being drawn."""
+    if enabled():
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
+    else:
+        print(text, file=sys.stderr, flush=True)
+
+
 def bar(total: Optional[int] = None, desc: str = "", unit: str = "it") -> Any:
     """A tqdm bar on stderr, or a silent stand-in with the same methods."""
     if not enabled():

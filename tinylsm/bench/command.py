@@ -13,7 +13,7 @@ import tinylsm
 
 from .. import _progress
 from .._args import EXIT_USAGE, ArgumentParser, size_arg
-from . import notes, report, rows
+from . import chart, notes, report, rows
 from .data import SUSTAINED_PER_KEY, Data, frame_size
 from .durable import SYNC_SECONDS
 from .engines import ENGINE_CLASSES, ENGINES, Engine
@@ -28,6 +28,7 @@ examples:
   %(prog)s --dir /mnt/ssd         put the files on another file system
   %(prog)s -n 20000 --workloads sustained --sustained-count 2000000
                                   2,000,000 timed inserts, the log rolling over
+  %(prog)s --chart bench.svg      the table, and a chart of it (needs matplotlib)
 
 workloads: """ + ", ".join(WORKLOADS) + """
 ratios: (2.50x) after a peer's figure means tinylsm does 2.5 times better
@@ -95,6 +96,9 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
                         "times N: 6,000,000 for the default N, whose log rolls over "
                         "into an sstable about 3.8 times at 8/8)")
     p.add_argument("--seed", type=int, default=1, help="seed of the generated data")
+    p.add_argument("--chart", metavar="FILE",
+                   help="also draw the rates and ratios into FILE (.svg, .png or .pdf; "
+                        "needs matplotlib)")
     return p
 
 
@@ -116,15 +120,21 @@ def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     shown = [e for e in session.engines if any(e in per for per in figures.values())]
-    table = report.render(figures, args.workloads, shown,
-                          rows.labels(args.count, args.range_length))
-    print("\n".join(table + [""] + notes.notes(session, args.workloads, shown)), file=out)
+    labels = rows.labels(args.count, args.range_length)
+    table = report.render(figures, args.workloads, shown, labels)
+    print("\n".join(table + [""] + notes.notes(session, args.workloads, shown)), file=out,
+          flush=True)
+    if args.chart:
+        chart.draw(args.chart, figures, args.workloads, shown, labels,
+                   report.title(args.count, args.key_size, args.value_size))
+        print(f"chart written to {args.chart}", file=sys.stderr)
     return 0
 
 
 def _session(args: argparse.Namespace, root: str) -> Session:
     """Generate the data and make the engines (tinylsm first) that can run
     here; the others are noted as skipped."""
+    _progress.announce(f"generating data ({args.count:,} keys) ...")
     bar = _progress.bar(desc="generating data", unit="step")
     try:
         data = Data(args.count, args.key_size, args.value_size, args.seed,
@@ -160,6 +170,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: Optional[str] = None) -> in
                          f"{256 ** args.key_size:,} distinct keys of {args.key_size} bytes exist")
         if args.dir is not None and not os.path.isdir(args.dir):
             parser.error(f"--dir {args.dir}: no such directory")
+        if args.chart is not None:
+            why = chart.unavailable(args.chart)
+            if why:
+                parser.error(why)
         frame_size(args.key_size, args.value_size)
     except ValueError as exc:  # sizes tinylsm refuses
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

@@ -15,12 +15,24 @@ def header(count: int, key_size: int, value_size: int, root: str) -> List[str]:
     """The lines above the table: versions, machine, sizes, where the files go."""
     fs = file_system(root)
     return [
-        f"tinylsm {tinylsm.__version__} (codec: {tinylsm.BACKEND}) on Python "
-        f"{platform.python_version()}, {platform.system()} {platform.machine()}",
-        f"{count:,} keys of {key_size} B, values of {value_size} B, in {root}"
-        + (f" ({fs})" if fs else ""),
+        _versions(),
+        f"{_sizes(count, key_size, value_size)}, in {root}" + (f" ({fs})" if fs else ""),
         "",
     ]
+
+
+def title(count: int, key_size: int, value_size: int) -> str:
+    """The header in one line, without the directory (for the chart)."""
+    return f"{_versions()}; {_sizes(count, key_size, value_size)}"
+
+
+def _versions() -> str:
+    return (f"tinylsm {tinylsm.__version__} (codec: {tinylsm.BACKEND}) on Python "
+            f"{platform.python_version()}, {platform.system()} {platform.machine()}")
+
+
+def _sizes(count: int, key_size: int, value_size: int) -> str:
+    return f"{count:,} keys of {key_size} B, values of {value_size} B"
 
 
 def file_system(path: str) -> str:

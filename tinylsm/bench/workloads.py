@@ -9,6 +9,7 @@ each reopen's peak, ratio and time.  A workload returns its figures by row
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from .. import _progress
@@ -18,7 +19,8 @@ from .engines import Engine
 from .latency import Latency
 from .measure import tolerate
 from .memory import Reopen
-from .rows import Figures
+from .report import fmt
+from .rows import Figures, row
 from .sustained import SUBROW_FIELDS, Sustained
 
 
@@ -44,7 +46,8 @@ class Session:
 
     def run(self, names: Sequence[str]) -> Figures:
         """Run the workloads ``names`` in turn; returns their figures.  With
-        no bar on stderr, a line there says which workload runs."""
+        no bar on stderr, a line there says which workload runs; a line
+        gives each workload's figures as it ends (above the bar, if any)."""
         steps = sum(1 if RUNS[n].together else len(self.having(RUNS[n].method))
                     for n in names)
         figures: Figures = {}
@@ -52,7 +55,10 @@ class Session:
         try:
             for name in names:
                 _progress.announce(f"running {name} ...")
-                figures.update(RUNS[name].run(self, name, RUNS[name].method))
+                began = time.perf_counter()
+                got = RUNS[name].run(self, name, RUNS[name].method)
+                figures.update(got)
+                _progress.line(finished(name, got.get(name, {}), time.perf_counter() - began))
         finally:
             self.bar.close()
         return figures
@@ -61,6 +67,16 @@ class Session:
         """Close every engine's stores."""
         for engine in self.engines.values():
             engine.close()
+
+
+def finished(name: str, figures: Dict[str, Optional[float]], seconds: float) -> str:
+    """The line that says a workload ended: its own row's figure per engine."""
+    unit = row(name).unit
+    shown = [f"{engine} {fmt(value, unit)}" for engine, value in figures.items()
+             if value is not None]
+    return (f"{name}: {', '.join(shown) or 'no figures'}"
+            + (f" {unit}" if shown and unit not in ("s", "B/key") else "")
+            + f" ({seconds:.1f} s)")
 
 
 def _each(s: Session, name: str, method: str) -> Iterator[Tuple[str, Any]]:
