@@ -91,7 +91,7 @@ def test_every_example_runs(tmp_path):
             ran["python"] += 1
         elif lang == "console":
             for command, expected in commands(text):
-                argv = shlex.split(command)
+                argv = shlex.split(command, comments=True)
                 if argv[0] != "tinylsm":
                     continue
                 ran["tinylsm"] += 1
