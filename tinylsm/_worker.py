@@ -4,6 +4,8 @@ from __future__ import annotations
 import threading
 from typing import Callable, Optional
 
+from . import _memory
+
 
 class Stopped(Exception):
     """Work was not started, or given up at a safe point, because the store
@@ -26,6 +28,7 @@ class Worker:
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self._after: Optional[Callable[[], None]] = None
+        self._worked = False  # work ran since the thread last went idle
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -73,13 +76,18 @@ class Worker:
             raise Stopped()
 
     def _wait_for_work(self) -> bool:
-        """Block until woken (True) or stopping (False)."""
+        """Block until woken (True) or stopping (False).  Going idle after
+        work, first give back the memory the work freed (see ``_memory``)."""
+        if self._worked:
+            self._worked = False
+            _memory.trim()
         with self._cv:
             while not self._wake and not self._stopping:
                 self._cv.wait()
             if self._stopping:
                 return False
             self._wake = False
+            self._worked = True
             return True
 
     def _pause(self, seconds: float) -> None:
