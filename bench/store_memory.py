@@ -20,7 +20,10 @@ the base; figures are bytes per key over that base:
   its background work is over (after a collection), and what a reopened
   store holds;
 * ``reopen, log`` and ``reopen, sstables``: the peak while ``open()``
-  recovers the store written by the first and the second fill.
+  recovers the store written by the first and the second fill;
+* ``compact()``: what merging that second store's tables into one adds to
+  the open store at its peak (a merge holds its inputs' records and its
+  output, decompressed).
 """
 from __future__ import annotations
 
@@ -77,6 +80,20 @@ print(json.dumps({{"peak": peak / n, "held": held / n}}))
 """
 
 
+COMPACT = """
+import gc, json
+import tinylsm
+from tinylsm.bench.memory import peak_rss, reset_peak, rss
+db = tinylsm.open({path!r})
+gc.collect(); reset_peak(); base = rss()
+db.compact()
+peak = peak_rss() - base
+n = len(db)
+db.close()
+print(json.dumps({{"peak": peak / n}}))
+"""
+
+
 def child(code: str) -> Dict[str, float]:
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True)
@@ -89,6 +106,7 @@ def measure(n: int, k: int, v: int, root: str) -> List[Tuple[str, str]]:
     rolled = child(FILL.format(n=n, k=k, v=v, path=sst_path, huge=False))
     reopen_log = child(REOPEN.format(path=log_path))
     reopen_sst = child(REOPEN.format(path=sst_path))
+    compact = child(COMPACT.format(path=sst_path))
     steady = rolled["steady"]
     return [
         ("steady (open store, filled)", f"{steady:.1f} B"),
@@ -100,6 +118,8 @@ def measure(n: int, k: int, v: int, root: str) -> List[Tuple[str, str]]:
          f"{reopen_log['peak']:.1f} B ({reopen_log['peak'] / steady:.2f}x)"),
         ("reopen, data in sstables: peak",
          f"{reopen_sst['peak']:.1f} B ({reopen_sst['peak'] / steady:.2f}x)"),
+        ("compact() of that store: peak added",
+         f"{compact['peak']:.1f} B ({compact['peak'] / steady:.2f}x)"),
     ]
 
 
@@ -118,7 +138,7 @@ def main() -> None:
             k, v = (int(x) for x in pair.split("/"))
             print(f"\nK={k} V={v}")
             for label, figure in measure(args.n, k, v, root):
-                print(f"  {label:<32} {figure}")
+                print(f"  {label:<36} {figure}")
 
 
 if __name__ == "__main__":
