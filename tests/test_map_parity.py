@@ -9,6 +9,7 @@ its eager merge under churn and its table growth.
 from __future__ import annotations
 
 import array
+import operator
 import random
 from typing import Dict, Optional
 
@@ -83,6 +84,10 @@ class Twins:
         assert got == ("returned", want)
         got = self.same("keys", start, stop, reverse)
         assert got == ("returned", [key for key, _ in want])
+        chunk = 1 + len(want) // 3  # three chunks, the last one shorter
+        got = self.same("export", start, stop, reverse, chunk)
+        assert [bytes(c) for c in got[1]] == [
+            b"".join(k + v for k, v in want[i:i + chunk]) for i in range(0, len(want), chunk)]
 
     def verify(self) -> None:
         for m in self.maps:
@@ -470,3 +475,90 @@ def test_compiled_map_is_compact():
         list(m.items(None, b""))
         # allocated (not merely touched) bytes, so growth slack counts too
         assert m.nbytes / len(m) < limit
+
+
+# -- export ---------------------------------------------------------------------------
+
+
+def _loaded(Map, n: int = 10):
+    m = Map(2, 1)
+    for i in range(n):
+        m.set(bytes((0, i)), bytes((i,)))
+    return m
+
+
+@pytest.mark.parametrize("args, error", [
+    ((None, None, False, "3"), "TypeError: chunk_records: expected int, got str"),
+    ((None, None, False, True), "TypeError: chunk_records: expected int, got bool"),
+    ((None, None, False, 1.0), "TypeError: chunk_records: expected int, got float"),
+    ((None, None, False, 0), "ValueError: chunk_records: expected at least 1, got 0"),
+    ((None, None, False, -5), "ValueError: chunk_records: expected at least 1, got -5"),
+    (("ab", None, False, 2), "TypeError: start: expected a bytes-like object, got str"),
+])
+def test_export_refuses_bad_arguments_alike(both_maps, args, error):
+    results = [outcome(_loaded(Map).export, *args) for Map in both_maps]
+    assert results[0] == results[1]
+    assert f"{results[0][1].__name__}: {results[0][2]}" == error
+
+
+def test_export_chunks(both_maps):
+    for Map in both_maps:
+        m = _loaded(Map)
+        chunks = list(m.export(None, None, False, 4))
+        assert [len(c) for c in chunks] == [12, 12, 6]
+        assert all(c.readonly and c.format == "B" and c.ndim == 1 for c in chunks)
+        assert b"".join(chunks) == b"".join(bytes((0, i, i)) for i in range(10))
+        assert list(m.export(None, None, True, 2**70)) == [b"".join(
+            bytes((0, i, i)) for i in reversed(range(10)))]
+        assert list(m.export(b"\5", b"\1")) == [] and list(Map(3, 0).export()) == []
+    compiled = _loaded(both_maps[0]).export(b"\0\3", None, False, 3)
+    assert operator.length_hint(compiled) == 3  # chunks: 7 records, 3 a chunk
+    next(compiled)
+    assert operator.length_hint(compiled) == 2
+
+
+def test_export_after_a_change_raises_and_kept_chunks_stay(both_maps):
+    for Map in both_maps:
+        m = _loaded(Map)
+        it = m.export(None, None, False, 3)
+        first = next(it)
+        kept = bytes(first)
+        m.set(b"\0\1", b"z")  # a key of the chunk already handed out
+        with pytest.raises(RuntimeError, match="changed during iteration"):
+            next(it)
+        assert bytes(first) == kept  # a new bytes object per chunk
+        with pytest.raises(StopIteration):
+            next(it)
+        it = m.export(None, None, True, 3)
+        next(it)
+        m.apply_records(pack([(b"\0\x20", b"n")], 2, 1), 2, 1)
+        with pytest.raises(RuntimeError, match="changed during iteration"):
+            next(it)
+        it = m.export(None, None, False, 100)
+        assert len(next(it)) == 33
+        m.set(b"\0\x21", b"z")
+        with pytest.raises(StopIteration):  # done before the change: no error
+            next(it)
+
+
+def test_export_of_an_invalidated_map(both_maps):
+    for Map in both_maps:
+        m = _loaded(Map)
+        it = m.export(None, None, False, 2)
+        next(it)
+        m._invalidate(ValueError, "gone")
+        with pytest.raises(ValueError, match="gone"):
+            next(it)
+        with pytest.raises(ValueError, match="gone"):
+            m.export()
+
+
+def test_pure_export_refuses_a_chunk_copied_during_a_batch():
+    """The pure map applies a batch key by key: a chunk copied while one is
+    under way (another thread, between two of its keys) raises."""
+    Map = load_twin("_map", "python").SortedMap
+    m = _loaded(Map)
+    it = m.export(None, None, False, 2)
+    m._applying = True  # as apply_records sets it while it runs
+    with pytest.raises(RuntimeError, match="changed during iteration"):
+        next(it)

@@ -8,7 +8,7 @@ objects and strings, so a parity test can compare results with ``==``.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import NamedTuple, Union
 
 # -- names in a store directory (FORMAT.md, "Directory") ---------------------------
 
@@ -141,6 +141,10 @@ def check_sizes(key_size: int, value_size: int) -> None:
 
 
 # -- the one rule for keys and values -------------------------------------------
+
+#: What a bytes-like argument is typed as: anything with the buffer protocol
+#: (``collections.abc.Buffer`` from Python 3.12), read as its raw bytes.
+Buffer = Union[bytes, bytearray, memoryview]
 #
 # Every method of every build accepts a key or value the same way: ``bytes``
 # as it is, any other object with the buffer protocol as its raw bytes
@@ -175,3 +179,13 @@ def as_sized(obj: object, size: int, what: str) -> bytes:
     if len(data) != size:
         raise bad_size(what, size, len(data))
     return data
+
+
+def as_count(obj: object, what: str) -> int:
+    """``obj`` as a count of at least 1 (an ``int``, not a ``bool``), or
+    ``TypeError``/``ValueError`` naming ``what`` and the value given."""
+    if not isinstance(obj, int) or isinstance(obj, bool):
+        raise TypeError(f"{what}: expected int, got {type(obj).__name__}")
+    if obj < 1:
+        raise ValueError(f"{what}: expected at least 1, got {obj}")
+    return obj

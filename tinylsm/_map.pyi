@@ -3,10 +3,9 @@
 It mirrors its pure-Python twin ``tinylsm._map_py``: both classes
 have the same methods with the same results and errors.
 """
-from typing import Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, Optional, Tuple
 
-#: Anything with the buffer protocol (``collections.abc.Buffer`` from 3.12).
-Buffer = Union[bytes, bytearray, memoryview]
+from ._format import Buffer
 
 class SortedMap:
     """Fixed-size ``bytes`` keys to ``bytes`` values, iterable in key order."""
@@ -35,6 +34,10 @@ class SortedMap:
     def keys(
         self, start: Optional[Buffer] = None, stop: Optional[Buffer] = None, reverse: bool = False
     ) -> Iterator[bytes]: ...
+    def export(
+        self, start: Optional[Buffer] = None, stop: Optional[Buffer] = None,
+        reverse: bool = False, chunk_records: int = 65536,
+    ) -> Iterator[memoryview]: ...
     def _invalidate(self, exc_type: type, message: str) -> None: ...
     def _check(self) -> None: ...
     # Test hooks of the compiled map only (its table grows incrementally):

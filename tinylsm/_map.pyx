@@ -51,12 +51,17 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memmove, memset
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_CheckBuffer, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_Check, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_Check,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
 from cpython.ref cimport PyObject
 
 import os
 
-from ._format import MAX_ITEM_SIZE, bad_size, bad_type, check_sizes
+from ._format import MAX_ITEM_SIZE, as_count, bad_size, bad_type, check_sizes
 from .errors import ClosedError
 
 cdef extern from "Python.h":
@@ -119,7 +124,8 @@ if MAX_ITEM_SIZE != _MAX_ITEM:  # pragma: no cover - guards an edit of _format
 # ordered reads.  Pending and zombie buffers above _KEEP_IDS ids are freed
 # after a merge.
 # Radix sort buckets of at most _SMALL_SORT are insertion-sorted.
-# The iterator prefetches the slot _AHEAD ids ahead; apply_records hashes
+# The iterator prefetches the slot _AHEAD ids ahead (an export's gather,
+# with no Python object to make per record, _GATHER_AHEAD); apply_records hashes
 # _RING records ahead (a power of two).
 # A growing table migrates _MIGRATE positions of the previous one per change
 # (at least 2: see _grow), prefetching the slots _MIGRATE_AHEAD ahead.
@@ -128,6 +134,7 @@ cdef enum:
     _KEEP_IDS = 4096
     _SMALL_SORT = 32
     _AHEAD = 16
+    _GATHER_AHEAD = 32
     _RING = 16
     _MIGRATE = 64
     _MIGRATE_AHEAD = 8
@@ -1244,6 +1251,29 @@ cdef class SortedMap:
         """
         return self._cursor(_KeyIter.__new__(_KeyIter), start, stop, reverse)
 
+    def export(self, start=None, stop=None, reverse=False, chunk_records=65536):
+        """An iterator of chunks of the packed records ``key + value`` (K + V
+        bytes each) with ``start <= key < stop``, in key order (descending
+        with ``reverse``); either bound may be None.
+
+        Each chunk is a read-only ``memoryview`` (format ``B``) of a new
+        ``bytes`` object of at most ``chunk_records`` records (only the last
+        may hold fewer; an empty range yields no chunk).  A chunk is never
+        written again once handed out, so a caller may keep every one.
+        Each chunk is copied in one step, holding the GIL, so each is
+        consistent; the range is fixed now, and the next step after any
+        change raises RuntimeError, as ``items`` does.  Raises TypeError
+        for a ``chunk_records`` that is not an int, ValueError for one
+        below 1.  Cost: O(K + V) per record, a gather from the arena (the
+        slots of the next _GATHER_AHEAD records are prefetched).
+        """
+        chunk_records = as_count(chunk_records, "chunk_records")
+        cdef _Chunks it = _Chunks.__new__(_Chunks)
+        self._cursor(it, start, stop, reverse)
+        # a range holds at most 2**32 - 2 records: larger counts are all one
+        it.chunk = chunk_records if chunk_records < _MAX_SLOTS else _MAX_SLOTS
+        return it
+
     @cython.final
     cdef object _cursor(self, _Cursor it, object start, object stop, bint reverse):
         """``it`` set over the keys ``start <= key < stop`` (either bound
@@ -1468,17 +1498,24 @@ cdef class _Cursor:
         return (self.end - self.pos) * self.step
 
     @cython.final
+    cdef inline int _check(self) except -1:
+        """Raise StopIteration at the end of the range and RuntimeError
+        after a change (ClosedError once the map is invalidated)."""
+        if self.pos == self.end:
+            raise StopIteration
+        if self.m.version != self.version:
+            self.pos = self.end
+            self.m._alive()  # closed (or forked away): say so, not "changed"
+            raise RuntimeError(_CHANGED)
+        return 0
+
+    @cython.final
     cdef inline const uint8_t *_next_slot(self) except NULL:
         """The next slot of the range (its key, then its value), or raise
-        StopIteration at the end and RuntimeError after a change."""
+        as ``_check`` does."""
         cdef SortedMap m = self.m
         cdef Py_ssize_t pos = self.pos, ahead
-        if pos == self.end:
-            raise StopIteration
-        if m.version != self.version:
-            self.pos = self.end
-            m._alive()  # closed (or forked away): say so, not "changed"
-            raise RuntimeError(_CHANGED)
+        self._check()
         self.pos = pos + self.step
         ahead = pos + _AHEAD * self.step
         if (self.step > 0 and ahead < self.end) or (self.step < 0 and ahead > self.end):
@@ -1539,6 +1576,50 @@ cdef class _Iter(_Cursor):
         _tuple_set(r, 1, v)
         self.result = _steal(r)
         return self.result
+
+
+cdef void _gather(const uint8_t *arena, const uint32_t *ids, Py_ssize_t step,
+                  Py_ssize_t count, Py_ssize_t left, size_t S, uint8_t *out) noexcept nogil:
+    """Copy the slots of ``count`` ids, ``ids[0]``, ``ids[step]``, ..., one
+    after the other to ``out``.  The arena is in slot order, not key order,
+    so each slot is a cache miss in a large map: the slots _GATHER_AHEAD ids
+    further on (of the ``left`` ids the range still holds from ``ids[0]``
+    on) are prefetched, so that many misses are under way at once."""
+    cdef Py_ssize_t i
+    for i in range(count):
+        if i + _GATHER_AHEAD < left:
+            TL_PREFETCH(arena + <size_t>ids[(i + _GATHER_AHEAD) * step] * S)
+        memcpy(out + <size_t>i * S, arena + <size_t>ids[i * step] * S, S)
+
+
+@cython.auto_pickle(False)
+@cython.final
+@cython.no_gc_clear
+cdef class _Chunks(_Cursor):
+    """Iterator over a range of the sorted index: chunks of packed records
+    (``SortedMap.export``)."""
+
+    cdef Py_ssize_t chunk  # records per chunk, at most
+
+    def __length_hint__(self):
+        return ((self.end - self.pos) * self.step + self.chunk - 1) // self.chunk
+
+    def __next__(self):
+        cdef SortedMap m = self.m
+        cdef Py_ssize_t left, count
+        cdef bytes out
+        if self.pos == self.end:
+            raise StopIteration
+        left = (self.end - self.pos) * self.step
+        count = left if left < self.chunk else self.chunk
+        out = PyBytes_FromStringAndSize(NULL, count * <Py_ssize_t>m.S)
+        # checked once the chunk is allocated (which may run a finalizer,
+        # that is Python code): nothing runs between the check and the copy
+        self._check()
+        _gather(m.arena, m.order.p + self.pos, self.step, count, left, m.S,
+                <uint8_t *>PyBytes_AS_STRING(out))
+        self.pos += count * self.step
+        return memoryview(out)
 
 
 # -- the store's hot paths ------------------------------------------------------------

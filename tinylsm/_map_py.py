@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left
+from itertools import chain
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 from ._codec_py import _records_data
-from ._format import as_bytes, as_sized, check_sizes
+from ._format import as_bytes, as_count, as_sized, check_sizes
 from .errors import ClosedError
 
 _CHANGED = "tinylsm store changed during iteration"
@@ -75,6 +76,8 @@ class SortedMap:
         self._removed = False
         #: Bumped by every change; iterators compare it to detect writes.
         self.version = 0
+        #: apply_records is under way (it bumps ``version`` at its end)
+        self._applying = False
 
     # -- sizes ---------------------------------------------------------------------
 
@@ -187,18 +190,22 @@ class SortedMap:
         new = self._new if self._keys is not None else None
         changes = 0
         removed = False
-        for off in range(0, len(data), rsize):
-            key = data[off + 5 : off + vstart]
-            if data[off + 4]:
-                if new is not None and key not in d:
-                    new.append(key)
-                d[key] = data[off + vstart : off + rsize]
-                changes += 1
-            elif d.pop(key, None) is not None:
-                removed = True
-                changes += 1
-        self._removed = self._removed or removed
-        self.version += changes
+        self._applying = True  # an export's chunk copied meanwhile is refused
+        try:
+            for off in range(0, len(data), rsize):
+                key = data[off + 5 : off + vstart]
+                if data[off + 4]:
+                    if new is not None and key not in d:
+                        new.append(key)
+                    d[key] = data[off + vstart : off + rsize]
+                    changes += 1
+                elif d.pop(key, None) is not None:
+                    removed = True
+                    changes += 1
+        finally:
+            self._removed = self._removed or removed
+            self.version += changes
+            self._applying = False
 
     # -- ordered reads -------------------------------------------------------------
 
@@ -247,6 +254,48 @@ class SortedMap:
         """
         keys, indexes = self._range(start, stop, reverse)
         return self._iterate_keys(keys, indexes, self.version)
+
+    def export(
+        self, start: Optional[bytes] = None, stop: Optional[bytes] = None,
+        reverse: bool = False, chunk_records: int = 65536,
+    ) -> Iterator[memoryview]:
+        """An iterator of chunks of the packed records ``key + value`` (K + V
+        bytes each) with ``start <= key < stop``, in key order (descending
+        with ``reverse``); either bound may be None.
+
+        Each chunk is a read-only ``memoryview`` (format ``B``) of a new
+        ``bytes`` object of at most ``chunk_records`` records (only the last
+        may hold fewer; an empty range yields no chunk).  A chunk is never
+        written again once handed out, so a caller may keep every one.
+        Each chunk is joined in one step (one C call, which no other thread
+        interrupts), so each is consistent; the range is fixed now, and the
+        next step after any change raises RuntimeError, as ``items`` does.
+        Raises TypeError for a ``chunk_records`` that is not an int,
+        ValueError for one below 1.  Cost: O(K + V) per record.
+        """
+        chunk = as_count(chunk_records, "chunk_records")
+        keys, indexes = self._range(start, stop, reverse)
+        return self._chunks(keys, indexes, chunk, self.version)
+
+    def _chunks(self, keys: List[bytes], indexes: range, chunk: int, version: int
+                ) -> Iterator[memoryview]:
+        d = self._d
+        stop, step = indexes.stop, indexes.step
+        for i in range(indexes.start, stop, chunk * step):
+            end = i + chunk * step
+            end = min(end, stop) if step > 0 else max(end, stop)
+            part = keys[i:end if end >= 0 else None:step]
+            try:
+                # key, value, key, value, ...: one join of a C loop (the
+                # values fetched by map), so no other thread runs during it
+                data = b"".join(chain.from_iterable(zip(part, map(d.__getitem__, part))))
+            except KeyError:  # removed since the check: a change, raised below
+                data = b""
+            # checked after the copy: a change before or during it (a batch
+            # under way included) raises instead of yielding the chunk
+            if self.version != version or self._applying:
+                self._changed()
+            yield memoryview(data)
 
     def _range(self, start: Optional[bytes], stop: Optional[bytes], reverse: bool
                ) -> Tuple[List[bytes], range]:
