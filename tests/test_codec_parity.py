@@ -164,6 +164,7 @@ def test_same_public_functions(both_codecs):
         "frame_size", "record_size", "crc", "batch_crc", "encode_frame",
         "encode_log", "scan_log", "frame_records", "pack_records", "unpack_records",
         "sstable_header", "encode_sstable", "decode_sstable", "sort_records", "merge_runs",
+        "encode_packed",
     ]
     for name in names:
         assert callable(getattr(compiled, name)), name
@@ -449,6 +450,65 @@ def test_records_length_checked_alike(both_codecs):
         for n in (1, 20, 22, 41):
             same(both_codecs, name, bytes(n), 8, 8)
     same(both_codecs, "merge_runs", [bytes(21), bytes(20)], 8, 8, False)
+
+
+# -- packed records: encode_packed ------------------------------------------------
+
+
+@pytest.mark.parametrize("k,v", SIZES, ids=SIZE_IDS)
+@given(data=st.data())
+def test_encode_packed_is_the_batch_of_its_items(both_codecs, k, v, data):
+    """The same bytes as encode_log(batch=True) of the equivalent items:
+    the records' (key, value) pairs in order, then (key, None) per removal."""
+    pairs = data.draw(st.lists(st.tuples(st.binary(min_size=k, max_size=k),
+                                         st.binary(min_size=v, max_size=v)), max_size=8))
+    gone = data.draw(st.none() | st.lists(st.binary(min_size=k, max_size=k), max_size=5))
+    records = data.draw(wrappers)(b"".join(key + value for key, value in pairs))
+    removals = None if gone is None else data.draw(wrappers)(b"".join(gone))
+    got = same(both_codecs, "encode_packed", records, removals, k, v)[1]
+    items = pairs + [(key, None) for key in gone or ()]
+    assert got == py.encode_log(items, k, v, batch=True)
+
+
+PACKED_ARGS = [
+    (b"", None), (bytes(16), None), (bytes(17), None), (bytes(15), None),
+    (bytes(16), b""), (bytes(16), bytes(8)), (bytes(16), bytes(9)), (bytes(16), bytes(7)),
+    ("ab", None), (None, None), (5, None), ([0] * 16, None), (bytes(16), "k" * 8),
+    (bytes(16), 0), (bytes(17), "x"), ("x", bytes(9)),
+    (memoryview(bytes(32))[::2], None), (memoryview(bytes(32)).cast("B", (2, 16)), None),
+    (array.array("H", [1] * 8), array.array("I", [2] * 2)), (array.array("H", [1] * 9), None),
+    (memoryview(array.array("Q", [3] * 4)), memoryview(bytes(16))[::2]),
+    (bytearray(range(48)), bytearray(range(24))),
+]
+
+
+@pytest.mark.parametrize("args", PACKED_ARGS, ids=repr)
+def test_encode_packed_arguments_alike(both_codecs, args):
+    outcome_ = same(both_codecs, "encode_packed", *args, 8, 8)
+    if outcome_[0] == "returned":  # what the buffers hold, read as raw bytes in C order
+        records, removals = (None if a is None else memoryview(a).tobytes() for a in args)
+        assert outcome_[1] == py.encode_log(
+            [(records[i:i + 8], records[i + 8:i + 16]) for i in range(0, len(records), 16)]
+            + [(removals[i:i + 8], None) for i in range(0, len(removals or b""), 8)],
+            8, 8, batch=True)
+
+
+def test_encode_packed_messages(codec):
+    with pytest.raises(ValueError, match=r"^records: expected a multiple of K\+V=16 bytes, got 17$"):
+        codec.encode_packed(bytes(17), None, 8, 8)
+    with pytest.raises(ValueError, match=r"^removals: expected a multiple of K=8 bytes, got 9$"):
+        codec.encode_packed(b"", bytes(9), 8, 8)
+    with pytest.raises(TypeError, match=r"^records: expected a bytes-like object, got str$"):
+        codec.encode_packed("x", None, 8, 8)
+    with pytest.raises(TypeError, match=r"^removals: expected a bytes-like object, got list$"):
+        codec.encode_packed(b"", [b"k" * 8], 8, 8)
+    assert codec.encode_packed(b"", None, 8, 0) == batch_header(0, 13)
+
+
+@pytest.mark.parametrize("sizes", BAD_SIZES, ids=repr)
+def test_encode_packed_sizes_checked_alike(both_codecs, sizes):
+    same(both_codecs, "encode_packed", b"", None, *sizes)
+    same(both_codecs, "encode_packed", bytes(17), None, *sizes)
 
 
 # -- sstables --------------------------------------------------------------------

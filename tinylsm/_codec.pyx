@@ -466,6 +466,85 @@ def encode_log(
     return _encode_items(items, k, v, _fsize(k, v), batch)
 
 
+cdef object _packed_view(object obj, Py_ssize_t unit, str sizes, str what):
+    """The twin's ``_packed_data``, without a copy when it can: ``obj`` as a
+    C-contiguous ``memoryview`` (one that is not is read in C order, into
+    a copy), checked to hold whole units of ``unit`` bytes."""
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise bad_type(what, obj) from None
+    if view.nbytes % unit:
+        raise ValueError(f"{what}: expected a multiple of {sizes} bytes, got {view.nbytes}")
+    return view if view.c_contiguous else memoryview(view.tobytes())
+
+
+cdef void _encode_packed(const unsigned char *src, Py_ssize_t n, const unsigned char *keys,
+                         Py_ssize_t m, Py_ssize_t k, Py_ssize_t v,
+                         unsigned char *out) noexcept nogil:
+    """A batch header of n + m, the n insert frames of the records at
+    ``src`` (K + V bytes each), then the m tombstone frames of the keys at
+    ``keys``, written to ``out``."""
+    cdef Py_ssize_t fsize = _fsize(k, v), pad = fsize - 5 - k - v, i
+    _put_header(out, <uint64_t>(n + m), fsize)
+    out += fsize
+    for i in range(n):
+        out[4] = 1
+        memcpy(out + 5, src, k + v)
+        _finish_frame(out, k, v, pad)
+        src += k + v
+        out += fsize
+    for i in range(m):
+        out[4] = 0
+        memcpy(out + 5, keys, k)
+        memset(out + 5 + k, 0, v)
+        _finish_frame(out, k, v, pad)
+        keys += k
+        out += fsize
+
+
+def encode_packed(records: object, removals: object, key_size: int, value_size: int) -> bytes:
+    """The frames of one batch of packed records: exactly what
+    ``encode_log(items, key_size, value_size, batch=True)`` makes of
+
+        [(key, value) for each record key + value of records]
+        + [(key, None) for each key of removals]
+
+    ``records`` is any bytes-like object of n * (K + V) bytes, each record
+    its key then its value; ``removals`` (or None: none) one of m * K bytes,
+    keys.  Raises ``TypeError`` for an argument that is not bytes-like and
+    ``ValueError`` for one that is not a whole number of records (or keys),
+    naming it and the sizes; nothing is encoded then.  One C loop, without
+    the GIL: the frames are what the log and the map both take, so a
+    caller's buffer changing meanwhile cannot make them disagree.
+    """
+    cdef Py_ssize_t k, v, n, m = 0
+    cdef Py_buffer rbuf
+    cdef Py_buffer gbuf
+    cdef bytes out
+    cdef unsigned char *dest
+    _sizes(key_size, value_size, &k, &v)
+    rview = _packed_view(records, k + v, f"K+V={k + v}", "records")
+    gview = None if removals is None else _packed_view(removals, k, f"K={k}", "removals")
+    PyObject_GetBuffer(rview, &rbuf, PyBUF_SIMPLE)
+    gbuf.buf = NULL
+    try:
+        if gview is not None:
+            PyObject_GetBuffer(gview, &gbuf, PyBUF_SIMPLE)
+            m = gbuf.len // k
+        n = rbuf.len // (k + v)
+        out = PyBytes_FromStringAndSize(NULL, (1 + n + m) * _fsize(k, v))
+        dest = <unsigned char *>PyBytes_AS_STRING(out)
+        with nogil:
+            _encode_packed(<const unsigned char *>rbuf.buf, n,
+                           <const unsigned char *>gbuf.buf, m, k, v, dest)
+    finally:
+        PyBuffer_Release(&rbuf)
+        if gbuf.buf != NULL:
+            PyBuffer_Release(&gbuf)
+    return out
+
+
 ctypedef struct _ScanResult:
     Py_ssize_t off       # where the scan stopped
     Py_ssize_t end       # just past the last applied frame or batch

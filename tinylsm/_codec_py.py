@@ -40,6 +40,7 @@ from ._format import (
     STOP_SHORT,
     STOP_TOMBSTONE_VALUE,
     as_sized,
+    bad_type,
     check_sizes,
 )
 
@@ -159,8 +160,52 @@ def encode_log(
         ))
     parts = [_frame(k, v, value_size, pad) for k, v in checked]
     if batch:
-        n = len(checked)
-        parts.insert(0, _U32.pack(batch_crc(n)) + b"\x02" + _U64.pack(n) + bytes(fsize - 13))
+        parts.insert(0, _header(len(checked), fsize))
+    return b"".join(parts)
+
+
+def _header(n: int, fsize: int) -> bytes:
+    """A batch header of ``n`` frames of ``fsize`` bytes."""
+    return _U32.pack(batch_crc(n)) + b"\x02" + _U64.pack(n) + bytes(fsize - 13)
+
+
+def _packed_data(obj: object, unit: int, sizes: str, what: str) -> bytes:
+    """The raw bytes of ``obj``, any bytes-like object (a buffer that is not
+    C-contiguous is read in C order), checked to hold whole units of
+    ``unit`` bytes: ``TypeError`` or ``ValueError`` naming ``what`` and
+    ``sizes`` (how ``unit`` is made) otherwise."""
+    try:
+        view = memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise bad_type(what, obj) from None
+    if view.nbytes % unit:
+        raise ValueError(f"{what}: expected a multiple of {sizes} bytes, got {view.nbytes}")
+    return obj if type(obj) is bytes else view.tobytes()  # type: ignore[return-value]
+
+
+def encode_packed(records: object, removals: object, key_size: int, value_size: int) -> bytes:
+    """The frames of one batch of packed records: exactly what
+    ``encode_log(items, key_size, value_size, batch=True)`` makes of
+
+        [(key, value) for each record key + value of records]
+        + [(key, None) for each key of removals]
+
+    ``records`` is any bytes-like object of n * (K + V) bytes, each record
+    its key then its value; ``removals`` (or None: none) one of m * K bytes,
+    keys.  Raises ``TypeError`` for an argument that is not bytes-like and
+    ``ValueError`` for one that is not a whole number of records (or keys),
+    naming it and the sizes; nothing is encoded then.
+    """
+    fsize = frame_size(key_size, value_size)
+    k, v = key_size, value_size
+    data = _packed_data(records, k + v, f"K+V={k + v}", "records")
+    gone = b"" if removals is None else _packed_data(removals, k, f"K={k}", "removals")
+    pad = bytes(fsize - 5 - k - v)
+    rsize = k + v
+    parts = [_header(len(data) // rsize + len(gone) // k, fsize)]
+    parts += [_frame(data[off:off + k], data[off + k:off + rsize], v, pad)
+              for off in range(0, len(data), rsize)]
+    parts += [_frame(gone[off:off + k], None, v, pad) for off in range(0, len(gone), k)]
     return b"".join(parts)
 
 
