@@ -6,7 +6,8 @@ abandoned, its directory reopened as the dead process left it), a power cut
 (the ``FaultyFiles`` power-cut state is reopened), and a crash at the n-th
 file operation of a burst of writes, sstable flushes and merges.  After
 each, the map must be the model after some prefix of the operations issued
-since the last acknowledged one (``flush``, ``compact``) -- batches whole.
+since the last acknowledged one (``flush``, ``compact``) -- batches
+(``write_batch``, ``write_packed``) whole.
 The compaction thread is off; merges are steps of their own.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 from tinylsm._worker import Worker
 from faults import Crash, FaultyFiles, abandon
-from workload import apply, contents, open_db, run_op
+from workload import apply, contents, open_db, packed, run_op
 
 SIZES = [(8, 10), (2, 3)]
 
@@ -34,6 +35,8 @@ def make_machine(k: int, v: int):
         st.tuples(st.just("R"), keys),
         st.tuples(st.just("B"), st.lists(st.tuples(keys, st.one_of(st.none(), values)),
                                          max_size=6)),
+        st.builds(packed, st.lists(st.tuples(keys, values), max_size=6),
+                  st.none() | st.lists(keys, max_size=3)),
     )
     config = dict(max_log_length=4 * (5 + max(8, k + v)), merge_window=2, merge_ratio=3,
                   max_space_amp=3, log_bufwriter_size=2 * (5 + max(8, k + v)))

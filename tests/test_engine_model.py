@@ -1,5 +1,6 @@
 """Model-based test: the store and a dict, side by side, through restarts,
-sstable flushes and merges (tiny max_log_length and merge_window)."""
+sstable flushes and merges (tiny max_log_length and merge_window); writes
+one by one, by write_batch and by write_packed, reads by range and export."""
 from __future__ import annotations
 
 import shutil
@@ -68,6 +69,15 @@ def make_machine(key_size: int, value_size: int):
                 else:
                     self.model[key] = value
 
+        @rule(pairs=st.lists(st.tuples(keys, values), max_size=12),
+              removals=st.none() | st.lists(keys, max_size=4))
+        def write_packed(self, pairs, removals):
+            self.db.write_packed(b"".join(k + v for k, v in pairs),
+                                 None if removals is None else b"".join(removals))
+            self.model.update(pairs)
+            for key in removals or ():
+                self.model.pop(key, None)
+
         @rule()
         def flush(self):
             self.db.flush()
@@ -93,6 +103,8 @@ def make_machine(key_size: int, value_size: int):
             if reverse:
                 want.reverse()
             assert list(self.db.range(start, stop, reverse=reverse)) == want
+            chunks = list(self.db.export(start, stop, reverse=reverse, chunk_records=5))
+            assert b"".join(chunks) == b"".join(k + v for k, v in want)
 
         @invariant()
         def same_map(self):

@@ -1,7 +1,10 @@
 """Small deterministic workloads and the ``dict`` model they are checked against.
 
 An operation is one of ``("I", key, value)``, ``("R", key)``,
-``("B", [(key, value_or_None), ...])`` and ``("F",)`` (flush).  ``run``
+``("B", [(key, value_or_None), ...])``, ``("P", records, removals, items)``
+(``write_packed`` of packed ``key + value`` records and packed keys or None,
+the equivalent batch ``items`` last: see ``packed``)
+and ``("F",)`` (flush).  ``run``
 applies them to a store, ``model_after`` to a ``dict``, and ``log_ends``
 computes, from the format alone (FORMAT.md), where each operation's frames
 end in the log, so that a test knows exactly which operations a log cut at
@@ -36,7 +39,8 @@ def make_ops(seed: int, n: int, k: int, v: int, keys: int = 12,
              flush_every: int = 7) -> List[Op]:
     """``n`` operations over ``keys`` keys: inserts, overwrites, removes (of
     present and absent keys), batches (empty, with tombstones, with a key
-    repeated, a lone tombstone), and a flush every ``flush_every``."""
+    repeated, a lone tombstone), and a flush every ``flush_every``;
+    ``packed_ops`` puts packed writes among them."""
     rng = random.Random(seed)
     ops: List[Op] = []
     fixed = [
@@ -66,13 +70,41 @@ def make_ops(seed: int, n: int, k: int, v: int, keys: int = 12,
     return ops
 
 
+def packed_ops(seed: int, ops: List[Op], k: int, v: int, keys: int = 12) -> List[Op]:
+    """``ops`` with packed writes put in at every fifth place: one with a key
+    repeated and a removal of a key it writes and of an absent key, one of
+    removals only, one of records only, and an empty one."""
+    rng = random.Random(seed)
+    extra = [
+        packed([(key(3, k), value(rng, v)), (key(4, k), value(rng, v)),
+                (key(3, k), value(rng, v))], [key(4, k), key(keys + 6, k)]),
+        packed([], [key(1, k), key(5, k)]),
+        packed([(key(rng.randrange(keys), k), value(rng, v)) for _ in range(4)], None),
+        packed([], None),
+    ]
+    out: List[Op] = []
+    for i, op in enumerate(ops):
+        if i % 5 == 2 and extra:
+            out.append(extra.pop(0))
+        out.append(op)
+    return out + extra
+
+
+def packed(pairs: Sequence[Tuple[bytes, bytes]], removals: Optional[Sequence[bytes]]) -> Op:
+    """The ``write_packed`` operation of ``pairs`` and ``removals``; its last
+    field is the equivalent ``write_batch`` items, for the model."""
+    return ("P", b"".join(kk + vv for kk, vv in pairs),
+            None if removals is None else b"".join(removals),
+            list(pairs) + [(kk, None) for kk in removals or ()])
+
+
 def apply(model: Model, op: Op) -> None:
     if op[0] == "I":
         model[op[1]] = op[2]
     elif op[0] == "R":
         model.pop(op[1], None)
-    elif op[0] == "B":
-        for kk, vv in op[1]:
+    elif op[0] in "BP":
+        for kk, vv in op[1] if op[0] == "B" else op[3]:
             if vv is None:
                 model.pop(kk, None)
             else:
@@ -96,6 +128,8 @@ def run_op(db, op: Op) -> None:
         db.remove(op[1])
     elif op[0] == "B":
         db.write_batch(op[1])
+    elif op[0] == "P":
+        db.write_packed(op[1], op[2])
     elif op[0] == "F":
         db.flush()
     else:
@@ -109,8 +143,8 @@ def run(db, ops: Sequence[Op]) -> None:
 
 def log_ends(ops: Sequence[Op], k: int, v: int, start: Optional[Model] = None) -> List[int]:
     """``ends[i]``: the log length once the first ``i`` operations are written
-    (a remove of an absent key writes nothing; a batch writes a header and
-    one frame per item)."""
+    (a remove of an absent key writes nothing; a batch, or ``write_packed``,
+    writes a header and one frame per item)."""
     frame = 5 + max(8, k + v)
     model = dict(start or {})
     ends = [0]
@@ -120,8 +154,8 @@ def log_ends(ops: Sequence[Op], k: int, v: int, start: Optional[Model] = None) -
             n = 1
         elif op[0] == "R":
             n = 1 if op[1] in model else 0
-        elif op[0] == "B":
-            n = 1 + len(op[1])
+        elif op[0] in "BP":
+            n = 1 + len(op[1] if op[0] == "B" else op[3])
         apply(model, op)
         ends.append(ends[-1] + n * frame)
     return ends
