@@ -141,6 +141,7 @@ def test_console_script_is_declared():
     (("get", "{db}", "seven", "--int", "big"), "not an integer"),
     (("dump", "{db}", "--start", "xyz"), "--start 'xyz' is not hexadecimal"),
     (("dump", "{db}", "--limit", "-1"), "expected 0 or more"),
+    (("dump", "{db}", "--raw", "--format", "json"), "--format does not apply"),
     (("stats", "{db}", "--key-size", "4", "--value-size", "4"), "records key size 8"),
     (("stats", "{db}", "--key-size", "4"), "records key size 8 and value size 8, not "
                                             "--key-size 4: leave"),
@@ -442,6 +443,69 @@ def test_dump_into_a_closed_pipe(tmp_path):
     assert proc.wait(timeout=120) != 0  # it could not write everything
     assert first.decode().split() == [key(0).hex(), val(0).hex()]
     assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+
+
+def run_raw(*args, status: int = 0) -> bytes:
+    """``python -m tinylsm ARGS`` with its stdout as bytes (``dump --raw``)."""
+    out = subprocess.run([sys.executable, "-m", "tinylsm", *map(str, args)],
+                         capture_output=True, env=env(), timeout=600)
+    assert b"Traceback" not in out.stderr, out.stderr
+    assert out.returncode == status, (out.returncode, out.stderr)
+    return out.stdout
+
+
+def test_dump_raw(store, tmp_path):
+    want = sorted(expected_store().items())
+    assert run_raw("dump", store, "--raw") == b"".join(k + v for k, v in want)
+    assert run_raw("dump", store, "--raw", "--limit", 3) == b"".join(k + v for k, v in want[:3])
+    assert run_raw("dump", store, "--raw", "--limit", 0) == b""
+    assert run_raw("dump", store, "--raw", "--limit", 1000) == run_raw("dump", store, "--raw")
+    got = run_raw("dump", store, "--raw", "--start", 45, "--stop", 55, "--int", "big")
+    assert got == b"".join(key(i) + val(i) for i in range(45, 55) if i != 50)
+    # what write_packed takes: a copy of the store
+    with tinylsm.open(tmp_path / "copy", key_size=8, value_size=8) as db:
+        db.write_packed(run_raw("dump", store, "--raw"))
+        assert dict(db.items()) == expected_store()
+
+
+def test_dump_raw_in_chunks(tmp_path, monkeypatch, capsysbinary):
+    """More records than a chunk: every chunk whole, the limit cut inside one."""
+    monkeypatch.setattr(cli, "RAW_CHUNK", 7)
+    path = tmp_path / "db"
+    with tinylsm.open(path, key_size=8, value_size=8) as db:
+        db.write_batch([(key(i), val(i)) for i in range(100)])
+    for limit, count in ((None, 100), (23, 23), (3, 3)):
+        args = ["dump", str(path), "--raw"] + ([] if limit is None else ["--limit", str(limit)])
+        assert cli.main(args) == 0
+        assert capsysbinary.readouterr().out == b"".join(key(i) + val(i) for i in range(count))
+
+
+def test_dump_raw_on_a_live_store(store):
+    with BusyWriter(store) as busy:
+        out = subprocess.run([sys.executable, "-m", "tinylsm", "dump", str(store), "--raw"],
+                             capture_output=True, env=env(), timeout=600)
+    assert out.returncode == 0 and busy.written > 0, out.stderr
+    assert LIVE_NOTE in out.stderr.decode()
+    got = {out.stdout[i:i + 8]: out.stdout[i + 8:i + 16] for i in range(0, len(out.stdout), 16)}
+    assert len(out.stdout) % 16 == 0 and list(got) == sorted(got)
+    for i in range(100):  # every key of before the writer opened, as it was
+        assert got.get(key(i)) == (None if i == 50 else val(i))
+
+
+def test_dump_raw_refuses_a_terminal_and_a_format(store, monkeypatch, capsys):
+    assert "--format does not apply" in one_error_line(
+        run("dump", store, "--raw", "--format", "hex", status=2))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert cli.main(["dump", str(store), "--raw"]) == 2
+    err = capsys.readouterr().err
+    assert "--raw writes binary records: redirect the output to a file or a pipe" in err
+
+
+def test_dump_raw_on_a_real_terminal(store):
+    proc, terminal = on_terminal("dump", store, "--raw")
+    assert proc.returncode == 2
+    assert b"redirect the output to a file or a pipe" in terminal
+    assert key(1) + val(1) not in terminal
 
 
 # -- verify ----------------------------------------------------------------------------------
