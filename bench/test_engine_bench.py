@@ -2,8 +2,8 @@
 
 The workloads are those of ``python -m tinylsm.bench`` (``tinylsm bench``),
 run through its own ``Data`` and engine classes (``tinylsm.bench.data``,
-``tinylsm.bench.engines``), so both measure exactly the same code: insert one by one; write_batch of N; get in random order; get_many of
-every key, 1,000 keys a call (tinylsm, dict); full ordered scan; 10,000 range queries of 100 items; reopen with the data in the
+``tinylsm.bench.engines``), so both measure exactly the same code: insert one by one; write_batch of N; write_packed of N packed records (tinylsm); get in random order; get_many of
+every key, 1,000 keys a call (tinylsm, dict); full ordered scan; full export of packed records (tinylsm, with its ratio to the scan); 10,000 range queries of 100 items; reopen with the data in the
 log and in sstables (tinylsm only); insert + flush; group commit (8 threads,
 with a 1-thread baseline); memory per key; insert latency while compact()
 runs (tinylsm only); sustained inserts, each timed, crossing the default
@@ -92,7 +92,7 @@ ENGINES = [
 
 def _group(workload: str) -> str:
     label = rows.WORKLOADS[workload].label
-    return label.replace("write_batch of N items", f"write_batch of {N:,} items")
+    return label.replace(" of N ", f" of {N:,} ")
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +195,14 @@ def test_write_batch(benchmark, engine_rates, engine_name, data, workdir):
     _record(benchmark, engine_rates, "batch", engine_name, rates)
 
 
+@pytest.mark.benchmark(group=_group("import"))
+def test_write_packed(benchmark, engine_rates, data, workdir):
+    """write_packed of every item, packed in one bytes object, into a new
+    store with the default Config, timed to its return (tinylsm only)."""
+    rates = _fresh_rounds(benchmark, "tinylsm", data, workdir, "import_packed")
+    _record(benchmark, engine_rates, "import", "tinylsm", rates)
+
+
 # -- read workloads: one loaded store per engine
 
 
@@ -226,6 +234,19 @@ def test_get_many(benchmark, engine_rates, loaded, data):
 def test_full_scan(benchmark, engine_rates, loaded, data):
     rates = _read_rounds(benchmark, loaded, "scan")
     _record(benchmark, engine_rates, "scan", loaded.name, rates)
+
+
+@pytest.mark.benchmark(group=_group("export"))
+def test_export(benchmark, engine_rates, loaded, data):
+    """Every record, packed, in chunks (tinylsm's export); the ratio to the
+    same store's per-item scan, measured just before, goes beside it."""
+    _skip_unless(loaded, "export", "no bulk export of packed records")
+    scans = [loaded.scan() for _ in range(ROUNDS)]  # the baseline, not benchmarked
+    rates = _read_rounds(benchmark, loaded, "export")
+    ratio = statistics.median(rates) / statistics.median(scans)
+    _record(benchmark, engine_rates, "export", loaded.name, rates,
+            scan_rate=statistics.median(scans), export_over_scan=ratio)
+    _extra_row(engine_rates, "export-x", loaded.name, ratio)
 
 
 @pytest.mark.benchmark(group=_group("range"))

@@ -716,7 +716,7 @@ def test_bench_small_run(tmp_path):
     header = next(i for i, line in enumerate(lines) if line.startswith("workload "))
     assert re.split(r"\s{2,}", lines[header])[:4] == ["workload", "unit", "tinylsm", "dict"]
     for name, (label, unit, _) in WORKLOADS.items():
-        label = {"batch": "write_batch of 300"}.get(name, label)
+        label = {"batch": "write_batch of 300", "import": "write_packed of 300"}.get(name, label)
         row = next((line for line in lines if line.startswith(label)), None)
         assert row is not None, (label, out.stdout)
         cells = re.split(r"\s{2,}", row)

@@ -21,9 +21,11 @@ class Row(NamedTuple):
 WORKLOADS: Dict[str, Row] = {
     "insert": Row("insert one by one", "ops/s", True),
     "batch": Row("write_batch of N items", "items/s", True),
+    "import": Row("write_packed of N packed records", "records/s", True),
     "get": Row("get, random order", "ops/s", True),
     "get-many": Row(f"get_many, {GET_MANY_BATCH:,} keys a call", "keys/s", True),
     "scan": Row("full ordered scan", "items/s", True),
+    "export": Row("full export of packed records", "records/s", True),
     "range": Row("range queries", "queries/s", True),
     "reopen-log": Row("reopen, data in log", "s", False),
     "reopen-sst": Row("reopen, data in sstables", "s", False),
@@ -39,6 +41,7 @@ WORKLOADS: Dict[str, Row] = {
 #: Rows a workload shows besides its own ("" stands for its own), in order.
 SUBROWS: Dict[str, Tuple[str, ...]] = {
     "group-commit": ("", "group-commit-1", "group-commit-x"),
+    "export": ("", "export-x"),
     "latency": ("latency-p50", "", "latency-max", "latency-count"),
     "sustained": ("",) + tuple(row for row, _ in SUBROW_FIELDS),
     "reopen-memory": ("", "reopen-memory-log-x", "reopen-memory-sst", "reopen-memory-sst-x",
@@ -48,6 +51,7 @@ SUBROWS: Dict[str, Tuple[str, ...]] = {
 #: row -> how it shows, for the rows of SUBROWS
 ROWS: Dict[str, Row] = {
     "group-commit-1": Row("group commit, 1 thread (baseline)", "ops/s", True),
+    "export-x": Row("full export / full ordered scan", "x", True),
     "group-commit-x": Row(f"group commit, {GROUP_THREADS} threads / 1 thread", "x", True),
     "latency-p50": Row("insert during compact(), p50", "us", False),
     "latency-max": Row("insert during compact(), max", "us", False),
@@ -77,6 +81,7 @@ def labels(n: int, range_length: int) -> Dict[str, str]:
     """Labels that name this run's sizes, in place of WORKLOADS' own."""
     return {
         "batch": f"write_batch of {n:,}",
+        "import": f"write_packed of {n:,}",
         "range": f"range queries ({range_length} items)",
     }
 

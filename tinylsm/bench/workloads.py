@@ -3,8 +3,8 @@
 Most workloads call the engine method of their name on each engine that has
 it, one engine after the other; ``sync`` and ``group-commit`` run every
 engine in one step, taking turns (see ``durable.py``); ``latency`` and
-``sustained`` show percentiles in rows of their own, and ``reopen-memory``
-each reopen's peak, ratio and time.  A workload returns its figures by row
+``sustained`` show percentiles in rows of their own, ``reopen-memory``
+each reopen's peak, ratio and time, and ``export`` its ratio to ``scan``.  A workload returns its figures by row
 (a workload, or one of the rows ``rows.SUBROWS`` adds) and engine.
 """
 from __future__ import annotations
@@ -39,6 +39,8 @@ class Session:
         #: tinylsm's reopens in fresh processes (log, sstables), for the note
         self.reopened: Optional[Tuple[Optional[Reopen], Optional[Reopen]]] = None
         self.bar: Any = None  # while run() runs: its progress bar
+        #: The figures of the workloads run so far (``export`` divides by ``scan``'s).
+        self.figures: Figures = {}
 
     def having(self, method: str) -> Dict[str, Engine]:
         """The engines that have ``method``, in column order."""
@@ -50,7 +52,7 @@ class Session:
         gives each workload's figures as it ends (above the bar, if any)."""
         steps = sum(1 if RUNS[n].together else len(self.having(RUNS[n].method))
                     for n in names)
-        figures: Figures = {}
+        figures = self.figures
         self.bar = _progress.bar(total=steps, desc="bench", unit="step")
         try:
             for name in names:
@@ -97,6 +99,15 @@ def _each(s: Session, name: str, method: str) -> Iterator[Tuple[str, Any]]:
 def _one_row(s: Session, name: str, method: str) -> Figures:
     """Each engine's figure, as its method returns it."""
     return {name: dict(_each(s, name, method))}
+
+
+def _export(s: Session, name: str, method: str) -> Figures:
+    """Each engine's export rate, and its ratio to the same engine's
+    per-item scan when ``scan`` ran before it in this run."""
+    rates = dict(_each(s, name, method))
+    scans = s.figures.get("scan", {})
+    return {name: rates,
+            "export-x": {e: r / scans[e] if scans.get(e) else None for e, r in rates.items()}}
 
 
 def _latency(s: Session, name: str, method: str) -> Figures:
@@ -185,9 +196,11 @@ class Workload(NamedTuple):
 RUNS: Dict[str, Workload] = {
     "insert": Workload("insert", _one_row),
     "batch": Workload("batch", _one_row),
+    "import": Workload("import_packed", _one_row),
     "get": Workload("get", _one_row),
     "get-many": Workload("get_many", _one_row),
     "scan": Workload("scan", _one_row),
+    "export": Workload("export", _export),
     "range": Workload("range", _one_row),
     "reopen-log": Workload("reopen_log", _one_row),
     "reopen-sst": Workload("reopen_sst", _one_row),
