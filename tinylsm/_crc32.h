@@ -55,4 +55,46 @@ static inline uint32_t tinylsm_crc32(uint32_t crc, const unsigned char *p, size_
     return ~crc;
 }
 
+/* The CRC-32s of four messages of ``n`` bytes each, at ``p[0]`` to ``p[3]``,
+ * to ``out[0]`` to ``out[3]``.  One message's CRC is a chain of dependent
+ * table loads; four chains interleaved keep the CPU busy while each waits,
+ * about twice the speed of four calls of tinylsm_crc32 on records of 17 to
+ * 69 bytes (encode_packed, which checksums records of one size). */
+#define TL_CRC_STEP8(c, q) do { \
+        uint32_t a_, b_; \
+        memcpy(&a_, (q), 4); \
+        memcpy(&b_, (q) + 4, 4); \
+        a_ ^= (c); \
+        (c) = T[7][a_ & 0xff] ^ T[6][(a_ >> 8) & 0xff] ^ T[5][(a_ >> 16) & 0xff] \
+            ^ T[4][a_ >> 24] ^ T[3][b_ & 0xff] ^ T[2][(b_ >> 8) & 0xff] \
+            ^ T[1][(b_ >> 16) & 0xff] ^ T[0][b_ >> 24]; \
+        (q) += 8; \
+    } while (0)
+
+static inline void tinylsm_crc32_x4(const unsigned char *const p[4], size_t n, uint32_t out[4])
+{
+    const uint32_t (*T)[256] = (const uint32_t (*)[256])tinylsm_crc_table;
+    const unsigned char *a = p[0], *b = p[1], *c = p[2], *d = p[3];
+    uint32_t ca = 0xFFFFFFFFu, cb = 0xFFFFFFFFu, cc = 0xFFFFFFFFu, cd = 0xFFFFFFFFu;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (n >= 8) {
+        TL_CRC_STEP8(ca, a);
+        TL_CRC_STEP8(cb, b);
+        TL_CRC_STEP8(cc, c);
+        TL_CRC_STEP8(cd, d);
+        n -= 8;
+    }
+#endif
+    while (n--) {
+        ca = T[0][(ca ^ *a++) & 0xff] ^ (ca >> 8);
+        cb = T[0][(cb ^ *b++) & 0xff] ^ (cb >> 8);
+        cc = T[0][(cc ^ *c++) & 0xff] ^ (cc >> 8);
+        cd = T[0][(cd ^ *d++) & 0xff] ^ (cd >> 8);
+    }
+    out[0] = ~ca;
+    out[1] = ~cb;
+    out[2] = ~cc;
+    out[3] = ~cd;
+}
+
 #endif
