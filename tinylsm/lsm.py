@@ -120,12 +120,13 @@ class Lsm(maps.StoreCore, MutableMapping):
       interpreter exit;
     * a change survives a *power cut* (or kernel crash) only once a
       ``flush()`` after it has returned;
-    * a ``write_batch`` is recovered whole or not at all.
+    * a ``write_batch`` (or ``write_packed``) is recovered whole or not at all.
 
     Threads: one store may be shared by many threads; writes are serialized.
-    Iterating (``iter``, ``keys``, ``items``, ``values``, ``range``) while
-    another thread changes the store raises ``RuntimeError``, as ``dict``
-    does; it never yields a torn item.  A store cannot be used in a child
+    Iterating (``iter``, ``keys``, ``items``, ``values``, ``range``,
+    ``export``) while another thread changes the store raises
+    ``RuntimeError``, as ``dict`` does; it never yields a torn item (nor a
+    torn chunk).  A store cannot be used in a child
     process made by ``fork``: any use raises ``ClosedError``.
 
     Reads (``[]``, ``get``, ``get_many``, ``in``, ``len``) and most ``insert``
