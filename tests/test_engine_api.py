@@ -38,7 +38,7 @@ def db(tmp_path):
 def test_public_names_are_pinned():
     """Exactly these names: an addition or a loss is a decision, not an accident."""
     assert sorted(tinylsm.__all__) == sorted([
-        "BACKEND", "ClosedError", "CompactionError", "Config", "CorruptionError", "Error",
+        "BACKEND", "Buffer", "ClosedError", "CompactionError", "Config", "CorruptionError", "Error",
         "LockedError", "LogFailedError", "Lsm", "ReadOnlyError", "Stats", "__version__",
         "open",
     ])

@@ -13,6 +13,7 @@ or ``"python"`` when ``TINYLSM_PUREPYTHON=1`` asks for the pure-Python twin.
 b'xy' 1
 """
 from ._backend import BACKEND
+from ._types import Buffer
 from .config import Config, Stats
 from .errors import (
     ClosedError,
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKEND",
+    "Buffer",
     "ClosedError",
     "CompactionError",
     "Config",
