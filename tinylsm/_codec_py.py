@@ -43,6 +43,7 @@ from ._format import (
     bad_type,
     check_sizes,
 )
+from ._types import Buffer
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
@@ -99,7 +100,7 @@ def _split_item(item: object, index: int) -> Tuple[object, object]:
     )
 
 
-def _records_data(records: bytes, rsize: int, what: str = "packed records") -> bytes:
+def _records_data(records: Buffer, rsize: int, what: str = "packed records") -> bytes:
     """``records`` as ``bytes``, checked to hold whole units of ``rsize``
     (records, or log frames), or ValueError naming ``what``.
 
@@ -150,7 +151,7 @@ def encode_log(
     fsize = frame_size(key_size, value_size)
     pad = bytes(fsize - 5 - key_size - value_size)
     if not isinstance(items, (list, tuple)):
-        items = list(items)  # type: ignore[arg-type]
+        items = list(items)
     checked: List[Change] = []
     for i, item in enumerate(items):
         k, v = _split_item(item, i)
@@ -294,7 +295,7 @@ def scan_log(buf: bytes, key_size: int, value_size: int) -> LogScan:
 # -- records and sstables ------------------------------------------------------
 
 
-def frame_records(frames: bytes, key_size: int, value_size: int) -> bytes:
+def frame_records(frames: Buffer, key_size: int, value_size: int) -> bytes:
     """The packed records of log frames made by ``encode_log``.
 
     Batch headers are dropped and padding cut off; nothing else is checked

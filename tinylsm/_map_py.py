@@ -15,11 +15,15 @@ from __future__ import annotations
 import sys
 from bisect import bisect_left
 from itertools import chain
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import (Any, Dict, Iterable, Iterator, List, NoReturn, Optional, Tuple, TypeVar, Union,
+                    overload)
 
 from ._codec_py import _records_data
 from ._format import as_bytes, as_count, as_sized, check_sizes
+from ._types import Buffer
 from .errors import ClosedError
+
+_T = TypeVar("_T")
 
 _CHANGED = "tinylsm store changed during iteration"
 #: The most keys a map holds: the compiled twin's slot ids are 32-bit.
@@ -29,7 +33,7 @@ _MAX_KEYS = 2**32 - 2
 def _as_bytes(obj: object) -> Optional[bytes]:
     """A lookup key as ``bytes`` if it is bytes-like, else None (absent)."""
     if type(obj) is bytes:
-        return obj  # type: ignore[return-value]
+        return obj
     try:
         return memoryview(obj).tobytes()  # type: ignore[arg-type]
     except (TypeError, ValueError, BufferError):
@@ -70,7 +74,9 @@ class SortedMap:
         check_sizes(key_size, value_size)
         self._k = key_size
         self._v = value_size
-        self._d: dict = {}
+        # bytes to bytes, but looked up with any object (a lookup key that
+        # is not bytes-like as None, which is simply absent)
+        self._d: Dict[Any, bytes] = {}
         self._keys: Optional[List[bytes]] = None  # sorted, may hold removed keys
         self._new: List[bytes] = []  # added since _keys was built
         self._removed = False
@@ -118,18 +124,18 @@ class SortedMap:
             key = _as_bytes(key)
         return key in self._d
 
-    def get(self, key: bytes) -> Optional[bytes]:
+    def get(self, key: Buffer) -> Optional[bytes]:
         if type(key) is not bytes:
             key = _as_bytes(key)  # type: ignore[assignment]
         return self._d.get(key)
 
-    def __getitem__(self, key: bytes) -> bytes:
+    def __getitem__(self, key: Buffer) -> bytes:
         value = self._d.get(key if type(key) is bytes else _as_bytes(key))
         if value is None:
             raise KeyError(key)
-        return value  # type: ignore[no-any-return]
+        return value
 
-    def set(self, key: bytes, value: bytes) -> Optional[bytes]:
+    def set(self, key: Buffer, value: Buffer) -> Optional[bytes]:
         """Set ``key`` to ``value``; return the previous value or None.
 
         Raises TypeError for a key or value that is not bytes-like and
@@ -148,7 +154,7 @@ class SortedMap:
         self.version += 1
         return old
 
-    def delete(self, key: bytes) -> Optional[bytes]:
+    def delete(self, key: Buffer) -> Optional[bytes]:
         """Remove ``key``; return its value, or None if it was absent."""
         len(self._d)  # raises once invalidated
         if type(key) is not bytes:
@@ -172,7 +178,7 @@ class SortedMap:
         if not 0 <= n <= _MAX_KEYS:
             raise ValueError(f"n: expected 0 to {_MAX_KEYS}, got {n}")
 
-    def apply_records(self, records: bytes, key_size: int, value_size: int) -> None:
+    def apply_records(self, records: Buffer, key_size: int, value_size: int) -> None:
         """Apply packed records (see ``codec``) in order; tag 0 deletes.
 
         Raises ValueError (changing nothing) for sizes other than the map's
@@ -231,7 +237,7 @@ class SortedMap:
         return keys
 
     def items(
-        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, reverse: bool = False
+        self, start: Optional[Buffer] = None, stop: Optional[Buffer] = None, reverse: bool = False
     ) -> Iterator[Tuple[bytes, bytes]]:
         """An iterator of ``(key, value)`` with ``start <= key < stop`` in key
         order (descending with ``reverse``); either bound may be None.
@@ -243,7 +249,7 @@ class SortedMap:
         return self._iterate(keys, indexes, self.version)
 
     def keys(
-        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, reverse: bool = False
+        self, start: Optional[Buffer] = None, stop: Optional[Buffer] = None, reverse: bool = False
     ) -> Iterator[bytes]:
         """An iterator of the keys ``start <= key < stop`` in key order
         (descending with ``reverse``), as ``items`` gives them but without
@@ -256,7 +262,7 @@ class SortedMap:
         return self._iterate_keys(keys, indexes, self.version)
 
     def export(
-        self, start: Optional[bytes] = None, stop: Optional[bytes] = None,
+        self, start: Optional[Buffer] = None, stop: Optional[Buffer] = None,
         reverse: bool = False, chunk_records: int = 65536,
     ) -> Iterator[memoryview]:
         """An iterator of chunks of the packed records ``key + value`` (K + V
@@ -297,7 +303,7 @@ class SortedMap:
                 self._changed()
             yield memoryview(data)
 
-    def _range(self, start: Optional[bytes], stop: Optional[bytes], reverse: bool
+    def _range(self, start: Optional[Buffer], stop: Optional[Buffer], reverse: bool
                ) -> Tuple[List[bytes], range]:
         """The sorted keys, and the indexes of those ``start <= key < stop``
         (either bound None) in key order or reversed."""
@@ -363,7 +369,7 @@ class _Unopened:
         return len(self._d)  # type: ignore[arg-type]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._d  # type: ignore[operator]
+        return key in self._d
 
 
 class StoreCore:
@@ -384,7 +390,7 @@ class StoreCore:
     _map: SortedMap = _Unopened()  # type: ignore[assignment]
     _busy = 0  # raised by the owner's slow paths; read only by the compiled twin
 
-    def __reduce_ex__(self, protocol: object) -> object:
+    def __reduce_ex__(self, protocol: object) -> NoReturn:
         raise TypeError(f"cannot pickle {type(self).__name__!r} object")
 
     def _attach(self, map: SortedMap, buf: bytearray, frame_size: int) -> None:
@@ -396,15 +402,15 @@ class StoreCore:
         """Where the compiled twin's fast paths may run; nothing here, as
         this twin has no fast path."""
 
-    def _slow_insert(self, key: object, value: object) -> Optional[bytes]:
+    def _slow_insert(self, key: Buffer, value: Buffer) -> Optional[bytes]:
         """The owner's insert when the fast path cannot finish it."""
         raise NotImplementedError
 
-    def _slow_remove(self, key: object) -> Optional[bytes]:
+    def _slow_remove(self, key: Buffer) -> Optional[bytes]:
         """The owner's remove when the fast path cannot finish it."""
         raise NotImplementedError
 
-    def _slow_insert_if_absent(self, key: object, value: object) -> Optional[bytes]:
+    def _slow_insert_if_absent(self, key: Buffer, value: Buffer) -> Optional[bytes]:
         """The owner's insert_if_absent when the fast path cannot finish it."""
         raise NotImplementedError
 
@@ -418,7 +424,7 @@ class StoreCore:
         """V, the size of every value in bytes."""
         return self._map._v
 
-    def insert(self, key: bytes, value: bytes) -> Optional[bytes]:
+    def insert(self, key: Buffer, value: Buffer) -> Optional[bytes]:
         """Set ``key`` to ``value``; return the previous value or ``None``.
 
         The change is in memory and in the log buffer when this returns (see
@@ -429,12 +435,12 @@ class StoreCore:
         """
         return self._slow_insert(key, value)
 
-    def __setitem__(self, key: bytes, value: bytes) -> None:
+    def __setitem__(self, key: Buffer, value: Buffer) -> None:
         # insert's work, as the compiled twin does it: not through
         # ``self.insert`` (which a subclass may have replaced)
         self._slow_insert(key, value)
 
-    def insert_if_absent(self, key: bytes, value: bytes) -> Optional[bytes]:
+    def insert_if_absent(self, key: Buffer, value: Buffer) -> Optional[bytes]:
         """Set ``key`` to ``value`` only if it is absent: return ``None`` when
         it inserted, else the value ``key`` has (and change nothing).
 
@@ -445,7 +451,7 @@ class StoreCore:
         """
         return self._slow_insert_if_absent(key, value)
 
-    def remove(self, key: bytes) -> Optional[bytes]:
+    def remove(self, key: Buffer) -> Optional[bytes]:
         """Delete ``key``; return its value, or ``None`` if it was absent.
 
         Removing an absent key changes nothing and logs nothing.  Raises as
@@ -453,7 +459,7 @@ class StoreCore:
         """
         return self._slow_remove(key)
 
-    def __delitem__(self, key: bytes) -> None:
+    def __delitem__(self, key: Buffer) -> None:
         # remove's work, as the compiled twin does it: not through
         # ``self.remove`` (which a subclass may have replaced)
         if self._slow_remove(key) is None:
@@ -462,7 +468,7 @@ class StoreCore:
     def __len__(self) -> int:
         return len(self._map)
 
-    def __getitem__(self, key: bytes) -> bytes:
+    def __getitem__(self, key: Buffer) -> bytes:
         m = self._map
         value = m.get(key)
         if value is None:
@@ -470,7 +476,11 @@ class StoreCore:
             raise KeyError(key)
         return value
 
-    def get(self, key: bytes, default: Optional[bytes] = None) -> Optional[bytes]:
+    @overload
+    def get(self, key: Buffer, default: None = None) -> Optional[bytes]: ...
+    @overload
+    def get(self, key: Buffer, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
+    def get(self, key: Buffer, default: object = None) -> object:
         """The value of ``key``, or ``default`` when it is absent. O(1), no I/O."""
         m = self._map
         value = m.get(key)
@@ -486,7 +496,7 @@ class StoreCore:
         _coerce(key, m._k, "key")
         return False
 
-    def get_many(self, keys: Iterable[bytes]) -> List[Optional[bytes]]:
+    def get_many(self, keys: Iterable[Buffer]) -> List[Optional[bytes]]:
         """The values of ``keys`` (an iterable of keys), in order: a list
         with each key's value, or ``None`` where a key is absent.
 

@@ -7,7 +7,8 @@ import os
 import threading
 import weakref
 from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
-from typing import Iterable, Iterator, List, NoReturn, Optional, Tuple, Union
+from typing import (TYPE_CHECKING, Callable, Iterable, Iterator, List, NoReturn, Optional, Tuple,
+                    TypeVar, Union, overload)
 
 from . import _prefix, _recovery
 from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, release
@@ -19,13 +20,16 @@ from ._worker import Stopped
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import GATHER, LEAD, LogWriter
-from ._format import LOG_NAME, SSTABLE_DIR, Buffer, as_sized
+from ._format import LOG_NAME, SSTABLE_DIR, as_sized
 from ._logread import LogReader
 from ._meta import StoreLock, writer_present
+from ._types import Buffer
 from .config import Config, Stats
 from .errors import ClosedError, CompactionError, ReadOnlyError, describe
 
 log = logging.getLogger("tinylsm")
+
+_T = TypeVar("_T")
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
@@ -106,7 +110,7 @@ def open(  # noqa: A001 - the module's entry point, as in dbm.open
                readonly=readonly, _files=_files)
 
 
-class Lsm(maps.StoreCore, MutableMapping):
+class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
     """A crash-safe sorted map of fixed-size ``bytes`` keys to ``bytes`` values.
 
     All data lives in memory; reads never touch the disk.  Every change is
@@ -132,6 +136,35 @@ class Lsm(maps.StoreCore, MutableMapping):
     Reads (``[]``, ``get``, ``get_many``, ``in``, ``len``) and most ``insert``
     and ``remove`` calls run in compiled code in one call (see ``StoreCore``).
     """
+
+    if TYPE_CHECKING:
+        # StoreCore's methods (the compiled hot paths) as a type checker
+        # shows them to users: declared here, so that its messages name
+        # Lsm and not the internal base class.  Never run.
+        @property
+        def key_size(self) -> int: ...
+        @property
+        def value_size(self) -> int: ...
+        def insert(self, key: Buffer, value: Buffer) -> Optional[bytes]: ...
+        def insert_if_absent(self, key: Buffer, value: Buffer) -> Optional[bytes]: ...
+        def remove(self, key: Buffer) -> Optional[bytes]: ...
+        def __setitem__(self, key: Buffer, value: Buffer) -> None: ...
+        def __delitem__(self, key: Buffer) -> None: ...
+        def __getitem__(self, key: Buffer) -> bytes: ...
+        def __len__(self) -> int: ...
+        def __contains__(self, key: object) -> bool: ...
+        @overload
+        def get(self, key: Buffer, default: None = None) -> Optional[bytes]: ...
+        @overload
+        def get(self, key: Buffer, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
+        def get(self, key: Buffer, default: object = None) -> object: ...
+        def get_many(self, keys: Iterable[Buffer]) -> List[Optional[bytes]]: ...
+        # and MutableMapping's pop(), which takes any key __getitem__ takes
+        @overload
+        def pop(self, key: Buffer) -> bytes: ...
+        @overload
+        def pop(self, key: Buffer, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
+        def pop(self, key: Buffer, default: object = None) -> object: ...
 
     def __init__(
         self,
@@ -212,21 +245,21 @@ class Lsm(maps.StoreCore, MutableMapping):
         with self._lock:
             return self._map.keys()
 
-    def keys(self) -> KeysView:
+    def keys(self) -> KeysView[bytes]:
         """The keys, in key order (costs as ``range``)."""
         return Keys(self)
 
-    def items(self) -> ItemsView:
+    def items(self) -> ItemsView[bytes, bytes]:
         """``(key, value)`` pairs, in key order (costs as ``range``)."""
         return Items(self)
 
-    def values(self) -> ValuesView:
+    def values(self) -> ValuesView[bytes]:
         """The values, in key order (costs as ``range``)."""
         return Values(self)
 
     def range(
-        self, start: Optional[bytes] = None, stop: Optional[bytes] = None, *,
-        reverse: bool = False, prefix: Optional[bytes] = None,
+        self, start: Optional[Buffer] = None, stop: Optional[Buffer] = None, *,
+        reverse: bool = False, prefix: Optional[Buffer] = None,
     ) -> Iterator[Tuple[bytes, bytes]]:
         """Yield ``(key, value)`` for ``start <= key < stop`` in key order.
 
@@ -357,7 +390,7 @@ class Lsm(maps.StoreCore, MutableMapping):
     # insert(), remove() and insert_if_absent() are StoreCore's: they call
     # these when they cannot finish in one compiled step.
 
-    def _slow_insert(self, key: bytes, value: bytes) -> Optional[bytes]:
+    def _slow_insert(self, key: Buffer, value: Buffer) -> Optional[bytes]:
         if value is None:  # encode_frame would make it a tombstone
             raise TypeError("value: expected a bytes-like object, got "
                             "NoneType (use remove() to delete a key)")
@@ -366,7 +399,7 @@ class Lsm(maps.StoreCore, MutableMapping):
             self._writable().append(frame)
             return self._map.set(key, value)
 
-    def _slow_remove(self, key: bytes) -> Optional[bytes]:
+    def _slow_remove(self, key: Buffer) -> Optional[bytes]:
         key = as_sized(key, self.key_size, "key")
         with _Exclusive(self):
             if key not in self._map:
@@ -376,7 +409,7 @@ class Lsm(maps.StoreCore, MutableMapping):
             self._writable().append(frame)
             return self._map.delete(key)
 
-    def _slow_insert_if_absent(self, key: bytes, value: bytes) -> Optional[bytes]:
+    def _slow_insert_if_absent(self, key: Buffer, value: Buffer) -> Optional[bytes]:
         if value is None:
             raise TypeError("value: expected a bytes-like object, got NoneType")
         k, v = self.key_size, self.value_size
@@ -392,7 +425,7 @@ class Lsm(maps.StoreCore, MutableMapping):
             log_writer.append(frame)
             return self._map.set(key, value)
 
-    def setdefault(self, key: bytes, default: Optional[bytes] = None) -> bytes:
+    def setdefault(self, key: Buffer, default: Optional[Buffer] = None) -> bytes:
         """The value of ``key``, inserting ``default`` first if it is absent.
 
         Atomic, unlike ``MutableMapping.setdefault``: of threads racing on
@@ -423,7 +456,7 @@ class Lsm(maps.StoreCore, MutableMapping):
             return old
         return as_sized(default, self.value_size, "value")
 
-    def write_batch(self, items: Iterable[Tuple[bytes, Optional[bytes]]]) -> None:
+    def write_batch(self, items: Iterable[Tuple[Buffer, Optional[Buffer]]]) -> None:
         """Apply ``(key, value_or_None)`` changes atomically, in order.
 
         ``None`` removes the key; a later item for the same key wins.  Every
@@ -821,7 +854,7 @@ class Lsm(maps.StoreCore, MutableMapping):
 
 
 def _stop_threads(rollover: Optional[Rollover], compactor: Optional[Compactor],
-                  after) -> None:
+                  after: Callable[[], None]) -> None:
     """Stop the rollover, then the compactor, then run ``after``; from one
     of those threads itself, the rest happens as it exits."""
     def then() -> None:
