@@ -6,6 +6,7 @@ without importing the CLI, which imports the runner (lazily) in turn.
 from __future__ import annotations
 
 import argparse
+from typing import NoReturn
 
 #: Exit status of a usage error, the same for every tinylsm command
 #: (``cli.EXIT_USAGE``).
@@ -15,7 +16,7 @@ EXIT_USAGE = 2
 class ArgumentParser(argparse.ArgumentParser):
     """Reports a usage error on one line (not argparse's usage block)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 

@@ -5,7 +5,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional
+from typing import Callable, ContextManager, Dict, List, Optional
 
 from . import sstable
 from ._backend import codec
@@ -98,7 +98,7 @@ class Compactor(Worker):
             self._retry_on_stop = retry and self.error is not None
         super().stop(after)
 
-    def _idle(self):
+    def _idle(self) -> ContextManager[object]:
         return self._merge_lock
 
     def _loop(self) -> None:
@@ -232,8 +232,9 @@ class Compactor(Worker):
         # merged table then a suffix of the run is a state the order above
         # allows, and a later merge folds them in again.
         # close()'s last attempt waits a while, then reports the wait
-        wait = ((None, CLOSING_GATE_TIMEOUT) if closing else (self._stop_check, None))
-        with self.gate.exclusive(*wait, what="a merge"):
+        check: Optional[Callable[[], None]] = None if closing else self._stop_check
+        timeout = CLOSING_GATE_TIMEOUT if closing else None
+        with self.gate.exclusive(check, timeout, what="a merge"):
             for sst_id in run[1:]:
                 self.files.unlink(self._path(sst_id))
                 with self._cv:  # gone, even if the fsync below fails: never read it again

@@ -101,7 +101,7 @@ class LogScan(NamedTuple):
     """
 
     records: bytes
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count(), unused on a scan
     end: int
     stop: str
     stop_offset: int
@@ -121,7 +121,7 @@ class SSTableScan(NamedTuple):
     """
 
     records: bytes
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count(), unused on a scan
     expected: int
     status: str
     error_index: int
@@ -166,7 +166,7 @@ def bad_size(what: str, expected: int, got: int) -> ValueError:
 def as_bytes(obj: object, what: str) -> bytes:
     """``obj`` as ``bytes`` of any length, by the rule above."""
     if type(obj) is bytes:
-        return obj  # type: ignore[return-value]
+        return obj
     try:
         return memoryview(obj).tobytes()  # type: ignore[arg-type]
     except TypeError:

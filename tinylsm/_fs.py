@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import Dict, List, NoReturn, Optional
+from typing import Dict, List, NoReturn, Optional, Union
 
 from .errors import CorruptionError
 
@@ -154,7 +154,7 @@ class Files:
 
     # -- descriptors -------------------------------------------------------------
 
-    def pwrite(self, fd: int, data: bytes, offset: int) -> None:
+    def pwrite(self, fd: int, data: Union[bytes, bytearray], offset: int) -> None:
         """Write all of ``data`` at ``offset``; a short write is continued."""
         try:
             n = os.pwrite(fd, data, offset)

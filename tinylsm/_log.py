@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from ._fs import Files
 from .errors import LogFailedError, describe
@@ -142,7 +142,7 @@ class LogWriter:
             # this very object
             del self.buf[:]
 
-    def _write(self, data) -> None:
+    def _write(self, data: Union[bytes, bytearray]) -> None:
         self.check()
         try:
             self.files.pwrite(self.fd, data, self.size)

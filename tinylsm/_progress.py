@@ -3,8 +3,11 @@ and tqdm (optional: the ``bench`` extra) is installed; otherwise no bars,
 and ``announce`` lines for the steps long enough to want them."""
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, TypeVar
+
+_T = TypeVar("_T")
 
 
 class _Quiet:
@@ -31,7 +34,7 @@ def enabled() -> bool:
     try:
         if not sys.stderr.isatty():
             return False
-        import tqdm  # noqa: F401
+        _tqdm()
     except (ImportError, AttributeError, ValueError):
         return False
     return True
@@ -58,18 +61,22 @@ def bar(total: Optional[int] = None, desc: str = "", unit: str = "it") -> Any:
     """A tqdm bar on stderr, or a silent stand-in with the same methods."""
     if not enabled():
         return _Quiet()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
+    return _tqdm()(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False,
                 dynamic_ncols=True)
 
 
-def wrap(iterable: Iterable, total: Optional[int] = None, desc: str = "",
-         unit: str = "it") -> Iterable:
+def wrap(iterable: Iterable[_T], total: Optional[int] = None, desc: str = "",
+         unit: str = "it") -> Iterable[_T]:
     """``iterable``, with a bar on a terminal."""
     if not enabled():
         return iterable
-    from tqdm import tqdm
+    wrapped: Iterable[_T] = _tqdm()(iterable, total=total, desc=desc, unit=unit,
+                                    file=sys.stderr, leave=False, dynamic_ncols=True)
+    return wrapped
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr,
-                leave=False, dynamic_ncols=True)
+
+def _tqdm() -> Any:
+    """tqdm's bar class, imported by name: tqdm is optional, and its types are
+    a package of their own (types-tqdm), so a type checker sees Any whether
+    either is installed or not."""
+    return importlib.import_module("tqdm").tqdm

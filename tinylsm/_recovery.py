@@ -23,6 +23,7 @@ from ._log import LogWriter
 from ._backend import codec
 from ._logread import LogReader, nonzero_end
 from ._meta import StoreLock
+from ._types import Buffer
 from .errors import CorruptionError
 
 log = logging.getLogger("tinylsm")
@@ -266,8 +267,9 @@ def open_files(files: Files, path: str, readonly: bool) -> Opened:
     return Opened(opened, tmps, log_fd, log_existed)
 
 
-def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
-            bufsize: int, reserve: Optional[Callable[[int], None]] = None) -> Recovered:
+def recover(files: Files, path: str, apply: Callable[[Buffer, int, int], None],
+            opening: Opening, readonly: bool, bufsize: int,
+            reserve: Optional[Callable[[int], None]] = None) -> Recovered:
     """Read the sstables in id order and the log into ``apply(records, k,
     v)``, checking everything; only then repair (never when ``readonly``).
 
@@ -301,21 +303,22 @@ def recover(files: Files, path: str, apply, opening: Opening, readonly: bool,
                     apply(records, k, v)
             finally:
                 files.close(fd)
-            scan, nbytes = reader.scan, reader.nbytes
-            assert scan is not None
+            table_scan, nbytes = reader.scan, reader.nbytes
+            assert table_scan is not None
             if nbytes == 0:
                 if sst_id != newest:
                     raise CorruptionError(f"sstable {table} is empty, and is not the newest: "
                                           "it is not an interrupted flush of tiny-lsm")
                 empty = table
                 continue
-            if scan.status != SST_COMPLETE:
+            if table_scan.status != SST_COMPLETE:
                 log.warning(
                     "tinylsm: sstable %s is cut short (%d of %s records): an "
                     "interrupted flush of tiny-lsm, whose data is still in the log",
-                    table, scan.count, scan.expected if scan.expected >= 0 else "?")
+                    table, table_scan.count,
+                    table_scan.expected if table_scan.expected >= 0 else "?")
             read_bytes += nbytes
-            tables[sst_id] = Table(scan.count, nbytes)
+            tables[sst_id] = Table(table_scan.count, nbytes)
         plan = plan_log(files, log_fd, k, v, apply) if log_fd >= 0 else NO_LOG
         read_bytes += plan.size
         if plan.refuse:

@@ -231,7 +231,7 @@ class Rollover(Worker):
 
     # -- the thread ------------------------------------------------------------
 
-    def _idle(self):
+    def _idle(self) -> ContextManager[object]:
         return self._job_lock
 
     def _loop(self) -> None:

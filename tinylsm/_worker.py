@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Callable, Optional
+from typing import Callable, ContextManager, Optional
 
 from . import _memory
 
@@ -107,5 +107,5 @@ class Worker:
     def _loop(self) -> None:
         raise NotImplementedError
 
-    def _idle(self):
+    def _idle(self) -> ContextManager[object]:
         raise NotImplementedError

@@ -21,7 +21,7 @@ import os
 import re
 import sys
 from itertools import islice
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import tinylsm
 
@@ -106,7 +106,7 @@ def parse_key(text: str, size: int, byte_order: Optional[str], what: str = "KEY"
     return number.to_bytes(size, byte_order)  # type: ignore[arg-type]
 
 
-def show(data: bytes, byte_order: Optional[str]):
+def show(data: bytes, byte_order: Optional[str]) -> Union[str, int]:
     """Bytes as shown: hex, or an unsigned integer of ``byte_order``."""
     if byte_order is None:
         return data.hex()
@@ -269,7 +269,7 @@ def cmd_dump(args: argparse.Namespace) -> int:
                                                         "--stop")
         if args.raw:
             return _dump_raw(db, start, stop, args.limit)
-        items = db.range(start, stop)
+        items: Iterable[Tuple[bytes, bytes]] = db.range(start, stop)
         if args.limit is not None:
             items = islice(items, args.limit)
         if not sys.stdout.isatty():  # a bar would garble a terminal's output
@@ -357,7 +357,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
 # -- the parser -------------------------------------------------------------------------------
 
 
-def _directory_parent() -> argparse.ArgumentParser:
+def _directory_parent() -> ArgumentParser:
     p = ArgumentParser(add_help=False)
     p.add_argument("dir", metavar="DIR", help="the store's directory")
     g = p.add_argument_group("sizes (needed only for a store written by the Rust tiny-lsm, "
@@ -492,7 +492,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (status 2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
-        return args.func(args)
+        status: int = args.func(args)
+        return status
     except UsageError as exc:
         _error(exc)
         return EXIT_USAGE

@@ -330,7 +330,9 @@ def write(
         written = 0
         pieces = [header] + [view[i:i + WRITE_CHUNK] for i in range(0, len(view), WRITE_CHUNK)]
         for piece in pieces + [None]:
-            for out in (chunker.finish() if piece is None else chunker.compress(piece)):
+            # zstandard's stub leaves finish() unannotated
+            for out in (chunker.finish()  # type: ignore[no-untyped-call]
+                        if piece is None else chunker.compress(piece)):
                 files.pwrite(fd, out, written)
                 written += len(out)
         files.fsync(fd)

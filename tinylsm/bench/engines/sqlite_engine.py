@@ -21,7 +21,8 @@ class SqliteEngine(Engine):
         return os.path.join(self.root, f"sqlite-{sub}.db")
 
     def _open_store(self, sub: str, **kw: Any) -> sqlite3.Connection:
-        con = sqlite3.connect(self._path(sub), isolation_level=None, **kw)  # explicit BEGIN
+        con: sqlite3.Connection = sqlite3.connect(  # explicit BEGIN
+            self._path(sub), isolation_level=None, **kw)
         con.execute("PRAGMA journal_mode=WAL")
         con.execute("PRAGMA synchronous=FULL")
         con.execute("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL)"
