@@ -30,7 +30,7 @@ def _find() -> Optional[Callable[[int], int]]:
         return None
     fn.argtypes = [ctypes.c_size_t]
     fn.restype = ctypes.c_int
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 def trim() -> bool:

@@ -50,9 +50,7 @@ def announce(text: str) -> None:
 def line(text: str) -> None:
     """``text`` as a line of its own on stderr, above a bar being drawn."""
     if enabled():
-        from tqdm import tqdm
-
-        tqdm.write(text, file=sys.stderr)
+        _tqdm().write(text, file=sys.stderr)
     else:
         print(text, file=sys.stderr, flush=True)
 

@@ -5,8 +5,9 @@ run just printed (matplotlib, an optional extra: ``pip install matplotlib``).
 The format follows the file's suffix (``.svg``, ``.png``, ``.pdf``)."""
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from .report import fmt, fmt_ratio, ratio
 from .rows import NO_RATIO_UNITS, SUBROWS, Figures, row
@@ -28,7 +29,7 @@ def unavailable(path: str) -> str:
         return (f"--chart {path}: expected a file name ending in "
                 f"{', '.join(FORMATS)}, got {suffix or 'no suffix'!r}")
     try:
-        import matplotlib  # noqa: F401
+        importlib.import_module("matplotlib")
     except ImportError:
         return ("--chart needs matplotlib, which is not installed: pip install matplotlib "
                 "(or the bench extra, see the README)")
@@ -78,12 +79,14 @@ def ratios(figures: Figures, workloads: Sequence[str], engines: Sequence[str]
 def draw(path: str, figures: Figures, workloads: Sequence[str], engines: Sequence[str],
          labels: Dict[str, str], title: str) -> None:
     """Write the chart of ``figures`` to ``path``."""
-    import matplotlib
-
+    # imported by name, so that type checking passes the same whether the
+    # optional matplotlib is installed or not: Any here either way (and
+    # mypy does not read matplotlib's code, newer than Python 3.9 allows)
+    matplotlib = importlib.import_module("matplotlib")
     matplotlib.use("Agg")  # no screen needed, whatever the user's default
     # SVG text as text, not glyph outlines: smaller, searchable, selectable
     matplotlib.rcParams["svg.fonttype"] = "none"
-    import matplotlib.pyplot as plt
+    plt = importlib.import_module("matplotlib.pyplot")
 
     left, right = rates(figures, workloads, engines), ratios(figures, workloads, engines)
     height = 1.5 + 0.16 * max(_bars(left), _bars(right), 8)
@@ -104,7 +107,8 @@ def _bars(groups: List[Tuple[str, Dict[str, float]]]) -> int:
     return sum(len(values) + 1 for _, values in groups)
 
 
-def _grouped(ax, groups, labels, engines, text) -> None:  # type: ignore[no-untyped-def]
+def _grouped(ax: Any, groups: List[Tuple[str, Dict[str, float]]], labels: Dict[str, str],
+             engines: Sequence[str], text: Callable[[float, str], str]) -> None:
     """Horizontal bars on a log scale, one group per row, top to bottom."""
     y, ticks, names = 0.0, [], []
     seen = set()
