@@ -19,10 +19,13 @@ from pathlib import Path
 
 import pytest
 
+import tinylsm
 from conftest import load_twin
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
+#: The folder that holds the tinylsm under test: this checkout, or an install.
+HOME = Path(tinylsm.__file__).resolve().parents[1]
 
 # What a user gets for a misuse, and the types results have: one line of
 # code each, with the message mypy gives for it (the first line of it; a
@@ -73,10 +76,12 @@ def _mypy(*args: str, cwd: Path, env: dict | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def mypy_cache(request):
-    """mypy's cache, kept in pytest's (a second run here is quicker)."""
+def mypy_cache(request, tmp_path_factory):
+    """mypy's cache, kept in pytest's (a second run here is quicker), or a
+    fresh one when pytest keeps none (-p no:cacheprovider)."""
     pytest.importorskip("mypy", reason="mypy is not installed (pip install -e .[test])")
-    return str(request.config.cache.mkdir("mypy"))
+    cache = getattr(request.config, "cache", None)
+    return str(cache.mkdir("mypy") if cache is not None else tmp_path_factory.mktemp("mypy"))
 
 
 def test_the_package_passes_mypy_strict(mypy_cache):
@@ -87,16 +92,18 @@ def test_the_package_passes_mypy_strict(mypy_cache):
 
 
 def test_a_user_program_passes_mypy_strict_and_misuse_names_lsm(mypy_cache, tmp_path):
-    """A user's ``mypy --strict`` (no settings of ours: run from elsewhere,
-    the checkout on MYPYPATH, so that any error inside tinylsm is reported
-    too) passes typing_sample.py, and reports each misuse as ``MISUSE``
-    says, naming Lsm."""
+    """A user's ``mypy --strict`` (no settings of ours: run from elsewhere)
+    passes typing_sample.py, and reports each misuse as ``MISUSE`` says,
+    naming Lsm.  The tinylsm under test is a checkout (then on MYPYPATH, so
+    that any error inside it is reported too) or an install (found as one)."""
     misuse = tmp_path / "misuse.py"
     misuse.write_text("import array\nimport tinylsm\n\n"
                       "db = tinylsm.open('db', key_size=4, value_size=2)\n"
                       + "".join(code + "\n" for code, _ in MISUSE))
     first = 5  # the line of MISUSE[0]
-    env = dict(os.environ, MYPYPATH=str(ROOT))
+    env = dict(os.environ)
+    if HOME == ROOT:
+        env["MYPYPATH"] = str(ROOT)
     out = _mypy("--strict", "--cache-dir", mypy_cache, "--no-error-summary",
                 str(TESTS / "typing_sample.py"), misuse.name, cwd=tmp_path, env=env)
     assert "StoreCore" not in out, out
@@ -120,18 +127,19 @@ def test_the_sample_program_runs(tmp_path, capsys):
     assert "closed:" in capsys.readouterr().out
 
 
-def test_the_stubs_match_the_compiled_modules(mypy_cache):
+def test_the_stubs_match_the_compiled_modules(tmp_path):
     """``stubtest``: _codec.pyi and _map.pyi against the compiled modules,
     with tests/stubtest_allowlist.txt for what the stubs leave out on
     purpose (each line says why)."""
     load_twin("_codec", "cython")  # skips where none was built, on purpose
     load_twin("_map", "cython")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get(
-        "PYTHONPATH", "")]).rstrip(os.pathsep))
+    pytest.importorskip("mypy", reason="mypy is not installed (pip install -e .[test])")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(HOME)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     proc = subprocess.run(
         [sys.executable, "-m", "mypy.stubtest", "--mypy-config-file", str(ROOT / "pyproject.toml"),
          "--allowlist", str(TESTS / "stubtest_allowlist.txt"), "tinylsm._codec", "tinylsm._map"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
