@@ -181,10 +181,11 @@ def _packed_data(obj: object, unit: int, sizes: str, what: str) -> bytes:
         raise bad_type(what, obj) from None
     if view.nbytes % unit:
         raise ValueError(f"{what}: expected a multiple of {sizes} bytes, got {view.nbytes}")
-    return obj if type(obj) is bytes else view.tobytes()  # type: ignore[return-value]
+    return obj if type(obj) is bytes else view.tobytes()
 
 
-def encode_packed(records: object, removals: object, key_size: int, value_size: int) -> bytes:
+def encode_packed(records: Buffer, removals: Optional[Buffer], key_size: int,
+                  value_size: int) -> bytes:
     """The frames of one batch of packed records: exactly what
     ``encode_log(items, key_size, value_size, batch=True)`` makes of
 

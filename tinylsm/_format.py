@@ -8,7 +8,7 @@ objects and strings, so a parity test can compare results with ``==``.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 # -- names in a store directory (FORMAT.md, "Directory") ---------------------------
 
@@ -142,15 +142,12 @@ def check_sizes(key_size: int, value_size: int) -> None:
 
 # -- the one rule for keys and values -------------------------------------------
 
-#: What a bytes-like argument is typed as: anything with the buffer protocol
-#: (``collections.abc.Buffer`` from Python 3.12), read as its raw bytes.
-Buffer = Union[bytes, bytearray, memoryview]
-#
 # Every method of every build accepts a key or value the same way: ``bytes``
 # as it is, any other object with the buffer protocol as its raw bytes
 # (``memoryview(obj).tobytes()``); anything else is a TypeError, and the wrong
 # length a ValueError.  The compiled modules apply the rule in C and build
-# their messages here, so the words cannot drift.
+# their messages here, so the words cannot drift.  Its type, for annotations,
+# is ``Buffer`` (``_types.py``).
 
 
 def bad_type(what: str, obj: object) -> TypeError:

@@ -351,7 +351,7 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
             start = as_sized(start, k, "key")
         if stop is not None:
             stop = as_sized(stop, k, "key")
-        return start, stop  # type: ignore[return-value]
+        return start, stop
 
     # -- writing -------------------------------------------------------------------
 
