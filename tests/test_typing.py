@@ -52,6 +52,8 @@ MISUSE = [
      'Argument "prefix" to "range" of "Lsm" has incompatible type "str"; '
      'expected "Buffer | None"'),
     ("db.key_size = 3", 'Property "key_size" defined in "Lsm" is read-only'),
+    ('db.write_packed("abcdxy")',
+     'Argument 1 to "write_packed" of "Lsm" has incompatible type "str"; expected "Buffer"'),
     ("reveal_type(db.insert(bytearray(b\"abcd\"), memoryview(b\"xy\")))",
      'Revealed type is "bytes | None"'),
     ('reveal_type(db.get(b"abcd"))', 'Revealed type is "bytes | None"'),
@@ -63,6 +65,8 @@ MISUSE = [
     ("reveal_type(db.range())", 'Revealed type is "Iterator[tuple[bytes, bytes]]"'),
     ("reveal_type(iter(db))", 'Revealed type is "Iterator[bytes]"'),
     ("reveal_type(db.items())", 'Revealed type is "ItemsView[bytes, bytes]"'),
+    ('reveal_type(db.export(prefix=bytearray(b"ab")))',
+     'Revealed type is "Iterator[memoryview[int]]"'),
     ("reveal_type(db.stats().space_amp)", 'Revealed type is "float"'),
 ]
 

@@ -59,6 +59,9 @@ def main(directory: str) -> None:
         keys: List[bytes] = list(db.keys())
         items: Dict[bytes, bytes] = dict(db.items())
         values: List[bytes] = list(db.values())
+        chunks: List[memoryview] = list(db.export(prefix=b"kkk", chunk_records=2))
+        db.write_packed(bytearray(b"".join(chunks)), removals=memoryview(b"kkk8"))
+        db.write_packed(array.array("b", b"kkk9v9"))
         for key in db:
             value = db[key]
         db.flush()
