@@ -10,11 +10,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import MutableMapping
-from pathlib import Path
 
 import pytest
 
 import tinylsm
+
+from helpers import child_env
 
 
 K, V = 8, 8
@@ -156,8 +157,7 @@ def test_left_open_at_exit_writes_buffer_out(tmp_path):
         "db[bytes(8)] = b'12345678'\n"
         "KEEP = [db]\n"  # alive until interpreter exit
     )
-    subprocess.run([sys.executable, "-c", code], check=True,
-                   cwd=Path(__file__).resolve().parent.parent)
+    subprocess.run([sys.executable, "-c", code], check=True, env=child_env())
     with tinylsm.open(path, key_size=K, value_size=V) as db:
         assert db[bytes(8)] == b"12345678"
 
