@@ -8,7 +8,7 @@ objects and strings, so a parity test can compare results with ``==``.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 # -- names in a store directory (FORMAT.md, "Directory") ---------------------------
 
@@ -131,13 +131,8 @@ class SSTableScan(NamedTuple):
 
 def check_sizes(key_size: int, value_size: int) -> None:
     """Raise unless ``key_size >= 1`` and ``value_size >= 0`` are usable."""
-    for name, value, low in (("key_size", key_size, 1), ("value_size", value_size, 0)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{name}: expected int, got {type(value).__name__}")
-        if not low <= value <= MAX_ITEM_SIZE:
-            raise ValueError(
-                f"{name}: expected {low} to {MAX_ITEM_SIZE}, got {value}"
-            )
+    as_int(key_size, "key_size", 1, MAX_ITEM_SIZE)
+    as_int(value_size, "value_size", 0, MAX_ITEM_SIZE)
 
 
 # -- the one rule for keys and values -------------------------------------------
@@ -178,11 +173,15 @@ def as_sized(obj: object, size: int, what: str) -> bytes:
     return data
 
 
-def as_count(obj: object, what: str) -> int:
-    """``obj`` as a count of at least 1 (an ``int``, not a ``bool``), or
-    ``TypeError``/``ValueError`` naming ``what`` and the value given."""
+def as_int(obj: object, what: str, low: int, high: Optional[int] = None) -> int:
+    """``obj`` as an ``int`` (not a ``bool``) from ``low`` to ``high`` (no
+    upper bound if None), or ``TypeError``/``ValueError`` naming ``what``
+    and the value given."""
     if not isinstance(obj, int) or isinstance(obj, bool):
         raise TypeError(f"{what}: expected int, got {type(obj).__name__}")
-    if obj < 1:
-        raise ValueError(f"{what}: expected at least 1, got {obj}")
+    if high is None:
+        if obj < low:
+            raise ValueError(f"{what}: expected at least {low}, got {obj}")
+    elif not low <= obj <= high:
+        raise ValueError(f"{what}: expected {low} to {high}, got {obj}")
     return obj

@@ -61,7 +61,7 @@ from cpython.ref cimport PyObject
 
 import os
 
-from ._format import MAX_ITEM_SIZE, as_count, bad_size, bad_type, check_sizes
+from ._format import MAX_ITEM_SIZE, as_int, bad_size, bad_type, check_sizes
 from .errors import ClosedError
 
 cdef extern from "Python.h":
@@ -1148,11 +1148,7 @@ cdef class SortedMap:
         """
         cdef size_t want
         self._alive()
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise TypeError(f"n: expected int, got {type(n).__name__}")
-        if not 0 <= n <= _MAX_SLOTS:
-            raise ValueError(f"n: expected 0 to {_MAX_SLOTS}, got {n}")
-        want = n
+        want = as_int(n, "n", 0, _MAX_SLOTS)
         if want > self.tlimit:
             self._rehash(want)
         if want > self.slotcap:
@@ -1267,7 +1263,7 @@ cdef class SortedMap:
         below 1.  Cost: O(K + V) per record, a gather from the arena (the
         slots of the next _GATHER_AHEAD records are prefetched).
         """
-        chunk_records = as_count(chunk_records, "chunk_records")
+        chunk_records = as_int(chunk_records, "chunk_records", 1)
         cdef _Chunks it = _Chunks.__new__(_Chunks)
         self._cursor(it, start, stop, reverse)
         # a range holds at most 2**32 - 2 records: larger counts are all one

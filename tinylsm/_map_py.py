@@ -19,7 +19,7 @@ from typing import (Any, Dict, Iterable, Iterator, List, NoReturn, Optional, Tup
                     overload)
 
 from ._codec_py import _records_data
-from ._format import as_bytes, as_count, as_sized, check_sizes
+from ._format import as_bytes, as_int, as_sized, check_sizes
 from ._types import Buffer
 from .errors import ClosedError
 
@@ -173,10 +173,7 @@ class SortedMap:
         the most keys a map holds (2**32 - 2).
         """
         len(self._d)  # raises once invalidated
-        if not isinstance(n, int) or isinstance(n, bool):
-            raise TypeError(f"n: expected int, got {type(n).__name__}")
-        if not 0 <= n <= _MAX_KEYS:
-            raise ValueError(f"n: expected 0 to {_MAX_KEYS}, got {n}")
+        as_int(n, "n", 0, _MAX_KEYS)
 
     def apply_records(self, records: Buffer, key_size: int, value_size: int) -> None:
         """Apply packed records (see ``codec``) in order; tag 0 deletes.
@@ -279,7 +276,7 @@ class SortedMap:
         Raises TypeError for a ``chunk_records`` that is not an int,
         ValueError for one below 1.  Cost: O(K + V) per record.
         """
-        chunk = as_count(chunk_records, "chunk_records")
+        chunk = as_int(chunk_records, "chunk_records", 1)
         keys, indexes = self._range(start, stop, reverse)
         return self._chunks(keys, indexes, chunk, self.version)
 
