@@ -269,9 +269,10 @@ def open_files(files: Files, path: str, readonly: bool) -> Opened:
 
 def recover(files: Files, path: str, apply: Callable[[Buffer, int, int], None],
             opening: Opening, readonly: bool, bufsize: int,
-            reserve: Optional[Callable[[int], None]] = None) -> Recovered:
+            reserve: Callable[[int], None]) -> Recovered:
     """Read the sstables in id order and the log into ``apply(records, k,
     v)``, checking everything; only then repair (never when ``readonly``).
+    ``reserve(n)`` first makes room in the map for ``n`` keys.
 
     Every file is read in chunks and its records applied as they are
     checked, so memory beyond the map stays a few chunks.  A file found
@@ -287,7 +288,7 @@ def recover(files: Files, path: str, apply: Callable[[Buffer, int, int], None],
     opened = open_files(files, path, readonly)
     log_fd = opened.log_fd
     try:
-        if reserve is not None and opened.tables:
+        if opened.tables:
             # the largest table's keys are distinct: a map at least that big
             # is built, so make room at once rather than grow on the way
             reserve(max(sstable.records_hint(files, fd, k, v) for _, _, fd in opened.tables))

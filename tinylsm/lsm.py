@@ -206,7 +206,7 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
             data = maps.SortedMap(k, v)
             done = _recovery.recover(self._files, self.path, data.apply_records,
                                      opening, self.readonly, config.log_bufwriter_size,
-                                     getattr(data, "reserve", None))
+                                     data.reserve)
         except BaseException:
             self._release_files()
             self._state = CLOSED
@@ -671,7 +671,7 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
         data = maps.SortedMap(k, v)
         opening = _recovery.Opening(None, k, v, False, _recovery.META_OK)
         done = _recovery.recover(self._files, self.path, data.apply_records, opening,
-                                 True, self.config.log_bufwriter_size)
+                                 True, self.config.log_bufwriter_size, data.reserve)
         old_log = self._log
         self._log = done.log
         self._read_bytes += done.read_bytes
