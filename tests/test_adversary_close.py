@@ -158,6 +158,12 @@ class M:
         items.append((r.keys[i % len(r.keys)], None))
         r.write(items, lambda: db.write_batch(items))
 
+    def write_packed(db, r: Race, i: int) -> None:
+        items = [(key(NEW + 8 * i + j), val(i + j)) for j in range(7)]
+        gone = r.keys[i % len(r.keys)]
+        r.write(items + [(gone, None)],
+                lambda: db.write_packed(b"".join(k + v for k, v in items), removals=gone))
+
     def flush(db, r: Race, i: int) -> None:
         M.insert(db, r, i)
         db.flush()
@@ -188,6 +194,17 @@ class M:
             if r.model.get(k) != v:
                 r.expect(f"items() at {k.hex()}", v, r.model.get(k))
         r.expect("items() count", seen, len(r.model))
+
+    def export(db, r: Race, i: int) -> None:
+        k, v = len(r.keys[0]), len(r.model[r.keys[0]])
+        seen = 0
+        for chunk in db.export(chunk_records=97):  # close() may come between two chunks
+            for off in range(0, len(chunk), k + v):
+                rec = bytes(chunk[off:off + k + v])
+                seen += 1
+                if r.model.get(rec[:k]) != rec[k:]:
+                    r.expect(f"export() at {rec[:k].hex()}", rec[k:], r.model.get(rec[:k]))
+        r.expect("export() count", seen, len(r.model))
 
     def range_(db, r: Race, i: int) -> None:
         j = i * 37 % (len(r.keys) - 600)
@@ -322,8 +339,8 @@ def race_once(root: str, template: str, base: dict, config, method: Callable,
     shutil.rmtree(path)
 
 
-METHODS = [M.insert, M.remove, M.write_batch, M.flush, M.compact, M.stats, M.get, M.contains,
-           M.len_, M.items, M.range_, M.close]
+METHODS = [M.insert, M.remove, M.write_batch, M.write_packed, M.flush, M.compact, M.stats, M.get,
+           M.contains, M.len_, M.items, M.export, M.range_, M.close]
 
 
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.__name__.rstrip("_"))

@@ -212,10 +212,12 @@ def test_any_bytes_like_key_hit_or_miss(db):
 FORK_METHODS = {
     "insert": lambda db, i: db.insert(key(i), val(i)),
     "write_batch": lambda db, i: db.write_batch([(key(i), val(i)), (key(i + 1), None)]),
+    "write_packed": lambda db, i: db.write_packed(key(i) + val(i), removals=key(i + 1)),
     "flush": lambda db, i: (db.insert(key(i), val(i)), db.flush()),
     "compact": lambda db, i: (db.insert(key(i), val(i)), db.compact()),
     "get": lambda db, i: db.get(key(i % 50)),
     "items": lambda db, i: sum(1 for _ in db.items()),
+    "export": lambda db, i: sum(len(chunk) for chunk in db.export(chunk_records=7)),
     "stats": lambda db, i: db.stats(),
 }
 
