@@ -2,8 +2,8 @@
 
 The switch is parsed by ``tinylsm/_backend.py`` (loaded on its own: the
 package is not importable before it is built), the one place that owns it;
-this script also records there whether the build is pure, so that a pure
-install runs pure without the variable afterwards.
+this script's ``build_py`` also records whether the build is pure, so that
+a pure install runs pure without the variable afterwards.
 
 A failed compile fails the install on purpose: silently falling back to the
 pure-Python twins would ship the slow path without anyone noticing (the
@@ -17,6 +17,7 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
+from setuptools.command.sdist import sdist
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADERS = ["tinylsm/_crc32.h", "tinylsm/_format.h", "tinylsm/_map.h"]
@@ -46,13 +47,28 @@ class BuildExtWithHint(build_ext):
 
 
 class BuildPyRecorded(build_py):
-    """``build_py`` that keeps a stale pure-build record, left in the build
-    folder by an earlier pure build, out of a compiled build."""
+    """``build_py`` that records whether the build is pure (see
+    ``tinylsm/_backend.py``): in the built package, or in the source folder
+    for an editable install, which runs from there.  A stale record, left
+    in either by an earlier pure build, is removed from a compiled one.
+    Other commands (an sdist) leave the source folder's record alone."""
 
     def run(self):
         super().run()
-        stale = os.path.join(self.build_lib, "tinylsm", backend.PURE_RECORD)
-        if not PURE and os.path.exists(stale):
+        if getattr(self, "editable_mode", False):
+            backend.record_build(os.path.join(HERE, "tinylsm"), PURE)
+        else:
+            backend.record_build(os.path.join(self.build_lib, "tinylsm"), PURE)
+
+
+class SdistWithoutRecord(sdist):
+    """``sdist`` that leaves out the source folder's record of a pure
+    (editable) build: the sdist's own builds decide for themselves."""
+
+    def make_release_tree(self, base_dir, files):
+        super().make_release_tree(base_dir, files)
+        stale = os.path.join(base_dir, "tinylsm", backend.PURE_RECORD)
+        if os.path.exists(stale):
             os.unlink(stale)
 
 
@@ -74,5 +90,5 @@ def extensions(pure):
 
 backend = backend_module()
 PURE = bool(backend.switch(os.environ))
-backend.record_build(os.path.join(HERE, "tinylsm"), PURE)
-setup(ext_modules=extensions(PURE), cmdclass={"build_ext": BuildExtWithHint, "build_py": BuildPyRecorded})
+setup(ext_modules=extensions(PURE), cmdclass={"build_ext": BuildExtWithHint, "build_py": BuildPyRecorded,
+                "sdist": SdistWithoutRecord})
