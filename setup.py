@@ -90,5 +90,6 @@ def extensions(pure):
 
 backend = backend_module()
 PURE = bool(backend.switch(os.environ))
-setup(ext_modules=extensions(PURE), cmdclass={"build_ext": BuildExtWithHint, "build_py": BuildPyRecorded,
+setup(ext_modules=extensions(PURE),
+      cmdclass={"build_ext": BuildExtWithHint, "build_py": BuildPyRecorded,
                 "sdist": SdistWithoutRecord})

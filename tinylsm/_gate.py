@@ -17,9 +17,9 @@ reader could take for a change: an sstable is written whole under a
 temporary name; the log only grows (its frames are written after the last
 one, over the zeros a writer writes ahead of them, which every reader takes
 for the log's end, and only those zeros are ever cut off in place); and a
-log to be cut or replaced is replaced by renaming a copy over it.  So the reader reads its snapshot without the gate, and a
-reader never holds the writer up for longer than it takes to open a few
-files.
+log to be cut or replaced is replaced by renaming a copy over it.  So the
+reader reads its snapshot without the gate, and a reader never holds the
+writer up for longer than it takes to open a few files.
 
 Why the files a reader opens give the map after a prefix of the log (every
 change flushed before the reader began among it):

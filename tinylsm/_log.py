@@ -33,7 +33,9 @@ class LogWriter:
     and syncing them (``fdatasync``) skips the file-system journal commit
     that growing the file costs, which is most of a durable write's time.
     Recovery reads zeros as the end of the log and writes over them; the
-    Rust crate cuts them off; ``close()`` cuts them off too.  After an error the log cannot vouch for (a failed fsync, or a
+    Rust crate cuts them off; ``close()`` cuts them off too.
+
+    After an error the log cannot vouch for (a failed fsync, or a
     failed cut after a failed write) the writer is *broken* and refuses
     further writes: after a failed fsync Linux may have dropped the dirty
     pages and report a later fsync as successful, so retrying would lie.

@@ -20,8 +20,9 @@ Writers append all along: during step 4 into the buffer only, which may
 then grow past ``log_bufwriter_size`` (up to ``HOLD_BYTES``, after which
 appends wait); a ``flush()`` in step 4 waits for its end.  If writers
 outrun the thread (the log reaches twice the limit while a rollover is
-due), appends wait for the rollover: a write stall, counted in ``Stats``.  The directory keeps the Rust crate's shape at every
-instant: one log named ``log``, sstables named as always.
+due), appends wait for the rollover: a write stall, counted in ``Stats``.
+The directory keeps the Rust crate's shape at every instant: one log named
+``log``, sstables named as always.
 
 Why every crash state recovers the map of an uninterrupted run:
 
