@@ -146,7 +146,8 @@ def test_failed_log_fsync_refuses_writes(tmp_path, k, v):
     with pytest.raises(tinylsm.LogFailedError, match="refuses writes"):
         db.write_batch([(key(1, k), None)])
     assert contents(db) == {**acked, key(50, k): b"\x32" * v}  # reads still work
-    db.close()  # does not try the broken log again
+    with pytest.raises(tinylsm.LogFailedError, match="broke earlier"):
+        db.close()  # does not try the broken log again, and says so
     with open_db(path, k, v, files=FAST) as db:
         got = contents(db)
     assert got in (acked, {**acked, key(50, k): b"\x32" * v})

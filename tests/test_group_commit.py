@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+import pytest
+
 import tinylsm
 from tinylsm._fs import Files
 
@@ -156,7 +158,8 @@ def test_a_failed_fsync_reaches_every_flusher_and_loses_nothing_acknowledged(tmp
         assert "refuses writes" in str(exc)
     else:
         raise AssertionError("a store whose fsync failed took a write")
-    db.close()
+    with pytest.raises(tinylsm.LogFailedError, match="broke earlier"):
+        db.close()
     with tinylsm.open(path, key_size=K, value_size=V) as again:
         got = dict(again)
     for k in out["acked"]:

@@ -200,10 +200,49 @@ def test_a_switch_whose_directory_fsync_fails_acknowledges_nothing_after(tmp_pat
         db[key(99)] = key(99)
     with pytest.raises(tinylsm.Error, match="refuses writes"):
         db.write_batch([(key(98), key(98))])
-    db.close()
+    with pytest.raises(tinylsm.LogFailedError, match="broke earlier"):
+        db.close()  # its writes may not survive a power cut: close says so
     with tinylsm.open(path, key_size=K, value_size=V) as again:
         assert dict(again) == {key(i): key(i) for i in written}
     assert len(written) > 30  # the rollover started past the limit
+
+
+def test_appends_held_by_a_switch_whose_directory_fsync_fails_reach_the_log(tmp_path):
+    """Writes that land while the switch holds appends, and return, are in the
+    map: when the switch then fails after its rename they must still reach
+    the file now named ``log``, or a reopen would lose writes that returned."""
+    files = FaultyFiles()
+    limit = 30 * FRAME
+    path = tmp_path / "db"
+    in_switch, go_on = threading.Event(), threading.Event()
+
+    def hold_then_fail(call) -> bool:
+        if not call.path.rstrip("/").endswith("db"):
+            return False
+        in_switch.set()
+        go_on.wait(30)
+        return True
+
+    db = tinylsm.open(path, key_size=K, value_size=V, _files=files,
+                      config=tinylsm.Config(max_log_length=limit, log_bufwriter_size=0))
+    files.fail("fsync_dir", code=5, when=hold_then_fail)
+    for i in range(32):  # past the limit (seen by the next write): a rollover
+        db[key(i)] = key(i)
+    assert in_switch.wait(30)
+    assert db._log.held  # the directory fsync comes while appends are held
+    for i in range(32, 37):  # taken into the held buffer, and returned
+        db[key(i)] = key(i)
+    go_on.set()
+    assert wait_for(lambda: db.stats().rollover_error is not None)
+    assert files.injected == 1
+    with pytest.raises(tinylsm.Error, match="refuses writes"):
+        db[key(99)] = key(99)
+    want = {key(i): key(i) for i in range(37)}
+    assert dict(db) == want
+    with pytest.raises(tinylsm.LogFailedError, match="broke earlier"):
+        db.close()
+    with tinylsm.open(path, key_size=K, value_size=V) as again:
+        assert dict(again) == want
 
 
 def test_a_batch_past_the_limit_lands_whole_then_rolls_over(tmp_path):

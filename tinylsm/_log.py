@@ -123,6 +123,19 @@ class LogWriter:
         self.held = False
         self.write_out()
 
+    def salvage(self) -> None:
+        """(Store lock held, log broken by a failed switch) Hand the buffer to
+        the OS anyway: its changes were taken before the failure (the map
+        holds them), so a process crash must not lose them, and writing them
+        promises nothing, since no flush succeeds on a broken log."""
+        if self.buf and self.fd >= 0:
+            data = bytes(self.buf)
+            self.files.pwrite(self.fd, data, self.size)
+            del self.buf[:]
+            self.size += len(data)
+            self.written += len(data)
+            self.allocated = max(self.allocated, self.size)
+
     def drain(self, limit: int) -> bool:
         """(Store lock held) Write out at most ``limit`` bytes from the front
         of the buffer, held or not; True once it holds no more than a

@@ -394,12 +394,20 @@ class Rollover(Worker):
             if not self.log.held:  # given up before the hold: nothing to undo
                 raise
             with exclusive:
+                self.log.held = False
                 if renamed:
                     # ``log`` is the copy now, but its entry may not survive
                     # a power cut: nothing written to it can be acknowledged
                     self.log.broken = exc
                     self._move(job, durable=False)
-                self.log.held = False
+                    # the appends held meanwhile were taken (the map holds
+                    # them): they follow the name, as after a switch
+                    try:
+                        self.log.salvage()
+                    except OSError as write_exc:
+                        log.error("tinylsm: log %s: could not write the changes taken "
+                                  "during a failed switch: %s", self.log.path,
+                                  describe(write_exc))
             self.log.close_retired()
             raise
         with exclusive:

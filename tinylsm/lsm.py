@@ -25,7 +25,7 @@ from ._logread import LogReader
 from ._meta import StoreLock, writer_present
 from ._types import Buffer
 from .config import Config, Stats
-from .errors import ClosedError, CompactionError, ReadOnlyError, describe
+from .errors import ClosedError, CompactionError, LogFailedError, ReadOnlyError, describe
 
 log = logging.getLogger("tinylsm")
 
@@ -739,7 +739,10 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
         afterwards raises ``ClosedError``.  If the background merge failed,
         it is tried once more; if it fails again the store is still closed
         cleanly and the error is raised as ``CompactionError`` (the data is
-        safe: a failed merge changes nothing).
+        safe: a failed merge changes nothing).  If the log broke earlier (a
+        failed fsync or switch: writes were refused since), the store is
+        closed and ``LogFailedError`` is raised: the changes since the last
+        successful ``flush()`` are not known to be durable.
         """
         with self._lock:
             state = self._state
@@ -751,6 +754,8 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
                 self._closed_event.wait()
             return
         error: Optional[BaseException] = None
+        broken: Optional[BaseException] = None
+        unwritten = 0
         try:
             # without the lock: a rollover's first and last steps take it
             if self._rollover is not None:
@@ -758,8 +763,12 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
         finally:
             with self._lock:
                 try:
-                    if not self.readonly and self._log is not None and self._log.broken is None:
-                        self._log.sync()
+                    if not self.readonly and self._log is not None:
+                        broken = self._log.broken
+                        if broken is None:
+                            self._log.sync()
+                        else:  # not tried again: a retried fsync would lie
+                            unwritten = len(self._log.buf)
                 finally:
                     try:
                         compactor = self._compactor
@@ -775,6 +784,14 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
                             self._state = CLOSED
                             self._map._invalidate(ClosedError, f"store {self.path!r} is closed")
                             self._closed_event.set()
+        if broken is not None:
+            lost = (f"; {unwritten} bytes of changes taken before it broke were never "
+                    f"written" if unwritten else "")
+            merge = "" if error is None else f"; its background merge failed too ({describe(error)})"
+            raise LogFailedError(
+                f"store {self.path!r} is closed, but its log broke earlier ({describe(broken)}): "
+                f"changes since the last successful flush() may not survive a power cut{lost}"
+                f"{merge}") from broken
         if error is not None:
             raise CompactionError(
                 f"background compaction of {self.path!r} failed: {describe(error)}"
@@ -819,8 +836,13 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
             return
         self._state = CLOSING
         try:
-            if self._log is not None and not self.readonly and self._log.broken is None:
-                self._log.write_out()
+            if self._log is not None and not self.readonly:
+                if self._log.broken is None:
+                    self._log.write_out()
+                else:
+                    log.error("tinylsm: store %s collected with its log broken (%s): changes "
+                              "since the last successful flush() may be lost", self.path,
+                              describe(self._log.broken))
         except OSError as exc:
             log.error("tinylsm: could not write the log of %s at collection: %r", self.path, exc)
         finally:
