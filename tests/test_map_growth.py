@@ -487,6 +487,73 @@ def test_arena_is_aligned_and_asks_for_huge_pages(CMap, blocked):
     assert all(m.get(key) == key for key in keys)
 
 
+def _anon_huge_kb(address: int, size: int) -> int:
+    """AnonHugePages of this process's mappings over ``[address, address + size)``."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split(None, 1)[0]
+            if "-" in head and not head.endswith(":"):
+                lo, hi = (int(x, 16) for x in head.split("-"))
+                inside = lo < address + size and address < hi
+            elif inside and head == "AnonHugePages:":
+                total += int(line.split()[1])
+    return total
+
+
+def _thp_enabled() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
+
+
+def _collapsed() -> int:
+    """Huge pages khugepaged has made, machine-wide (0 where not counted)."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                name, value = line.split()
+                if name == "thp_collapse_alloc":
+                    return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux /proc only")
+def test_a_bulk_load_faults_small_pages_then_asks_for_huge_ones(CMap):
+    """A bulk load (apply_records as large as the map) faults its table and
+    arena in as small pages, since a huge page fault can stall for ms, and
+    asks for huge pages once it is done (VmFlags ``hg``), for khugepaged to
+    merge them in the background.  khugepaged may do so at once, so a load
+    during which it merged anything (anywhere) proves nothing about the
+    faults: the load is tried again, up to 5 times."""
+    n = 600_000  # a table of 2**20 entries: 4 MiB, the smallest advised
+    rnd = random.Random(5)
+    records = pack([(rnd.randbytes(8), b"v" * 8) for _ in range(n)], 8, 8)
+    for _ in range(5):
+        before = _collapsed()
+        m = CMap(8, 8)
+        m.apply_records(records, 8, 8)
+        table, arena = m._table_block, m._arena_block
+        assert table[1] >= 4 << 20 and arena[1] >= 4 << 20
+        huge = {address: _anon_huge_kb(address, size) for address, size in (table, arena)}
+        for address, size in (table, arena):
+            for where in (address, address + size - 1):
+                assert "hg" in _vm_flags(where)
+                assert "nh" not in _vm_flags(where)
+        assert len(m) == n
+        m._check()
+        if not _thp_enabled() or _collapsed() == before:
+            break
+    else:
+        raise AssertionError("khugepaged merged pages during each of 5 loads: inconclusive")
+    if _thp_enabled():
+        assert huge == {table[0]: 0, arena[0]: 0}, "faulted as huge pages during the load"
+
+
 # -- reserve -------------------------------------------------------------------------
 
 

@@ -62,9 +62,10 @@ static inline uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) {
    on Linux, and a new hash table starts as untouched zero pages.
    Callers pass each block's size back on realloc and free.  ``flags`` of
    tl_alloc: TL_ZERO for zeroed memory, TL_HUGE (with TL_ZERO) to ask for
-   huge pages at once. */
+   huge pages at once, TL_SMALL to refuse them until advised otherwise. */
 #define TL_ZERO 1
 #define TL_HUGE 2
+#define TL_SMALL 4
 #if !defined(_WIN32)
 #include <sys/mman.h>
 #define TL_MMAP_MIN ((size_t)1 << 20)
@@ -76,8 +77,17 @@ static inline uint64_t tl_hash(const uint8_t *p, size_t k, uint64_t seed) {
    with 4 KiB pages each costs a TLB miss (a two-level walk under a VM).
    Asking for huge pages has a price, though: with the kernel's usual THP
    defrag setting ("madvise") each first touch of a 2 MiB page zeroes it and
-   may compact memory first, which was measured at up to 7 ms.  A hash
-   table built in one step (a bulk load) pays that inside its rebuild; a
+   may compact memory first, which was measured at up to 7 ms.  Under a
+   VM that hands free memory back to its host (free page reporting), a huge
+   page also comes more often from memory the host must back afresh: a bulk
+   load of 1M records of 8/8 into a new map ran at 5.4 to 9.4M records/s
+   asking for huge pages as it went, and at 13.3 to 15.6M without (lookups
+   afterwards as fast, within the noise, at that size).  So a table built
+   in one step by a bulk load of records (apply_records at least as large
+   as the map) and the arena's growth during it are faulted in as small
+   pages (advised against huge ones, for THP "always" too), and advised
+   for huge pages once the load ends (defer_huge in _map.pyx); a
+   table built by reserve(), whose keys come later, is advised at once; a
    table grown incrementally is advised only once it is fully written
    (tl_advise_huge), so that khugepaged merges its pages in the background
    instead of a change faulting them in.  The arena is advised as it grows
@@ -93,12 +103,21 @@ static void tl_advise_huge(void *p, size_t n) {
     (void)p; (void)n;
 #endif
 }
+/* No huge pages for now, even where THP is "always" (a bulk load). */
+static void tl_advise_small(void *p, size_t n) {
+#if !defined(_WIN32) && defined(MADV_NOHUGEPAGE)
+    if (p != NULL && n >= TL_HUGE_MIN) (void)madvise(p, n, MADV_NOHUGEPAGE);
+#else
+    (void)p; (void)n;
+#endif
+}
 static void *tl_alloc(size_t n, int flags) {
 #if !defined(_WIN32)
     if (n >= TL_MMAP_MIN) {
         void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return NULL;  /* else zero-filled */
         if (flags & TL_HUGE) tl_advise_huge(p, n);
+        else if (flags & TL_SMALL) tl_advise_small(p, n);
         return p;
     }
 #endif
@@ -179,7 +198,7 @@ static void *tl_map_aligned(size_t n) {
 
 /* tl_realloc for the arena (growth only): blocks of TL_MMAP_MIN bytes or
    more are aligned (above), and advised for huge pages from TL_HUGE_MIN
-   on.  A mapped block grows in place when the addresses after it are
+   on (without ``advise``: against them, for a bulk load).  A mapped block grows in place when the addresses after it are
    free; otherwise its pages move (mremap, no copy) to the start of a new
    aligned block.  Pages faulted before the advice stay small until
    khugepaged merges them: only the first 2 MiB, of which at most 1 MiB
@@ -187,7 +206,7 @@ static void *tl_map_aligned(size_t n) {
    resident whole, up to 2 MiB more than the slots written (measured: 30.3
    against 28.5 bytes per key at 1M keys of 8/8, 27.1 against 26.8 at
    10M). */
-static void *tl_realloc_huge(void *p, size_t old, size_t n) {
+static void *tl_realloc_huge(void *p, size_t old, size_t n, int advise) {
 #ifdef TL_HUGE_ARENA
     void *q;
     if (n >= TL_MMAP_MIN && n > old) {
@@ -209,9 +228,12 @@ static void *tl_realloc_huge(void *p, size_t old, size_t n) {
                 tl_free(p, old);
             }
         }
-        tl_advise_huge(q, n);
+        if (advise) tl_advise_huge(q, n);
+        else tl_advise_small(q, n);
         return q;
     }
+#else
+    (void)advise;
 #endif
     return tl_realloc(p, old, n);
 }

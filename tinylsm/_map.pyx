@@ -94,11 +94,12 @@ cdef extern from "_map.h":
     enum:
         TL_ZERO
         TL_HUGE
+        TL_SMALL
         TL_MMAP_MIN
     void tl_free(void *p, size_t n) noexcept nogil
     void *tl_realloc(void *p, size_t old, size_t n) noexcept nogil
     void *tl_realloc0(void *p, size_t old, size_t n) noexcept nogil
-    void *tl_realloc_huge(void *p, size_t old, size_t n) noexcept nogil
+    void *tl_realloc_huge(void *p, size_t old, size_t n, int advise) noexcept nogil
     int tl_ctz64(uint64_t x) noexcept nogil
     object _steal "TL_STEAL"(PyObject *o)  # a new reference, or NULL: raise
     size_t _NOPOS "TL_NOPOS"
@@ -288,6 +289,7 @@ cdef class SortedMap:
     cdef uint8_t *spent           # a migrated previous table, released piecemeal
     cdef size_t spentlen          # its bytes left
     cdef bint growing             # old or spent is set: changes have work to do
+    cdef bint defer_huge          # a bulk load: no huge pages until it ends
     cdef size_t newpos            # where _locate found room for a new key
     cdef uint32_t newtag          # and its entry's hash bits
     cdef size_t n                 # live keys
@@ -615,6 +617,15 @@ cdef class SortedMap:
         return 0
 
     @cython.final
+    cdef void _advise_huge(self) noexcept:
+        """Ask for huge pages for the table and the arena as they stand
+        (khugepaged merges pages already faulted in, in the background)."""
+        if self.old == NULL:  # else the table is advised once migrated
+            tl_advise_huge(self.table, (self.tmask + 1) * sizeof(uint32_t))
+        if self.slotcap * self.S >= TL_MMAP_MIN:
+            tl_advise_huge(self.arena, self.slotcap * self.S)
+
+    @cython.final
     cdef int _rehash(self, size_t need, size_t slots=0) except -1:
         """Rebuild, in one step, the smallest table that holds ``need`` keys
         (at least the live ones) within the load limit, and whose entries
@@ -634,7 +645,8 @@ cdef class SortedMap:
             if cap > (<size_t>1 << 40):
                 raise MemoryError()
             cap *= 2
-        table = <uint32_t *>tl_alloc(cap * sizeof(uint32_t), TL_ZERO | TL_HUGE)
+        table = <uint32_t *>tl_alloc(cap * sizeof(uint32_t),
+                                     TL_ZERO | (TL_SMALL if self.defer_huge else TL_HUGE))
         if table == NULL:
             raise MemoryError()
         mask = cap - 1
@@ -712,7 +724,8 @@ cdef class SortedMap:
         self.live = live
         self.livewords = words
         if self.S:
-            arena = <uint8_t *>tl_realloc_huge(self.arena, self.slotcap * self.S, cap * self.S)
+            arena = <uint8_t *>tl_realloc_huge(self.arena, self.slotcap * self.S, cap * self.S,
+                                               not self.defer_huge)
             if arena == NULL:
                 raise MemoryError()
             self.arena = arena
@@ -1183,6 +1196,10 @@ cdef class SortedMap:
             p = <const uint8_t *>view.buf
             presized = False
             if self.n + count > self.tlimit and self.n <= count:
+                # the table and the arena's new pages are faulted in as
+                # small pages, and asked for huge ones once loaded (see
+                # tl_advise_huge in _map.h)
+                self.defer_huge = True
                 # one rehash instead of many, when the map is no larger than
                 # the load (so that the rehash, O(n), costs what applying
                 # the records does; a smaller load grows incrementally, each
@@ -1227,6 +1244,9 @@ cdef class SortedMap:
                     pass
         finally:
             PyBuffer_Release(&view)
+            if self.defer_huge:
+                self.defer_huge = False
+                self._advise_huge()
 
     def items(self, start=None, stop=None, reverse=False):
         """An iterator of ``(key, value)`` with ``start <= key < stop`` in key
@@ -1303,6 +1323,11 @@ cdef class SortedMap:
     def _arena_block(self):
         """(address, bytes) of the arena's memory; for tests."""
         return (<size_t>self.arena, self.slotcap * self.S)
+
+    @property
+    def _table_block(self):
+        """(address, bytes) of the hash table's memory; for tests."""
+        return (<size_t>self.table, (self.tmask + 1) * sizeof(uint32_t))
 
     @property
     def _id_bits(self):
