@@ -21,6 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinylsm
+from tinylsm import _packed
+from tinylsm._backend import codec
 from faults import FaultyFiles, NoSyncFiles, abandon
 from workload import (
     SIZES as FAULT_SIZES,
@@ -241,7 +243,31 @@ def packed_cases(draw):
     pairs = draw(st.lists(st.tuples(keyspace, st.binary(min_size=v, max_size=v)), max_size=10))
     removals = draw(st.none() | st.lists(keyspace, max_size=5))
     before = draw(st.lists(st.tuples(keyspace, st.binary(min_size=v, max_size=v)), max_size=5))
-    return k, v, pairs, removals, before
+    pieces = draw(st.sampled_from([None, 1, 3]))  # frames per piece, or encoded whole
+    return k, v, pairs, removals, before, pieces
+
+
+class Pieces:
+    """Make ``write_packed`` encode every batch in pieces of ``frames``
+    frames (``None``: leave the thresholds alone)."""
+
+    def __init__(self, frames, k: int = 8, v: int = 8) -> None:
+        self.frames, self.fsize = frames, codec.frame_size(k, v)
+
+    def __enter__(self) -> None:
+        self.saved = _packed.STREAM_BYTES, _packed.PIECE_BYTES
+        if self.frames is not None:
+            _packed.STREAM_BYTES, _packed.PIECE_BYTES = 0, self.frames * self.fsize
+
+    def __exit__(self, *exc) -> None:
+        _packed.STREAM_BYTES, _packed.PIECE_BYTES = self.saved
+
+
+@pytest.fixture
+def in_pieces():
+    """Batches of 5 frames a piece, however small."""
+    with Pieces(5):
+        yield
 
 
 def _log_bytes(path) -> bytes:
@@ -253,7 +279,7 @@ def _log_bytes(path) -> bytes:
 def test_write_packed_logs_what_write_batch_logs(case):
     """Byte for byte the log of write_batch with the equivalent items, the
     same map, and the same map again after recovery."""
-    k, v, pairs, removals, before = case
+    k, v, pairs, removals, before, pieces = case
     equivalent = pairs + [(kk, None) for kk in removals or ()]
     root = tempfile.mkdtemp(prefix="tinylsm-bulk-")
     try:
@@ -265,8 +291,9 @@ def test_write_packed_logs_what_write_batch_logs(case):
                 if name == "batch":
                     store.write_batch(equivalent)
                 else:
-                    store.write_packed(packed(pairs),
-                                       None if removals is None else b"".join(removals))
+                    with Pieces(pieces, k, v):
+                        store.write_packed(packed(pairs),
+                                           None if removals is None else b"".join(removals))
                 maps.append(dict(store.items()))
             logs.append(_log_bytes(path))
             with tinylsm.open(path) as store:
@@ -431,3 +458,114 @@ def test_crash_in_the_middle_of_write_packed(tmp_path, keep):
             files.power_cut(str(dest))
         with open_db(dest, 8, 8, files=FAST) as store:
             assert contents(store) == flushed, where
+
+
+# -- a large batch, written a piece at a time ----------------------------------------------
+
+
+def _log_writes(c) -> bool:
+    return c.op == "pwrite" and c.path.endswith("/log")
+
+
+@pytest.mark.parametrize("how", ["fail", "cut"])
+@pytest.mark.parametrize("nth", [1, 2, 7, 202], ids=lambda n: f"write{n}")
+def test_failed_piece_of_write_packed_changes_nothing(tmp_path, in_pieces, how, nth):
+    """The nth write of a batch written in pieces (1: its header; 202: its
+    last piece) fails: it raises, the map, the stats and the log file are
+    as before, the store goes on, and a reopen has none of it."""
+    files = FaultyFiles()
+    path = tmp_path / "db"
+    store = open_db(path, 8, 8, files=files, log_bufwriter_size=4096)
+    store.write_batch(items(10))
+    store.flush()
+    before = contents(store), store.stats().logged_bytes, os.path.getsize(log_path(path))
+    if how == "fail":
+        files.fail("pwrite", errno.ENOSPC, nth=nth, when=_log_writes)
+    else:
+        files.cut(50, errno.EIO, nth=nth, when=_log_writes)
+    with pytest.raises(OSError):
+        store.write_packed(packed(items(1000, salt=5)), key(3) + key(4))  # 201 pieces
+    assert files.injected == 1
+    assert (contents(store), store.stats().logged_bytes,
+            os.path.getsize(log_path(path))) == before
+    store.write_packed(packed(items(12, salt=9)))
+    after = {**before[0], **dict(items(12, salt=9))}
+    assert contents(store) == after
+    store.close()
+    with open_db(path, 8, 8) as store:
+        assert contents(store) == after
+
+
+@pytest.mark.parametrize("nth", [1, 2, 100, 202], ids=lambda n: f"write{n}")
+def test_crash_at_a_piece_of_write_packed(tmp_path, in_pieces, nth):
+    """The process dies at the nth write of a batch written in pieces, half
+    a part of it stored: after the crash, and after a power cut, recovery has the
+    flushed data and none of the batch."""
+    path = tmp_path / "db"
+    files = FaultyFiles(root=str(path))
+    store = open_db(path, 8, 8, files=files, log_bufwriter_size=4096)
+    store.write_batch(items(10))
+    store.flush()
+    flushed = contents(store)
+    files.cut(10, "crash", nth=nth, when=_log_writes)  # a piece is 42 to 105 bytes
+    with pytest.raises(BaseException) as raised:
+        store.write_packed(packed(items(1000, salt=7)), key(1) + key(2))
+    assert type(raised.value).__name__ == "Crash"
+    abandon(store)
+    for where in ("crashed", "power-cut"):
+        dest = tmp_path / where
+        if where == "crashed":
+            shutil.copytree(path, dest)
+        else:
+            files.power_cut(str(dest))
+        with open_db(dest, 8, 8, files=FAST) as store:
+            assert contents(store) == flushed, where
+
+
+@pytest.mark.parametrize("kind", [bytearray, lambda b: memoryview(bytearray(b)),
+                                  lambda b: array.array("B", b)],
+                         ids=["bytearray", "memoryview", "array"])
+def test_a_buffer_changed_during_write_packed_changes_neither_log_nor_map(tmp_path, in_pieces,
+                                                                       kind):
+    """Another thread writes into the records while the batch is being
+    written (here: at its third piece): the map and the log both hold the
+    records as they were when the call began, and agree after a reopen."""
+    files = FaultyFiles()
+    recs = items(100, salt=3)
+    buf = kind(packed(recs))
+
+    def scribble(call) -> bool:
+        if _log_writes(call) and call.size < 200:  # a piece, not the header
+            memoryview(buf).cast("B")[:] = bytes(len(packed(recs)))
+        return False
+
+    path = tmp_path / "db"
+    with open_db(path, 8, 8, files=files) as store:
+        files.fail("pwrite", when=scribble)
+        store.write_packed(buf)
+        assert contents(store) == dict(recs)
+    assert bytes(memoryview(buf).cast("B")) == bytes(len(packed(recs)))  # it did change
+    with open_db(path, 8, 8) as store:
+        assert contents(store) == dict(recs)
+
+
+def test_write_packed_in_pieces_while_a_rollover_holds_appends(tmp_path, in_pieces):
+    """While a rollover's switch holds appends, a batch in pieces goes to
+    the buffer whole, and to the log once the hold ends."""
+    path = tmp_path / "db"
+    store = open_db(path, 8, 8)
+    store.write_batch(items(10))
+    with store._lock:
+        store._log.write_out()
+        store._log.hold()
+    store.write_packed(packed(items(50, salt=4)), key(2))
+    want = {**dict(items(50, salt=4))}
+    del want[key(2)]
+    assert contents(store) == want
+    assert len(store._log.buf) == codec.frame_size(8, 8) * 52
+    with store._lock:
+        store._log.release()
+    assert not store._log.buf
+    store.close()
+    with open_db(path, 8, 8) as store:
+        assert contents(store) == want

@@ -164,7 +164,7 @@ def test_same_public_functions(both_codecs):
         "frame_size", "record_size", "crc", "batch_crc", "encode_frame",
         "encode_log", "scan_log", "frame_records", "pack_records", "unpack_records",
         "sstable_header", "encode_sstable", "decode_sstable", "sort_records", "merge_runs",
-        "encode_packed",
+        "encode_packed", "batch_header",
     ]
     for name in names:
         assert callable(getattr(compiled, name)), name
@@ -508,6 +508,33 @@ def test_encode_packed_messages(codec):
 @pytest.mark.parametrize("sizes", BAD_SIZES, ids=repr)
 def test_encode_packed_sizes_checked_alike(both_codecs, sizes):
     same(both_codecs, "encode_packed", b"", None, *sizes)
+
+
+@pytest.mark.parametrize("args", PACKED_ARGS, ids=repr)
+def test_encode_packed_in_pieces_alike(both_codecs, args):
+    """A batch encoded in pieces (its header, then parts without one) is
+    the batch encoded whole."""
+    whole = same(both_codecs, "encode_packed", *args, 8, 8)
+    tail = same(both_codecs, "encode_packed", *args, 8, 8, False)
+    assert whole[0] == tail[0]
+    if whole[0] == "returned":
+        fsize = py.frame_size(8, 8)
+        count = (len(whole[1]) - fsize) // fsize
+        assert same(both_codecs, "batch_header", count, 8, 8)[1] == whole[1][:fsize]
+        assert tail[1] == whole[1][fsize:]
+
+
+@pytest.mark.parametrize("count", [0, 1, 300, 2**64 - 1, -1, 2**64, 1.0, True, "3", None],
+                         ids=repr)
+@pytest.mark.parametrize("sizes", [(8, 8), (1, 1), (8, 0)] + BAD_SIZES, ids=repr)
+def test_batch_header_alike(both_codecs, count, sizes):
+    got = same(both_codecs, "batch_header", count, *sizes)
+    if got[0] == "returned":  # FORMAT.md: crc32(n as u64 LE) ^ 0xFF, tag 2, n, zeros
+        body = count.to_bytes(8, "little")
+        assert got[1] == (struct.pack("<I", zlib.crc32(body) ^ 0xFF) + b"\x02" + body
+                          + bytes(py.frame_size(*sizes) - 13))
+        if count == 0:
+            assert got[1] == py.encode_log([], *sizes, batch=True)
     same(both_codecs, "encode_packed", bytes(17), None, *sizes)
 
 

@@ -268,7 +268,7 @@ def test_v0_is_a_sorted_set(tmp_path):
 def test_unlogged_map_mutators_are_hidden(db):
     """The in-memory map's own set/delete/apply_records would change memory
     without logging: a store does not offer them."""
-    for name in ("set", "delete", "apply_records"):
+    for name in ("set", "delete", "apply_records", "apply_packed"):
         assert not hasattr(db, name)
         with pytest.raises(AttributeError, match=name):
             getattr(db, name)

@@ -74,6 +74,16 @@ class Twins:
             else:
                 self.model[key] = value
 
+    def apply_packed(self, pairs, removals) -> None:
+        """Records set in order, then removals deleted (``write_packed``)."""
+        records = b"".join(key + value for key, value in pairs)
+        gone = None if removals is None else b"".join(removals)
+        self.same("apply_packed", records, gone, self.k, self.v)
+        for key, value in pairs:
+            self.model[key] = value
+        for key in removals or ():
+            self.model.pop(key, None)
+
     def items(self, start: Optional[bytes], stop: Optional[bytes], reverse: bool) -> None:
         got = self.same("items", start, stop, reverse)
         want = sorted(
@@ -113,6 +123,8 @@ def scripts(draw, k: int, v: int):
         st.tuples(st.just("set"), key, value),
         st.tuples(st.just("delete"), key),
         st.tuples(st.just("apply"), st.lists(st.tuples(key, st.none() | value), max_size=8)),
+        st.tuples(st.just("packed"), st.lists(st.tuples(key, value), max_size=8),
+                  st.none() | st.lists(key, max_size=4)),
         st.tuples(st.just("items"), bound, bound, st.booleans()),
         st.tuples(st.just("get"), key | st.binary(max_size=k + 1)),
         st.tuples(st.just("check")),
@@ -132,6 +144,8 @@ def test_random_scripts(both_maps, k, v, data):
             twins.delete(op[1])
         elif name == "apply":
             twins.apply(op[1])
+        elif name == "packed":
+            twins.apply_packed(op[1], op[2])
         elif name == "items":
             twins.items(op[1], op[2], op[3])
         elif name == "get":
@@ -160,6 +174,9 @@ def _workload(both_maps, k: int, v: int, seed: int, nkeys: int, nops: int, prefi
             changes = [(rnd.choice(keys), None if rnd.random() < 0.3 else rnd.randbytes(v))
                        for _ in range(rnd.randrange(200))]
             twins.apply(changes)
+        elif r < 0.76:
+            twins.apply_packed([(rnd.choice(keys), rnd.randbytes(v)) for _ in range(rnd.randrange(300))],
+                               [rnd.choice(keys) for _ in range(rnd.randrange(30))])
         elif r < 0.78:
             bounds = sorted(rnd.sample(keys, 2))
             twins.items(bounds[0], bounds[1], rnd.random() < 0.5)
@@ -406,6 +423,25 @@ def test_constructor_and_apply_records_errors(both_maps):
         m.apply_records(memoryview(pack([(b"ab", b"ef"), (b"xy", b"zz"), (b"xy", None)], 2, 2)), 2, 2)
         assert list(m.items()) == [(b"ab", b"ef")]
         assert m.version == 4
+
+
+def test_apply_packed_errors_change_nothing(both_maps):
+    for Map in both_maps:
+        m = Map(2, 2)
+        m.apply_packed(b"abcd", None, 2, 2)
+        for args, exc, message in [
+            ((bytes(5), None, 2, 2), ValueError, "packed records: expected a multiple of 4 bytes, got 5"),
+            ((bytes(4), bytes(3), 2, 2), ValueError, "packed keys: expected a multiple of 2 bytes, got 3"),
+            ((bytes(4), None, 3, 2), ValueError, "key_size=3"),
+            ((None, None, 2, 2), TypeError, None),
+            ((bytes(4), "ab", 2, 2), TypeError, None),
+        ]:
+            with pytest.raises(exc, match=message):
+                m.apply_packed(*args)
+        assert list(m.items()) == [(b"ab", b"cd")] and m.version == 1
+        m.apply_packed(bytearray(b"xyzzabef"), memoryview(b"xy"), 2, 2)
+        assert list(m.items()) == [(b"ab", b"ef")] and m.version == 4
+        m._check()
 
 
 def test_reserve_checks_its_argument_alike(both_maps):

@@ -55,9 +55,11 @@ from ._format import (
     STOP_NESTED_BATCH,
     STOP_SHORT,
     STOP_TOMBSTONE_VALUE,
+    as_int,
     bad_size,
     bad_type,
     check_sizes,
+    packed_view,
 )
 
 cdef extern from "_format.h":
@@ -426,6 +428,18 @@ def batch_crc(count: int) -> int:
     return zlib.crc32(_U64.pack(count)) ^ 0xFF
 
 
+def batch_header(count: int, key_size: int, value_size: int) -> bytes:
+    """The header frame of a batch of ``count`` changes (an int from 0 to
+    2**64 - 1: TypeError or ValueError otherwise)."""
+    cdef Py_ssize_t k, v
+    cdef bytes out
+    _sizes(key_size, value_size, &k, &v)
+    as_int(count, "count", 0, 0xFFFFFFFFFFFFFFFF)
+    out = PyBytes_FromStringAndSize(NULL, _fsize(k, v))
+    _put_header(<unsigned char *>PyBytes_AS_STRING(out), <uint64_t>count, _fsize(k, v))
+    return out
+
+
 def encode_frame(key: object, value: object, key_size: int, value_size: int) -> bytes:
     """One KV frame for ``key`` and ``value`` (``None`` writes a tombstone).
 
@@ -467,30 +481,18 @@ def encode_log(
     return _encode_items(items, k, v, _fsize(k, v), batch)
 
 
-cdef object _packed_view(object obj, Py_ssize_t unit, str sizes, str what):
-    """The twin's ``_packed_data``, without a copy when it can: ``obj`` as a
-    C-contiguous ``memoryview`` (one that is not is read in C order, into
-    a copy), checked to hold whole units of ``unit`` bytes."""
-    try:
-        view = memoryview(obj)
-    except TypeError:
-        raise bad_type(what, obj) from None
-    if view.nbytes % unit:
-        raise ValueError(f"{what}: expected a multiple of {sizes} bytes, got {view.nbytes}")
-    return view if view.c_contiguous else memoryview(view.tobytes())
-
-
 cdef void _encode_packed(const unsigned char *src, Py_ssize_t n, const unsigned char *keys,
                          Py_ssize_t m, Py_ssize_t k, Py_ssize_t v,
-                         unsigned char *out) noexcept nogil:
-    """A batch header of n + m, the n insert frames of the records at
-    ``src`` (K + V bytes each), then the m tombstone frames of the keys at
-    ``keys``, written to ``out``."""
+                         unsigned char *out, bint header) noexcept nogil:
+    """A batch header of n + m (if ``header``), the n insert frames of the
+    records at ``src`` (K + V bytes each), then the m tombstone frames of
+    the keys at ``keys``, written to ``out``."""
     cdef Py_ssize_t fsize = _fsize(k, v), pad = fsize - 5 - k - v, i, j
     cdef const unsigned char *msg[4]
     cdef uint32_t crcs[4]
-    _put_header(out, <uint64_t>(n + m), fsize)
-    out += fsize
+    if header:
+        _put_header(out, <uint64_t>(n + m), fsize)
+        out += fsize
     # four frames at a time, their checksums computed together (see
     # tinylsm_crc32_x4), then the rest one by one
     for i in range(n // 4):
@@ -520,12 +522,16 @@ cdef void _encode_packed(const unsigned char *src, Py_ssize_t n, const unsigned 
         out += fsize
 
 
-def encode_packed(records: object, removals: object, key_size: int, value_size: int) -> bytes:
+def encode_packed(records: object, removals: object, key_size: int, value_size: int,
+                  header: bool = True) -> bytes:
     """The frames of one batch of packed records: exactly what
     ``encode_log(items, key_size, value_size, batch=True)`` makes of
 
         [(key, value) for each record key + value of records]
         + [(key, None) for each key of removals]
+
+    or, with ``header`` false, those frames without the batch's header (a
+    part of a batch encoded piece by piece, after ``batch_header``).
 
     ``records`` is any bytes-like object of n * (K + V) bytes, each record
     its key then its value; ``removals`` (or None: none) one of m * K bytes,
@@ -541,8 +547,8 @@ def encode_packed(records: object, removals: object, key_size: int, value_size: 
     cdef bytes out
     cdef unsigned char *dest
     _sizes(key_size, value_size, &k, &v)
-    rview = _packed_view(records, k + v, f"K+V={k + v}", "records")
-    gview = None if removals is None else _packed_view(removals, k, f"K={k}", "removals")
+    rview = packed_view(records, k + v, f"K+V={k + v}", "records")
+    gview = None if removals is None else packed_view(removals, k, f"K={k}", "removals")
     PyObject_GetBuffer(rview, &rbuf, PyBUF_SIMPLE)
     gbuf.buf = NULL
     try:
@@ -550,11 +556,12 @@ def encode_packed(records: object, removals: object, key_size: int, value_size: 
             PyObject_GetBuffer(gview, &gbuf, PyBUF_SIMPLE)
             m = gbuf.len // k
         n = rbuf.len // (k + v)
-        out = PyBytes_FromStringAndSize(NULL, (1 + n + m) * _fsize(k, v))
+        with_header = bool(header)
+        out = PyBytes_FromStringAndSize(NULL, (with_header + n + m) * _fsize(k, v))
         dest = <unsigned char *>PyBytes_AS_STRING(out)
         with nogil:
             _encode_packed(<const unsigned char *>rbuf.buf, n,
-                           <const unsigned char *>gbuf.buf, m, k, v, dest)
+                           <const unsigned char *>gbuf.buf, m, k, v, dest, with_header)
     finally:
         PyBuffer_Release(&rbuf)
         if gbuf.buf != NULL:

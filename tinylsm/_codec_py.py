@@ -39,9 +39,11 @@ from ._format import (
     STOP_NESTED_BATCH,
     STOP_SHORT,
     STOP_TOMBSTONE_VALUE,
+    as_int,
     as_sized,
     bad_type,
     check_sizes,
+    packed_view,
 )
 from ._types import Buffer
 
@@ -171,26 +173,29 @@ def _header(n: int, fsize: int) -> bytes:
 
 
 def _packed_data(obj: object, unit: int, sizes: str, what: str) -> bytes:
-    """The raw bytes of ``obj``, any bytes-like object (a buffer that is not
-    C-contiguous is read in C order), checked to hold whole units of
-    ``unit`` bytes: ``TypeError`` or ``ValueError`` naming ``what`` and
-    ``sizes`` (how ``unit`` is made) otherwise."""
-    try:
-        view = memoryview(obj)  # type: ignore[arg-type]
-    except TypeError:
-        raise bad_type(what, obj) from None
-    if view.nbytes % unit:
-        raise ValueError(f"{what}: expected a multiple of {sizes} bytes, got {view.nbytes}")
+    """The raw bytes of ``obj`` (see ``_format.packed_view``)."""
+    view = packed_view(obj, unit, sizes, what)
     return obj if type(obj) is bytes else view.tobytes()
 
 
+def batch_header(count: int, key_size: int, value_size: int) -> bytes:
+    """The header frame of a batch of ``count`` changes (an int from 0 to
+    2**64 - 1: TypeError or ValueError otherwise)."""
+    check_sizes(key_size, value_size)
+    as_int(count, "count", 0, 0xFFFFFFFFFFFFFFFF)
+    return _header(count, frame_size(key_size, value_size))
+
+
 def encode_packed(records: Buffer, removals: Optional[Buffer], key_size: int,
-                  value_size: int) -> bytes:
+                  value_size: int, header: bool = True) -> bytes:
     """The frames of one batch of packed records: exactly what
     ``encode_log(items, key_size, value_size, batch=True)`` makes of
 
         [(key, value) for each record key + value of records]
         + [(key, None) for each key of removals]
+
+    or, with ``header`` false, those frames without the batch's header (a
+    part of a batch encoded piece by piece, after ``batch_header``).
 
     ``records`` is any bytes-like object of n * (K + V) bytes, each record
     its key then its value; ``removals`` (or None: none) one of m * K bytes,
@@ -204,7 +209,7 @@ def encode_packed(records: Buffer, removals: Optional[Buffer], key_size: int,
     gone = b"" if removals is None else _packed_data(removals, k, f"K={k}", "removals")
     pad = bytes(fsize - 5 - k - v)
     rsize = k + v
-    parts = [_header(len(data) // rsize + len(gone) // k, fsize)]
+    parts = [_header(len(data) // rsize + len(gone) // k, fsize)] if header else []
     parts += [_frame(data[off:off + k], data[off + k:off + rsize], v, pad)
               for off in range(0, len(data), rsize)]
     parts += [_frame(gone[off:off + k], None, v, pad) for off in range(0, len(gone), k)]

@@ -150,6 +150,23 @@ def bad_type(what: str, obj: object) -> TypeError:
     return TypeError(f"{what}: expected a bytes-like object, got {type(obj).__name__}")
 
 
+def packed_view(obj: object, unit: int, sizes: str, what: str) -> memoryview:
+    """``obj``, any bytes-like object, as a C-contiguous ``memoryview`` of
+    its raw bytes (one that is not C-contiguous is read in C order, into a
+    copy), checked to hold whole units of ``unit`` bytes: ``TypeError`` or
+    ``ValueError`` naming ``what`` and ``sizes`` (how ``unit`` is made)
+    otherwise."""
+    try:
+        view = memoryview(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise bad_type(what, obj) from None
+    if view.nbytes % unit:
+        raise ValueError(f"{what}: expected a multiple of {sizes} bytes, got {view.nbytes}")
+    if not view.c_contiguous:
+        return memoryview(view.tobytes())
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
 def bad_size(what: str, expected: int, got: int) -> ValueError:
     """The error for a bytes-like ``what`` of ``got`` bytes, not ``expected``."""
     return ValueError(f"{what}: expected {expected} bytes, got {got}")

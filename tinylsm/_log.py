@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import List, Optional, Tuple, Union
+from typing import Iterable, List, Optional, Tuple, Union
 
 from ._fs import Files
 from .errors import LogFailedError, describe
@@ -157,10 +157,31 @@ class LogWriter:
             # this very object
             del self.buf[:]
 
-    def _write(self, data: Union[bytes, bytearray]) -> None:
+    def append_pieces(self, pieces: Iterable[bytes]) -> None:
+        """Take the frames ``pieces`` make together as one append (a batch
+        encoded a piece at a time): each is written to the file as it
+        comes, after the buffer, so the whole never sits in memory; or
+        raise having taken none (the file cut back), also when ``pieces``
+        itself raises.  While a rollover holds appends they go to the
+        buffer, as any append does then."""
+        if self.broken is not None:
+            self.check()
+        if self.held:
+            for piece in pieces:
+                self.buf += piece
+            return
+        self.write_out()
+        self._write(pieces)
+
+    def _write(self, data: Union[bytes, bytearray, Iterable[bytes]]) -> None:
+        """Write ``data`` (or each piece of it, in order) at the log's end,
+        or raise having cut the file back to it."""
         self.check()
+        end = self.size
         try:
-            self.files.pwrite(self.fd, data, self.size)
+            for piece in (data,) if isinstance(data, (bytes, bytearray)) else data:
+                self.files.pwrite(self.fd, piece, end)
+                end += len(piece)
         except BaseException as exc:
             try:
                 self.files.truncate(self.fd, self.size)
@@ -168,8 +189,8 @@ class LogWriter:
             except BaseException as cut_exc:
                 self.broken = cut_exc
             raise exc
-        self.size += len(data)
-        self.written += len(data)
+        self.written += end - self.size
+        self.size = end
         if self.size > self.allocated:
             self.allocated = self.size
             if self._preallocating:

@@ -1174,79 +1174,138 @@ cdef class SortedMap:
         or a length that is not a multiple of the record size.
         """
         cdef Py_buffer view
-        cdef const uint8_t *p
-        cdef const uint8_t *rec
-        cdef size_t i, j, count, total, rsize, K = self.K
-        cdef uint64_t h
-        cdef uint64_t ring[_RING]
-        cdef uint32_t e
+        cdef size_t count, rsize
         self._alive()
+        self._check_sizes(key_size, value_size)
+        rsize = 5 + self.S
+        PyObject_GetBuffer(records, &view, PyBUF_SIMPLE)
+        try:
+            if <size_t>view.len % rsize:
+                raise ValueError(
+                    f"packed records: expected a multiple of {rsize} bytes, got {view.len}")
+            count = <size_t>view.len // rsize
+            presized = self._bulk_begin(count)
+            try:
+                self._apply_run(<const uint8_t *>view.buf, count, rsize, 5, -1)
+            finally:
+                self._bulk_end(presized)
+        finally:
+            PyBuffer_Release(&view)
+
+    def apply_packed(self, records, removals, key_size, value_size):
+        """Set the packed records of ``records`` (each its key then its value,
+        K + V bytes) in order, then delete the keys of ``removals`` (K bytes
+        each; None: none): the changes ``codec.encode_packed`` logs.
+
+        Raises ValueError (changing nothing) for sizes other than the map's
+        or a length that is not a multiple of a record (or a key).
+        """
+        cdef Py_buffer rview
+        cdef Py_buffer gview
+        cdef size_t n, m = 0
+        self._alive()
+        self._check_sizes(key_size, value_size)
+        PyObject_GetBuffer(records, &rview, PyBUF_SIMPLE)
+        gview.buf = NULL
+        try:
+            if removals is not None:
+                PyObject_GetBuffer(removals, &gview, PyBUF_SIMPLE)
+            if <size_t>rview.len % self.S:
+                raise ValueError(f"packed records: expected a multiple of "
+                                 f"{self.S} bytes, got {rview.len}")
+            if gview.buf != NULL and <size_t>gview.len % self.K:
+                raise ValueError(f"packed keys: expected a multiple of "
+                                 f"{self.K} bytes, got {gview.len}")
+            n = <size_t>rview.len // self.S
+            if gview.buf != NULL:
+                m = <size_t>gview.len // self.K
+            presized = self._bulk_begin(n + m)
+            try:
+                self._apply_run(<const uint8_t *>rview.buf, n, self.S, 0, 1)
+                if m:
+                    self._apply_run(<const uint8_t *>gview.buf, m, self.K, 0, 0)
+            finally:
+                self._bulk_end(presized)
+        finally:
+            PyBuffer_Release(&rview)
+            if gview.buf != NULL:
+                PyBuffer_Release(&gview)
+
+    cdef int _check_sizes(self, key_size, value_size) except -1:
         if key_size != self.K or value_size != self.V:
             raise ValueError(
                 f"records of key_size={key_size}, value_size={value_size} for a map of "
                 f"key_size={self.K}, value_size={self.V}")
-        rsize = 5 + self.S
-        PyObject_GetBuffer(records, &view, PyBUF_SIMPLE)
-        try:
-            total = view.len
-            if total % rsize:
-                raise ValueError(
-                    f"packed records: expected a multiple of {rsize} bytes, got {total}")
-            count = total // rsize
-            p = <const uint8_t *>view.buf
-            presized = False
-            if self.n + count > self.tlimit and self.n <= count:
-                # the table and the arena's new pages are faulted in as
-                # small pages, and asked for huge ones once loaded (see
-                # tl_advise_huge in _map.h)
-                self.defer_huge = True
-                # one rehash instead of many, when the map is no larger than
-                # the load (so that the rehash, O(n), costs what applying
-                # the records does; a smaller load grows incrementally, each
-                # record paying its share); undone below if the records
-                # were mostly overwrites or deletes
-                try:
-                    self._rehash(self.n + count)
-                    presized = True
-                except MemoryError:
-                    pass
-            # Memory latency dominates a large load: the hashes run _RING
-            # records ahead, so that the table entry and then the slot it
-            # names are fetched while earlier records are applied (and the
-            # previous table's entry, while the table grows; a growth
-            # during the load changes the table under the ring, which
-            # costs only useless prefetches).
-            for i in range(count if count < _RING else _RING):
-                ring[i] = tl_hash(p + i * rsize + 5, K, _SEED)
-                TL_PREFETCH(self.table + (<size_t>ring[i] & self.tmask))
-            for i in range(count):
-                h = ring[i % _RING]
-                j = i + _RING
-                if j < count:
-                    ring[j % _RING] = tl_hash(p + j * rsize + 5, K, _SEED)
-                    TL_PREFETCH(self.table + (<size_t>ring[j % _RING] & self.tmask))
-                    if self.old != NULL:
-                        TL_PREFETCH(self.old + (<size_t>ring[j % _RING] & self.omask))
-                j = i + _RING // 2
-                if j < count:
-                    e = self.table[<size_t>ring[j % _RING] & self.tmask]
-                    if e and (e & ~self.tids) == tl_tag(ring[j % _RING], self.tshift):
-                        TL_PREFETCH(self.arena + self._slot_of(e) * self.S)
-                rec = p + i * rsize
-                if rec[4]:
-                    self._set(rec + 5, rec + 5 + K, h, False)
-                else:
-                    self._delete(rec + 5, h, False)
-            if presized and self.n < self.tlimit // 4:
-                try:
-                    self._rehash(self.n)
-                except MemoryError:
-                    pass
-        finally:
-            PyBuffer_Release(&view)
-            if self.defer_huge:
-                self.defer_huge = False
-                self._advise_huge()
+        return 0
+
+    cdef bint _bulk_begin(self, size_t count) noexcept:
+        """Before applying ``count`` changes: True if it sized the table
+        for them at once (see ``_bulk_end``)."""
+        if self.n + count > self.tlimit and self.n <= count:
+            # one rehash instead of many, when the map is no larger than
+            # the load (so that the rehash, O(n), costs what applying the
+            # records does; a smaller load grows incrementally, each record
+            # paying its share).  The table and the arena's new pages are
+            # faulted in as small pages, and asked for huge ones once
+            # loaded (see tl_advise_huge in _map.h).
+            self.defer_huge = True
+            try:
+                self._rehash(self.n + count)
+                return True
+            except MemoryError:
+                return False
+        return False
+
+    cdef void _bulk_end(self, bint presized) noexcept:
+        """After a load: undo the table's sizing if the changes were mostly
+        overwrites or deletes, and ask for huge pages."""
+        if presized and self.n < self.tlimit // 4:
+            try:
+                self._rehash(self.n)
+            except MemoryError:
+                pass
+        if self.defer_huge:
+            self.defer_huge = False
+            self._advise_huge()
+
+    cdef int _apply_run(self, const uint8_t *p, size_t count, size_t stride, size_t koff,
+                        int tag) except -1:
+        """Apply ``count`` changes ``stride`` bytes apart from ``p``, each a
+        key at ``koff`` and its value after it; ``tag`` 1 sets them, 0
+        deletes them, -1 reads each one's tag at ``koff - 1`` (0 deletes)."""
+        cdef size_t i, j, K = self.K
+        cdef uint64_t h
+        cdef uint64_t ring[_RING]
+        cdef uint32_t e
+        cdef const uint8_t *key
+        # Memory latency dominates a large load: the hashes run _RING
+        # records ahead, so that the table entry and then the slot it
+        # names are fetched while earlier records are applied (and the
+        # previous table's entry, while the table grows; a growth during
+        # the load changes the table under the ring, which costs only
+        # useless prefetches).
+        for i in range(count if count < _RING else _RING):
+            ring[i] = tl_hash(p + i * stride + koff, K, _SEED)
+            TL_PREFETCH(self.table + (<size_t>ring[i] & self.tmask))
+        for i in range(count):
+            h = ring[i % _RING]
+            j = i + _RING
+            if j < count:
+                ring[j % _RING] = tl_hash(p + j * stride + koff, K, _SEED)
+                TL_PREFETCH(self.table + (<size_t>ring[j % _RING] & self.tmask))
+                if self.old != NULL:
+                    TL_PREFETCH(self.old + (<size_t>ring[j % _RING] & self.omask))
+            j = i + _RING // 2
+            if j < count:
+                e = self.table[<size_t>ring[j % _RING] & self.tmask]
+                if e and (e & ~self.tids) == tl_tag(ring[j % _RING], self.tshift):
+                    TL_PREFETCH(self.arena + self._slot_of(e) * self.S)
+            key = p + i * stride + koff
+            if tag == 1 or (tag < 0 and (key - 1)[0]):
+                self._set(key, key + K, h, False)
+            else:
+                self._delete(key, h, False)
+        return 0
 
     def items(self, start=None, stop=None, reverse=False):
         """An iterator of ``(key, value)`` with ``start <= key < stop`` in key

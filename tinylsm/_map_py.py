@@ -182,29 +182,56 @@ class SortedMap:
         or a length that is not a multiple of the record size.
         """
         len(self._d)  # raises once invalidated
+        self._check_sizes(key_size, value_size)
+        rsize = 5 + key_size + value_size
+        self._apply_runs([(_records_data(records, rsize), rsize, 5, None)])
+
+    def apply_packed(self, records: Buffer, removals: Optional[Buffer], key_size: int,
+                     value_size: int) -> None:
+        """Set the packed records of ``records`` (each its key then its value,
+        K + V bytes) in order, then delete the keys of ``removals`` (K bytes
+        each; None: none): the changes ``codec.encode_packed`` logs.
+
+        Raises ValueError (changing nothing) for sizes other than the map's
+        or a length that is not a multiple of a record (or a key).
+        """
+        len(self._d)  # raises once invalidated
+        self._check_sizes(key_size, value_size)
+        runs: List[Tuple[bytes, int, int, Optional[bool]]] = [
+            (_records_data(records, key_size + value_size), key_size + value_size, 0, True)]
+        if removals is not None:
+            runs.append((_records_data(removals, key_size, "packed keys"), key_size, 0, False))
+        self._apply_runs(runs)
+
+    def _check_sizes(self, key_size: int, value_size: int) -> None:
         if key_size != self._k or value_size != self._v:
             raise ValueError(
                 f"records of key_size={key_size}, value_size={value_size} for a map of "
                 f"key_size={self._k}, value_size={self._v}")
-        rsize = 5 + key_size + value_size
-        vstart = 5 + key_size
-        data = _records_data(records, rsize)
+
+    def _apply_runs(self, runs: List[Tuple[bytes, int, int, Optional[bool]]]) -> None:
+        """Apply each run ``(data, stride, koff, sets)``: changes ``stride``
+        bytes apart, each a key at ``koff`` and its value after it; ``sets``
+        True sets them, False deletes them, None reads each one's tag at
+        ``koff - 1`` (0 deletes)."""
         d = self._d
         new = self._new if self._keys is not None else None
+        k, v = self._k, self._v
         changes = 0
         removed = False
         self._applying = True  # an export's chunk copied meanwhile is refused
         try:
-            for off in range(0, len(data), rsize):
-                key = data[off + 5 : off + vstart]
-                if data[off + 4]:
-                    if new is not None and key not in d:
-                        new.append(key)
-                    d[key] = data[off + vstart : off + rsize]
-                    changes += 1
-                elif d.pop(key, None) is not None:
-                    removed = True
-                    changes += 1
+            for data, stride, koff, sets in runs:
+                for off in range(koff, len(data), stride):
+                    key = data[off:off + k]
+                    if sets if sets is not None else data[off - 1]:
+                        if new is not None and key not in d:
+                            new.append(key)
+                        d[key] = data[off + k:off + k + v]
+                        changes += 1
+                    elif d.pop(key, None) is not None:
+                        removed = True
+                        changes += 1
         finally:
             self._removed = self._removed or removed
             self.version += changes

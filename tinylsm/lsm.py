@@ -10,7 +10,7 @@ from collections.abc import ItemsView, KeysView, MutableMapping, ValuesView
 from typing import (TYPE_CHECKING, Callable, Iterable, Iterator, List, NoReturn, Optional, Tuple,
                     TypeVar, Union, overload)
 
-from . import _prefix, _recovery
+from . import _packed, _prefix, _recovery
 from ._lifecycle import CLOSED, CLOSING, FORKED, OPEN, OPENING, register, release
 from ._views import Items, Keys, Values
 from ._backend import codec, maps
@@ -20,7 +20,7 @@ from ._worker import Stopped
 from ._fs import DEFAULT as DEFAULT_FILES
 from ._fs import Files
 from ._log import GATHER, LEAD, LogWriter
-from ._format import LOG_NAME, SSTABLE_DIR, as_sized
+from ._format import LOG_NAME, SSTABLE_DIR, as_sized, packed_view
 from ._logread import LogReader
 from ._meta import StoreLock, writer_present
 from ._types import Buffer
@@ -499,8 +499,13 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
         bytes-like, ``ValueError`` for a length that is not a whole number
         of records or keys (``records: expected a multiple of K+V=16 bytes,
         got 17``); nothing is applied then.  Empty input logs an empty
-        batch, as ``write_batch([])`` does.  Cost: O(n + m), one C loop to
-        encode (without the GIL), one log append, one pass over the map.
+        batch, as ``write_batch([])`` does.  Cost: O(n + m), one pass to
+        encode (C, without the GIL), one to the log, one over the map.  A
+        batch of more than 1 MiB of log frames is encoded a piece at a time,
+        each piece written to the log as it is made, so its frames are never
+        in memory whole; its records are then read again by the map, so a
+        buffer that another thread could change meanwhile (anything but
+        ``bytes`` or a view of ``bytes``) is copied first.
 
         >>> import tinylsm, tempfile, os
         >>> db = tinylsm.open(os.path.join(tempfile.mkdtemp(), "db"), key_size=1, value_size=1)
@@ -513,8 +518,21 @@ class Lsm(maps.StoreCore, MutableMapping[bytes, bytes]):
         ValueError: records: expected a multiple of K+V=2 bytes, got 3
         >>> db.close()
         """
-        self._log_batch(codec.encode_packed(records, removals, self.key_size,
-                                            self.value_size))
+        k, v = self.key_size, self.value_size
+        rview = packed_view(records, k + v, f"K+V={k + v}", "records")
+        gview = None if removals is None else packed_view(removals, k, f"K={k}", "removals")
+        count = 1 + len(rview) // (k + v) + (0 if gview is None else len(gview) // k)
+        if count * codec.frame_size(k, v) <= _packed.STREAM_BYTES:
+            self._log_batch(codec.encode_packed(rview, gview, k, v))
+            return
+        rview = _packed.unchanging(rview)
+        gview = None if gview is None else _packed.unchanging(gview)
+        with _Exclusive(self):
+            log_writer = self._writable()
+            log_writer.append_pieces(_packed.pieces(rview, gview, k, v))
+            self._map.apply_packed(rview, gview, k, v)
+            assert self._rollover is not None  # set while open
+            self._rollover.ask(log_writer.length)
 
     def _log_batch(self, frames: bytes) -> None:
         """Append one batch's frames (a header, then its changes) to the log
