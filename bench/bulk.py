@@ -9,7 +9,8 @@ Config and a new store each time:
   ``bytes`` (the figure a program that imports once at start-up sees: the
   map's and the page cache's memory are new to the process);
 * the best of 3 of ``write_packed()``, ``write_batch()`` of a ready list
-  of tuples, ``items()`` over the whole store and ``export()`` of it.
+  of tuples, ``items()`` over the whole store and ``export()`` of it,
+  forwards and reversed.
 
 Rates are records (or items) per second; ratios are taken within one
 process.  The README's "Bulk export and import" figures come from this.
@@ -76,15 +77,16 @@ def _one_process(n: int, k: int, v: int, seed: int) -> Dict[str, float]:
         assert count == length
         return count / elapsed
 
-    def export_once() -> float:
+    def export_once(reverse: bool = False) -> float:
         t = time.perf_counter()
-        count = sum(len(chunk) for chunk in db.export()) // size
+        count = sum(len(chunk) for chunk in db.export(reverse=reverse)) // size
         elapsed = time.perf_counter() - t
         assert count == length
         return count / elapsed
 
     out["items"] = max(scan_once() for _ in range(ROUNDS))
     out["export"] = max(export_once() for _ in range(ROUNDS))
+    out["export reversed"] = max(export_once(True) for _ in range(ROUNDS))
     db.close()
     shutil.rmtree(root)
     return out
@@ -120,8 +122,9 @@ def main() -> None:
                 check=True, capture_output=True, text=True)
             runs.append(json.loads(done.stdout))
         print(f"\n{k}/{v}")
-        for name in ("first import", "import", "write_batch", "items", "export"):
-            print(f"  {name:13s} {_span([r[name] for r in runs])}")
+        for name in ("first import", "import", "write_batch", "items", "export",
+                     "export reversed"):
+            print(f"  {name:15s} {_span([r[name] for r in runs])}")
         for num, den in (("import", "write_batch"), ("export", "items")):
             ratios = [r[num] / r[den] for r in runs]
             print(f"  {num} / {den}: {min(ratios):.2f}x to {max(ratios):.2f}x")
